@@ -1,0 +1,69 @@
+"""Typed configs built from dicts only at the boundary: unknown keys are an error, never ignored."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+from qdrant_compat.errors import CorruptArtifactError
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: Any, *, where: str) -> T:
+    """Build dataclass ``cls`` from ``data``, recursing into nested dataclass fields.
+
+    Raises:
+        CorruptArtifactError: ``data`` is not a dict, has unknown keys or misses required ones.
+    """
+    if not isinstance(data, dict):
+        raise CorruptArtifactError(f"{where}: expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise CorruptArtifactError(
+            f"{where}: unknown key(s) {unknown} for {cls.__name__}; allowed: {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, where=f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise CorruptArtifactError(f"{where}: {exc}") from None
+
+
+def _convert(tp: Any, value: Any, *, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return from_dict(tp, value, where=where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        if len(args) == 1:
+            return _convert(args[0], value, where=where)
+        return value
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        (arg, *_rest) = typing.get_args(tp) or (Any,)
+        items = [_convert(arg, v, where=f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict and isinstance(value, dict):
+        args = typing.get_args(tp)
+        vt = args[1] if len(args) == 2 else Any
+        return {k: _convert(vt, v, where=f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def to_dict(obj: Any) -> Any:
+    """Inverse of :func:`from_dict` (tuples become lists, so the result is JSON-ready)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj

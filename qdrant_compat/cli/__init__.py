@@ -1,0 +1,1 @@
+"""Click CLI (thin: options in, one library call, output out)."""

@@ -1,0 +1,106 @@
+"""``collection create|info|list|adopt``, ``index`` and ``search``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from qdrant_compat.cli.context import CliState, pass_state
+
+
+@click.group("collection")
+def collection_group() -> None:
+    """Versioned collections."""
+
+
+@collection_group.command("create")
+@click.argument("name")
+@click.option("--model", required=True, help="NAME@VERSION of the model whose vectors it will hold.")
+@click.option("--exist-ok", is_flag=True)
+@pass_state
+def create(state: CliState, name: str, model: str, exist_ok: bool) -> None:
+    """Create collection NAME with one named vector for MODEL."""
+    meta = state.client.create_collection(name, model, exist_ok=exist_ok)
+    state.emit({"collection": name, "metadata": meta.to_dict()}, f"collection '{name}' holds {model} in vector '{meta.read}'")
+
+
+@collection_group.command("adopt")
+@click.argument("name")
+@click.option("--model", required=True, help="NAME@VERSION that made the existing vectors.")
+@click.option("--vector", "vector_name", default=None, help="Which named vector ('' for the unnamed one).")
+@pass_state
+def adopt(state: CliState, name: str, model: str, vector_name: str | None) -> None:
+    """Declare which model made the vectors of a collection created without qdrant-compat."""
+    meta = state.client.adopt_collection(name, model, vector_name=vector_name)
+    state.emit({"collection": name, "metadata": meta.to_dict()}, f"collection '{name}': vector '{meta.read}' = {model}")
+
+
+@collection_group.command("info")
+@click.argument("name")
+@pass_state
+def info(state: CliState, name: str) -> None:
+    """Models, named vectors, fill counts, edges and jobs of collection NAME."""
+    d = state.client.info(name)
+
+    def human() -> str:
+        lines = [f"collection '{name}': {d['points']} points; queries read '{d['read']}', writes go to {d['write']}"]
+        for v, e in d["vectors"].items():
+            lines.append(f"  vector '{v}': {e['model']} ({e['fingerprint'][:12]}…) dim {e['dim']} {e['distance']} "
+                         f"{e['state']}, {e['points']}/{d['points']} points")
+        for e in d["edges"]:
+            lines.append(f"  edge {e['query']} -> {e['stored']} ({e['relation']}): {json.dumps(e['evidence'])}")
+        if d["job"]:
+            lines.append(f"  job: {json.dumps(d['job'])}")
+        return "\n".join(lines)
+
+    state.emit(d, human)
+
+
+@collection_group.command("list")
+@pass_state
+def list_collections(state: CliState) -> None:
+    """All collections, and which are managed by qdrant-compat."""
+    rows = state.client.list_collections()
+    state.emit(rows, lambda: "\n".join(
+        f"{r['name']:<24} {'managed: ' + ', '.join(r['models']) if r['managed'] else 'not managed'}" for r in rows)
+        or "no collections")
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--collection", required=True)
+@click.option("--model", required=True, help="NAME@VERSION to embed with.")
+@click.option("--batch-size", default=64, show_default=True)
+@pass_state
+def index(state: CliState, folder: str, collection: str, model: str, batch_size: int) -> None:
+    """Embed an image folder (root/<class>/<image>) into COLLECTION (created if missing)."""
+    from qdrant_compat.data.images import ImageFolder
+    from qdrant_compat.indexing import index_folder
+
+    n_total = len(ImageFolder(folder))
+    with state.progress("indexing", n_total) as bar:
+        n = index_folder(state.client, collection, model, folder, batch_size=batch_size, progress=bar)
+    state.emit({"collection": collection, "model": model, "indexed": n}, f"indexed {n} images into '{collection}' with {model}")
+
+
+@click.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--collection", required=True)
+@click.option("--model", required=True, help="NAME@VERSION that embeds the query image.")
+@click.option("--limit", "-k", default=5, show_default=True)
+@pass_state
+def search(state: CliState, image: str, collection: str, model: str, limit: int) -> None:
+    """Search COLLECTION with an IMAGE file; prints the top-k hits with their payloads."""
+    from qdrant_compat.client import PROVENANCE_KEY
+    from qdrant_compat.indexing import search_image
+
+    hits = search_image(state.client, collection, model, image, limit=limit)
+    rows = [{"id": str(h.id), "score": h.score,
+             "payload": {k: v for k, v in (h.payload or {}).items() if k != PROVENANCE_KEY}} for h in hits]
+    state.emit(rows, lambda: "\n".join(
+        f"{i + 1:>2}. {r['score']:.4f}  {r['payload'].get('class', '')}  {r['payload'].get('image_path', r['id'])}"
+        for i, r in enumerate(rows)) or "no hits")
+
+
+COMMANDS = [collection_group, index, search]

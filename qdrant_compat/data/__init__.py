@@ -1,0 +1,25 @@
+"""Image sources (folders, arrays, npz bundles) and the one preprocessing shared by training and ONNX."""
+
+from qdrant_compat.data.images import (
+    ArrayImages,
+    ImageFolder,
+    ImageSource,
+    JpegBytesImages,
+    load_image,
+    load_npz,
+    open_source,
+    write_image_folder,
+)
+from qdrant_compat.data.transforms import preprocess
+
+__all__ = [
+    "ArrayImages",
+    "ImageFolder",
+    "ImageSource",
+    "JpegBytesImages",
+    "load_image",
+    "load_npz",
+    "open_source",
+    "preprocess",
+    "write_image_folder",
+]

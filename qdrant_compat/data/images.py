@@ -1,0 +1,192 @@
+"""Labelled image sources: an image folder ``root/<class>/<image>``, arrays, or JPEG bytes in an npz."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file fully (so errors surface here, not later).
+
+    Raises:
+        InvalidArgumentError: the file does not exist.
+        CorruptArtifactError: the file is not a readable image.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidArgumentError(f"image file {p} does not exist")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise CorruptArtifactError(f"image file {p} cannot be read as an image ({exc})") from None
+
+
+class ImageSource(Protocol):
+    """What training and indexing read: ``len``, ``labels``, ``classes`` and ``get(i)``."""
+
+    labels: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int: ...
+
+    def get(self, i: int) -> Any: ...
+
+
+def iter_batches(src: ImageSource, indices: Sequence[int], batch_size: int) -> Iterator[list[Any]]:
+    for s in range(0, len(indices), batch_size):
+        yield [src.get(int(i)) for i in indices[s : s + batch_size]]
+
+
+class ImageFolder:
+    """``root/<class>/<image>``; classes sorted by folder name, files sorted within a class."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InvalidArgumentError(f"image folder {self.root} does not exist or is not a folder")
+        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        paths: list[Path] = []
+        labels: list[int] = []
+        for ci, cname in enumerate(self.classes):
+            for f in sorted((self.root / cname).iterdir()):
+                if f.suffix.lower() in IMAGE_EXTENSIONS:
+                    paths.append(f)
+                    labels.append(ci)
+        if not paths:
+            raise InvalidArgumentError(
+                f"image folder {self.root} holds no images; expected root/<class>/<image> "
+                f"with extensions {', '.join(IMAGE_EXTENSIONS)}"
+            )
+        self.paths = paths
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def get(self, i: int) -> Image.Image:
+        return load_image(self.paths[i])
+
+
+class ArrayImages:
+    """uint8 images ``(n, H, W)`` or ``(n, H, W, C)`` with integer labels."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, classes: Sequence[str] | None = None) -> None:
+        if x.dtype != np.uint8 or x.ndim not in (3, 4):
+            raise InvalidArgumentError(f"images must be uint8 (n, H, W[, C]), got {x.dtype} {x.shape}")
+        if len(x) != len(y):
+            raise InvalidArgumentError(f"{len(x)} images but {len(y)} labels")
+        self.x = x
+        self.labels = np.asarray(y, dtype=np.int64)
+        n_cls = int(self.labels.max()) + 1 if len(self.labels) else 0
+        self.classes = list(classes) if classes is not None else [str(i) for i in range(n_cls)]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def get(self, i: int) -> np.ndarray:
+        return self.x[i]
+
+    def subset(self, idx: np.ndarray) -> ArrayImages:
+        return ArrayImages(self.x[idx], self.labels[idx], self.classes)
+
+
+class JpegBytesImages:
+    """Concatenated JPEG bytes with offsets (the Tiny-ImageNet npz layout); decoded on access."""
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> None:
+        self.data, self.offsets = data, offsets
+        self.labels = np.asarray(y, dtype=np.int64)
+        self.classes = list(classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get(self, i: int) -> Image.Image:
+        raw = self.data[self.offsets[i] : self.offsets[i + 1]].tobytes()
+        try:
+            return Image.open(io.BytesIO(raw)).convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise CorruptArtifactError(f"image {i} of the npz is not a readable JPEG ({exc})") from None
+
+    def subset(self, idx: np.ndarray) -> _Subset:
+        return _Subset(self, idx)
+
+
+class _Subset:
+    def __init__(self, base: Any, idx: np.ndarray) -> None:
+        self.base, self.idx = base, np.asarray(idx)
+        self.labels = base.labels[self.idx]
+        self.classes = base.classes
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def get(self, i: int) -> Any:
+        return self.base.get(int(self.idx[i]))
+
+
+def load_npz(path: str | Path, split: str = "train") -> ArrayImages | JpegBytesImages:
+    """Read split ``train`` or ``test`` of an npz bundle.
+
+    Two layouts are understood: ``x_<split>``/``y_<split>`` uint8 arrays (Omniglot fixture) and
+    ``<split>_jpeg``/``<split>_offsets``/``y_<split>`` (Tiny-ImageNet bundle).
+    """
+    p = Path(path)
+    if split not in ("train", "test"):
+        raise InvalidArgumentError(f"split must be 'train' or 'test', got {split!r}")
+    try:
+        z = np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"npz file {p} does not exist") from None
+    except (ValueError, OSError) as exc:
+        raise CorruptArtifactError(f"{p} is not a readable npz file ({exc})") from None
+    keys = set(z.files)
+    names = [str(c) for c in z["class_names"]] if "class_names" in keys else None
+    if f"x_{split}" in keys:
+        return ArrayImages(z[f"x_{split}"], z[f"y_{split}"], names)
+    if f"{split}_jpeg" in keys:
+        return JpegBytesImages(z[f"{split}_jpeg"], z[f"{split}_offsets"], z[f"y_{split}"], names or [])
+    raise InvalidArgumentError(
+        f"{p} has neither x_{split}/y_{split} nor {split}_jpeg/{split}_offsets; keys: {sorted(keys)}"
+    )
+
+
+def write_image_folder(src: ImageSource, root: str | Path, indices: Sequence[int] | None = None) -> list[Path]:
+    """Write images as PNG files under ``root/<class>/<index>.png``; returns the paths in order."""
+    root = Path(root)
+    out = []
+    for i in range(len(src)) if indices is None else indices:
+        cls = src.classes[int(src.labels[i])].replace("/", "_")
+        d = root / cls
+        d.mkdir(parents=True, exist_ok=True)
+        img = src.get(int(i))
+        pil = Image.fromarray(img) if isinstance(img, np.ndarray) else img
+        f = d / f"{int(i):06d}.png"
+        pil.save(f)
+        out.append(f)
+    return out
+
+
+def open_source(data: str | Path, *, split: str = "train", max_classes: int | None = None) -> Any:
+    """An image folder or an npz bundle, optionally limited to its first ``max_classes`` classes."""
+    p = Path(data)
+    src: Any = load_npz(p, split) if p.suffix == ".npz" else ImageFolder(p)
+    if max_classes is not None:
+        if max_classes < 1:
+            raise InvalidArgumentError(f"max_classes must be >= 1, got {max_classes}")
+        idx = np.flatnonzero(src.labels < max_classes)
+        src = src.subset(idx) if hasattr(src, "subset") else _Subset(src, idx)
+        src.classes = list(src.classes[:max_classes])
+    return src

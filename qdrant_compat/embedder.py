@@ -1,0 +1,71 @@
+"""Run a registered model with ONNX Runtime: images in, float32 ``(n, dim)`` out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdrant_compat.cards import ModelCard
+from qdrant_compat.data.images import load_image
+from qdrant_compat.data.transforms import preprocess
+from qdrant_compat.errors import InvalidArgumentError
+from qdrant_compat.export.onnx import INPUT_NAME, OUTPUT_NAME, ort_session
+from qdrant_compat.registry import RegisteredModel, Registry
+
+log = logging.getLogger(__name__)
+
+
+class Embedder:
+    """Feature extractor for one registered model version.
+
+    Example:
+        >>> emb = Embedder.from_registry(Registry("artifacts"), "omniglot@1")   # doctest: +SKIP
+        >>> vecs = emb.embed(["a.png", "b.png"])                                 # doctest: +SKIP
+    """
+
+    def __init__(self, model: RegisteredModel, *, batch_size: int = 64, providers: list[str] | None = None) -> None:
+        self.card: ModelCard = model.card
+        self.batch_size = int(batch_size)
+        self._sess = ort_session(model.onnx_path, providers)
+
+    @classmethod
+    def from_registry(cls, registry: Registry, ref: str, **kw: Any) -> Embedder:
+        return cls(registry.get_model(ref), **kw)
+
+    def embed_tensor(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 ``(n, C, S, S)`` -> ``(n, dim)``."""
+        spec = self.card.input
+        expected = (spec.channels, spec.size, spec.size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise InvalidArgumentError(
+                f"{self.card.ref} expects input of shape (n, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
+            )
+        out = np.empty((len(x), self.card.dim), dtype=np.float32)
+        for s in range(0, len(x), self.batch_size):
+            chunk = np.ascontiguousarray(x[s : s + self.batch_size], dtype=np.float32)
+            out[s : s + len(chunk)] = self._sess.run([OUTPUT_NAME], {INPUT_NAME: chunk})[0]
+        return out
+
+    def embed(self, images: Sequence[Any]) -> np.ndarray:
+        """Image paths, PIL images or uint8 arrays -> ``(n, dim)`` float32."""
+        out = np.empty((len(images), self.card.dim), dtype=np.float32)
+        for s in range(0, len(images), self.batch_size):
+            batch = [load_image(i) if isinstance(i, (str, Path)) else i for i in images[s : s + self.batch_size]]
+            out[s : s + len(batch)] = self.embed_tensor(preprocess(batch, self.card.input))
+        return out
+
+    def embed_source(self, source: Any, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Embed every image (or ``indices``) of an :class:`~qdrant_compat.data.ImageSource`."""
+        idx = range(len(source)) if indices is None else indices
+        out = np.empty((len(idx), self.card.dim), dtype=np.float32)
+        pos = 0
+        idx = list(idx)
+        for s in range(0, len(idx), self.batch_size):
+            batch = [source.get(int(i)) for i in idx[s : s + self.batch_size]]
+            out[pos : pos + len(batch)] = self.embed_tensor(preprocess(batch, self.card.input))
+            pos += len(batch)
+        return out

@@ -1,0 +1,114 @@
+"""One small interface for every training loss: ``loss(inputs) -> scalar``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from qdrant_compat.errors import InvalidArgumentError
+
+
+@dataclass
+class LossInputs:
+    """What a loss may read. Old-model fields are None in plain (non-compatible) training.
+
+    Attributes:
+        emb: new embeddings ``(n, d)``, L2-normalised.
+        labels: class indices ``(n,)`` in the new model's label space.
+        cos: cosine of each embedding to each row of the new classifier ``(n, C)``.
+        old_emb: the frozen old model's normalised embedding of the same images ``(n, d_old)``.
+        old_weight: frozen old-classifier rows re-indexed to the new label space ``(C, d_old)``,
+            with synthesised rows for classes the old model never saw; normalised.
+    """
+
+    emb: torch.Tensor
+    labels: torch.Tensor
+    cos: torch.Tensor
+    old_emb: torch.Tensor | None = None
+    old_weight: torch.Tensor | None = None
+
+    def need_old(self, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.old_emb is None or self.old_weight is None:
+            raise InvalidArgumentError(f"loss {what!r} needs an old model (train with old_model=...)")
+        return self.old_emb, self.old_weight
+
+    def emb_in_old_space(self) -> torch.Tensor:
+        """The first ``d_old`` dimensions, renormalised (new dim may exceed old, as in BT²)."""
+        assert self.old_weight is not None
+        d_old = self.old_weight.shape[1]
+        e = self.emb[:, :d_old]
+        return e if d_old == self.emb.shape[1] else nn.functional.normalize(e, dim=1)
+
+
+class BaseLoss(nn.Module):
+    """Subclass and implement :meth:`compute`. ``needs_old`` marks losses that read the old model."""
+
+    needs_old: bool = False
+
+    def compute(self, inputs: LossInputs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return self.compute(inputs)
+
+
+_REGISTRY: dict[str, type[BaseLoss]] = {}
+
+
+def register_loss(name: str) -> Callable[[type[BaseLoss]], type[BaseLoss]]:
+    def deco(cls: type[BaseLoss]) -> type[BaseLoss]:
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def list_losses() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_loss(name: str, **kwargs: float) -> BaseLoss:
+    """Build a loss by registered name.
+
+    Raises:
+        InvalidArgumentError: unknown name (lists the valid ones) or unknown keyword.
+    """
+    if name not in _REGISTRY:
+        raise InvalidArgumentError(f"unknown loss {name!r}; choose one of {list_losses()}")
+    try:
+        return _REGISTRY[name](**kwargs)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"loss {name!r}: {exc}") from None
+
+
+def margin_cross_entropy(cos: torch.Tensor, labels: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
+    """CosFace-style: ``CE(scale * (cos - margin * onehot(label)))``."""
+    onehot = nn.functional.one_hot(labels, cos.shape[1]).to(cos.dtype)
+    return nn.functional.cross_entropy(scale * (cos - margin * onehot), labels)
+
+
+class CompositeLoss(nn.Module):
+    """Weighted sum of named terms; returns the total and each term's value for logging."""
+
+    def __init__(self, terms: dict[str, tuple[float, BaseLoss]]) -> None:
+        super().__init__()
+        if not terms:
+            raise InvalidArgumentError("a composite loss needs at least one term")
+        self.weights = {k: float(w) for k, (w, _) in terms.items()}
+        self.terms = nn.ModuleDict({k: loss for k, (_, loss) in terms.items()})
+
+    @property
+    def needs_old(self) -> bool:
+        return any(getattr(t, "needs_old", False) for t in self.terms.values())
+
+    def forward(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
+        total = torch.zeros((), device=inputs.emb.device)
+        parts: dict[str, float] = {}
+        for k, term in self.terms.items():
+            v = term(inputs)
+            parts[k] = float(v.detach())
+            total = total + self.weights[k] * v
+        return total, parts

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qdrant_compat.losses.base import BaseLoss, LossInputs, register_loss
+
+
+@register_loss("cross_contrastive")
+class CrossModelContrastiveLoss(BaseLoss):
+    """New-to-old supervised contrastive loss: each new embedding is a query, the batch's *old*
+    embeddings are the gallery, same-class old embeddings are the positives.
+
+    It optimises the very quantity the cross-model retrieval test measures (new query vs old gallery).
+    In the spirit of the new-to-old contrastive terms of RACT (Zhang et al., "Hot-Refresh Model Upgrades
+    with Regression-Alleviating Compatible Training", ICLR 2022) and LCE (Meng et al., 2021), with the
+    multi-positive form of SupCon (Khosla et al., NeurIPS 2020).
+    """
+
+    needs_old = True
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def compute(self, inputs: LossInputs) -> torch.Tensor:
+        old_emb, _ = inputs.need_old("cross_contrastive")
+        logits = inputs.emb_in_old_space() @ old_emb.t() / self.temperature
+        log_prob = nn.functional.log_softmax(logits, dim=1)
+        pos = (inputs.labels[:, None] == inputs.labels[None, :]).to(log_prob.dtype)
+        return -((log_prob * pos).sum(dim=1) / pos.sum(dim=1)).mean()

@@ -1,0 +1,237 @@
+"""On-disk artifact store.
+
+Layout::
+
+    <root>/models/<name>/<version>/model.onnx        the extractor (image tensor -> embedding)
+                                  /card.json         ModelCard (fingerprint = sha256 of model.onnx)
+                                  /classifier.safetensors   cosine-classifier weights (optional)
+    <root>/converters/<id>/converter.onnx, card.json, head/ (config.json + weights.safetensors)
+
+Versions are immutable: registering ``name@version`` again with other bytes is an error. Every load
+re-hashes the ONNX file, so a file changed behind the registry's back is caught, never served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qdrant_compat.cards import ConverterCard, ModelCard, check_name, parse_ref, sha256_file
+from qdrant_compat.errors import (
+    CorruptArtifactError,
+    FingerprintMismatchError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+)
+
+log = logging.getLogger(__name__)
+DEFAULT_REGISTRY = "qdrant_compat_registry"
+REGISTRY_ENV = "QDRANT_COMPAT_REGISTRY"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    card: ModelCard
+    onnx_path: Path
+    classifier_path: Path | None
+
+    def classifier_weight(self) -> np.ndarray | None:
+        """The cosine classifier's rows ``(num_classes, dim)``, or None if none was registered."""
+        if self.classifier_path is None:
+            return None
+        from safetensors.numpy import load_file
+
+        try:
+            return load_file(str(self.classifier_path))["weight"]
+        except Exception as exc:  # safetensors raises several types for bad files
+            raise CorruptArtifactError(f"{self.classifier_path}: unreadable classifier weights ({exc})") from None
+
+
+@dataclass(frozen=True)
+class RegisteredConverter:
+    card: ConverterCard
+    onnx_path: Path
+    head_dir: Path
+
+
+class Registry:
+    """Models and converters by reference, verified on every load.
+
+    Example:
+        >>> reg = Registry("artifacts")                          # doctest: +SKIP
+        >>> card = reg.register_model("model.onnx", card)        # doctest: +SKIP
+        >>> reg.get_model("omniglot@1").onnx_path                # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
+
+    # ---------------------------------------------------------------- models
+    def _model_dir(self, name: str, version: str) -> Path:
+        return self.root / "models" / name / version
+
+    def register_model(
+        self,
+        onnx_path: str | Path,
+        card: ModelCard,
+        classifier: np.ndarray | str | Path | None = None,
+        *,
+        exist_ok: bool = True,
+    ) -> ModelCard:
+        """Copy ``onnx_path`` into the registry under ``card.ref`` and return the card with its fingerprint.
+
+        Raises:
+            InvalidArgumentError: the version exists with different bytes (versions are immutable).
+        """
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise InvalidArgumentError(f"ONNX file {onnx_path} does not exist")
+        fp = sha256_file(onnx_path)
+        if card.fingerprint and card.fingerprint != fp:
+            raise FingerprintMismatchError(
+                f"card for {card.ref} says fingerprint {card.fingerprint[:12]}… but {onnx_path} hashes to {fp[:12]}…"
+            )
+        card = card.with_(fingerprint=fp)
+        dest = self._model_dir(card.name, card.version)
+        if dest.exists():
+            existing = self.get_model(card.ref)
+            if existing.card.fingerprint != fp:
+                raise InvalidArgumentError(
+                    f"{card.ref} is already registered with fingerprint {existing.card.fingerprint[:12]}…; "
+                    f"versions are immutable: register these bytes ({fp[:12]}…) under a new version"
+                )
+            if not exist_ok:
+                raise InvalidArgumentError(f"{card.ref} is already registered")
+            return existing.card
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(self.root)))
+        shutil.copyfile(onnx_path, tmp / "model.onnx")
+        if classifier is not None:
+            from safetensors.numpy import save_file
+
+            weight = np.load(classifier) if isinstance(classifier, (str, Path)) else classifier
+            weight = np.ascontiguousarray(weight, dtype=np.float32)
+            if weight.ndim != 2 or weight.shape[1] != card.dim:
+                raise InvalidArgumentError(
+                    f"classifier weight must have shape (num_classes, {card.dim}), got {weight.shape}"
+                )
+            save_file({"weight": weight}, str(tmp / "classifier.safetensors"))
+        card.save(tmp / "card.json")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)  # atomic: a half-written version is never visible
+        log.info("registered %s (%s…) in %s", card.ref, fp[:12], self.root)
+        return card
+
+    def get_model(self, ref: str | ModelCard) -> RegisteredModel:
+        """Load a model's card and paths, verifying the ONNX fingerprint.
+
+        Raises:
+            ModelNotFoundError: not registered (the message lists what is).
+            FingerprintMismatchError: the ONNX bytes changed since registration.
+        """
+        name, version = parse_ref(ref.ref if isinstance(ref, ModelCard) else ref)
+        d = self._model_dir(name, version)
+        if not (d / "card.json").exists():
+            known = ", ".join(c.ref for c in self.list_models()) or "none"
+            raise ModelNotFoundError(f"model {name}@{version} is not in registry {self.root} (registered: {known})")
+        card = ModelCard.load(d / "card.json")
+        onnx_path = d / "model.onnx"
+        if not onnx_path.exists():
+            raise CorruptArtifactError(f"{onnx_path} is missing for {card.ref}")
+        actual = sha256_file(onnx_path)
+        if actual != card.fingerprint:
+            raise FingerprintMismatchError(
+                f"{card.ref}: {onnx_path} hashes to {actual} but its card records {card.fingerprint}; "
+                "the file was changed after registration: restore it or register a new version"
+            )
+        if isinstance(ref, ModelCard) and ref.fingerprint and ref.fingerprint != card.fingerprint:
+            raise FingerprintMismatchError(
+                f"{card.ref}: the card given has fingerprint {ref.fingerprint} but the registry holds {card.fingerprint}"
+            )
+        clf = d / "classifier.safetensors"
+        return RegisteredModel(card=card, onnx_path=onnx_path, classifier_path=clf if clf.exists() else None)
+
+    def update_card(self, card: ModelCard) -> None:
+        """Replace a registered card's mutable parts (lineage evidence, training notes); bytes stay."""
+        current = self.get_model(card.ref).card
+        if card.fingerprint != current.fingerprint or card.dim != current.dim:
+            raise InvalidArgumentError(f"update_card may not change {card.ref}'s fingerprint or dimension")
+        path = self._model_dir(card.name, card.version) / "card.json"
+        tmp = path.with_suffix(".json.tmp")
+        card.save(tmp)
+        os.replace(tmp, path)
+
+    def list_models(self) -> list[ModelCard]:
+        out = []
+        for p in sorted((self.root / "models").glob("*/*/card.json")):
+            try:
+                out.append(ModelCard.load(p))
+            except CorruptArtifactError as exc:
+                log.warning("skipping unreadable card: %s", exc)
+        return out
+
+    def has_model(self, ref: str) -> bool:
+        name, version = parse_ref(ref)
+        return (self._model_dir(name, version) / "card.json").exists()
+
+    # ------------------------------------------------------------ converters
+    def register_converter(self, onnx_path: str | Path, head_dir: str | Path, card: ConverterCard) -> ConverterCard:
+        check_name(card.id, "converter id")
+        fp = sha256_file(onnx_path)
+        card = ConverterCard.from_dict({**card.to_dict(), "fingerprint": fp})
+        dest = self.root / "converters" / card.id
+        if dest.exists():
+            existing = self.get_converter(card.id)
+            if existing.card.fingerprint != fp:
+                raise InvalidArgumentError(
+                    f"converter {card.id} already exists with other bytes; choose a new id"
+                )
+            return existing.card
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(self.root)))
+        shutil.copyfile(onnx_path, tmp / "converter.onnx")
+        shutil.copytree(head_dir, tmp / "head")
+        card.save(tmp / "card.json")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+        log.info("registered converter %s (%s -> %s)", card.id, card.source, card.target)
+        return card
+
+    def get_converter(self, conv_id: str) -> RegisteredConverter:
+        d = self.root / "converters" / check_name(conv_id, "converter id")
+        if not (d / "card.json").exists():
+            known = ", ".join(c.id for c in self.list_converters()) or "none"
+            raise ModelNotFoundError(f"converter {conv_id} is not in registry {self.root} (registered: {known})")
+        card = ConverterCard.load(d / "card.json")
+        actual = sha256_file(d / "converter.onnx")
+        if actual != card.fingerprint:
+            raise FingerprintMismatchError(
+                f"converter {conv_id}: converter.onnx hashes to {actual} but its card records {card.fingerprint}"
+            )
+        return RegisteredConverter(card=card, onnx_path=d / "converter.onnx", head_dir=d / "head")
+
+    def list_converters(self) -> list[ConverterCard]:
+        out = []
+        for p in sorted((self.root / "converters").glob("*/card.json")):
+            try:
+                out.append(ConverterCard.load(p))
+            except CorruptArtifactError as exc:
+                log.warning("skipping unreadable converter card: %s", exc)
+        return out
+
+    def find_converters(self, source: ModelCard, target: ModelCard) -> list[ConverterCard]:
+        """Converters mapping exactly ``source``'s bytes to ``target``'s bytes."""
+        return [
+            c
+            for c in self.list_converters()
+            if c.source_fingerprint == source.fingerprint and c.target_fingerprint == target.fingerprint
+        ]
+
+
+def _ensure(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p

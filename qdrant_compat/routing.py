@@ -1,0 +1,102 @@
+"""Which stored vector a query model may search, and how.
+
+Rules, in order of preference:
+
+1. the query model is the stored model (same name, version *and* fingerprint): search directly;
+2. a recorded ``bct`` edge from the query model to a stored model, whose criterion held: search the
+   stored vector directly (the new embeddings live in the old space);
+3. a registered new->old adapter (converter) from the query model to a stored model: transform the query,
+   then search.
+
+Same name and version with another fingerprint is always an error. Anything else raises
+:class:`~qdrant_compat.errors.IncompatibleModelError` naming what is stored and what would bridge it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qdrant_compat.cards import ModelCard
+from qdrant_compat.errors import FingerprintMismatchError, IncompatibleModelError
+from qdrant_compat.metadata import CompatMeta
+
+
+@dataclass(frozen=True)
+class Route:
+    vector: str
+    stored_model: str
+    via: str  # "direct" | "bct" | "adapter"
+    converter: str | None = None
+
+    def describe(self) -> str:
+        if self.via == "direct":
+            return f"vector '{self.vector}' directly"
+        if self.via == "bct":
+            return f"vector '{self.vector}' ({self.stored_model}) through the measured bct edge"
+        return f"vector '{self.vector}' ({self.stored_model}) through adapter {self.converter}"
+
+
+def check_fingerprint(card: ModelCard, meta: CompatMeta, collection: str) -> None:
+    for name, entry in meta.vectors.items():
+        if entry.model == card.ref and entry.fingerprint != card.fingerprint:
+            raise FingerprintMismatchError(
+                f"collection '{collection}' stores {card.ref} with fingerprint {entry.fingerprint[:12]}… in vector "
+                f"'{name}', but the model given has fingerprint {card.fingerprint[:12]}…: same name and version, "
+                "different bytes; register the new bytes under a new version"
+            )
+
+
+def candidate_routes(card: ModelCard, meta: CompatMeta) -> list[Route]:
+    """Every usable route, best first, ignoring fill state."""
+    routes: list[Route] = []
+    order = sorted(meta.vectors, key=lambda n: n != meta.read)  # the read vector first
+    for name in order:
+        entry = meta.vectors[name]
+        if entry.state == "retired":
+            continue
+        if entry.model == card.ref and entry.fingerprint == card.fingerprint:
+            routes.append(Route(name, entry.model, "direct"))
+    for edge in meta.edges:
+        if edge.query != card.ref or edge.query_fingerprint != card.fingerprint:
+            continue
+        if edge.relation == "bct" and edge.evidence.get("criterion_met") is False:
+            continue
+        for name in order:
+            entry = meta.vectors[name]
+            if entry.state != "retired" and entry.model == edge.stored and entry.fingerprint == edge.stored_fingerprint:
+                routes.append(Route(name, entry.model, edge.relation, edge.converter))
+    return routes
+
+
+def resolve_route(card: ModelCard, meta: CompatMeta, collection: str, *, prefer: str | None = None) -> Route:
+    """The best route for a query with ``card`` on ``collection``.
+
+    Raises:
+        FingerprintMismatchError: same ``name@version`` stored with other bytes.
+        IncompatibleModelError: no route; the message lists stored versions and the ways to bridge.
+    """
+    check_fingerprint(card, meta, collection)
+    routes = candidate_routes(card, meta)
+    complete = [r for r in routes if meta.vectors[r.vector].state == "active"]
+    if prefer:
+        complete = [r for r in complete if r.vector == prefer] or complete
+    if complete:
+        return complete[0]
+    stored = sorted({v.model for v in meta.vectors.values() if v.state != "retired"})
+    refused = [
+        e for e in meta.edges
+        if e.query == card.ref and e.relation == "bct" and e.evidence.get("criterion_met") is False
+    ]
+    why = ""
+    if refused:
+        ev = refused[0].evidence
+        why = (
+            f" A bct edge to {refused[0].stored} was measured but failed the compatibility criterion "
+            f"(cross top-1 {ev.get('cross_top1', '?')} vs old/old {ev.get('old_top1', '?')})."
+        )
+    raise IncompatibleModelError(
+        f"collection '{collection}' holds vectors of {', '.join(stored) or 'no model'}; a query with {card.ref} "
+        f"cannot search them.{why} To bridge: train {card.name} backward-compatibly with --old-model and record "
+        "the edge (evaluate --record), register a new->old adapter (converter fit), or upgrade the collection "
+        f"to {card.ref} (upgrade plan)."
+    )

@@ -1,0 +1,33 @@
+"""Training: plain extractors and backward-compatible ones (the old model frozen behind ONNX)."""
+
+from qdrant_compat.training.config import BCT_LOSSES, PLAIN_LOSSES, TrainConfig
+from qdrant_compat.training.old_model import (
+    OldTargets,
+    build_old_targets,
+    prepare_old_targets,
+    synthesize_rows,
+)
+from qdrant_compat.training.trainer import TrainResult, compute_features, fit, train_model
+
+__all__ = [
+    "BCT_LOSSES",
+    "PLAIN_LOSSES",
+    "OldTargets",
+    "TrainConfig",
+    "TrainResult",
+    "build_old_targets",
+    "compute_features",
+    "fit",
+    "prepare_old_targets",
+    "synthesize_rows",
+    "train_model",
+]
+
+from qdrant_compat.training.checkpoint import (  # noqa: E402
+    TrainingSummary,
+    export_and_register,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+__all__ += ["TrainingSummary", "export_and_register", "load_checkpoint", "save_checkpoint"]

@@ -1,0 +1,49 @@
+"""Typed training configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qdrant_compat.errors import InvalidArgumentError
+from qdrant_compat.losses.base import list_losses
+
+PLAIN_LOSSES: dict[str, float] = {"norm_softmax": 1.0}
+# The compatible-training default, chosen by benchmarks/p1_bct.py (see README, "Which losses and why").
+BCT_LOSSES: dict[str, float] = {"norm_softmax": 1.0, "influence": 1.0, "cross_contrastive": 1.0}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    backbone_lr: float | None = None
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    losses: dict[str, float] = field(default_factory=lambda: dict(PLAIN_LOSSES))
+    loss_options: dict[str, dict[str, float]] = field(default_factory=dict)
+    hflip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise InvalidArgumentError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise InvalidArgumentError(f"batch_size must be >= 2, got {self.batch_size}")
+        if not self.lr > 0:
+            raise InvalidArgumentError(f"lr must be > 0, got {self.lr}")
+        unknown = sorted(set(self.losses) - set(list_losses()))
+        if unknown:
+            raise InvalidArgumentError(f"unknown loss(es) {unknown}; choose from {list_losses()}")
+        if not self.losses:
+            raise InvalidArgumentError("losses must name at least one loss")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"device {device!r} asked for but CUDA is not available; use 'cpu' or 'auto'")
+    return device
