@@ -23,7 +23,7 @@ class CliState:
     api_key: str | None
     registry_root: str | None
     json: bool
-    progress: bool
+    show_progress: bool
     _client: CompatClient | None = None
 
     @property
@@ -65,7 +65,7 @@ class CliState:
             yield update
 
     def progress_enabled(self) -> bool:
-        return bool(self.progress and not self.json and sys.stderr.isatty())
+        return bool(self.show_progress and not self.json and sys.stderr.isatty())
 
 
 pass_state = click.make_pass_decorator(CliState)

@@ -45,7 +45,7 @@ def cli(ctx: click.Context, path: str | None, url: str | None, api_key: str | No
     """
     setup_logging(verbose)
     ctx.obj = CliState(path=path, url=url, api_key=api_key, registry_root=registry_root, json=as_json,
-                       progress=not no_progress)
+                       show_progress=not no_progress)
 
 
 def _register_commands() -> None:

@@ -1,0 +1,98 @@
+"""Each loss against a plain-loop reference, and the registry's error."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qdrant_compat.errors import InvalidArgumentError
+from qdrant_compat.losses import CompositeLoss, LossInputs, create_loss, list_losses
+
+
+def _inputs(n=6, d=5, c=4, d_old=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    emb = F.normalize(torch.randn(n, d, generator=g), dim=1)
+    w = torch.randn(c, d, generator=g)
+    labels = torch.tensor([0, 1, 2, 3, 1, 0][:n])
+    cos = emb @ F.normalize(w, dim=1).t()
+    old_emb = F.normalize(torch.randn(n, d_old, generator=g), dim=1)
+    old_w = F.normalize(torch.randn(c, d_old, generator=g), dim=1)
+    return LossInputs(emb=emb, labels=labels, cos=cos, old_emb=old_emb, old_weight=old_w)
+
+
+def _ce_loop(cos_rows, labels, scale, margin):
+    total = 0.0
+    for row, y in zip(cos_rows.tolist(), labels.tolist(), strict=True):
+        logits = [scale * (v - (margin if j == y else 0.0)) for j, v in enumerate(row)]
+        m = max(logits)
+        lse = m + math.log(sum(math.exp(v - m) for v in logits))
+        total += lse - logits[y]
+    return total / len(labels)
+
+
+def test_norm_softmax_matches_loop():
+    x = _inputs()
+    got = create_loss("norm_softmax", scale=10.0, margin=0.2)(x)
+    assert float(got) == pytest.approx(_ce_loop(x.cos, x.labels, 10.0, 0.2), rel=1e-5)
+
+
+def test_influence_uses_old_classifier():
+    x = _inputs()
+    got = create_loss("influence", scale=16.0, margin=0.0)(x)
+    cos_old = [[sum(a * b for a, b in zip(e, w, strict=True)) for w in x.old_weight.tolist()] for e in x.emb.tolist()]
+    assert float(got) == pytest.approx(_ce_loop(torch.tensor(cos_old), x.labels, 16.0, 0.0), rel=1e-5)
+
+
+def test_influence_with_wider_new_embedding_uses_leading_dims():
+    x = _inputs(d=8, d_old=5)
+    got = create_loss("influence", margin=0.0)(x)
+    lead = F.normalize(x.emb[:, :5], dim=1)
+    ref = _ce_loop(lead @ x.old_weight.t(), x.labels, 16.0, 0.0)
+    assert float(got) == pytest.approx(ref, rel=1e-5)
+
+
+def test_alignment_is_one_minus_cosine():
+    x = _inputs()
+    ref = sum(1 - sum(a * b for a, b in zip(e, o, strict=True)) for e, o in zip(x.emb.tolist(), x.old_emb.tolist(), strict=True))
+    assert float(create_loss("alignment")(x)) == pytest.approx(ref / len(x.labels), rel=1e-5)
+
+
+def test_cross_contrastive_matches_loop():
+    x = _inputs()
+    t = 0.1
+    got = float(create_loss("cross_contrastive", temperature=t)(x))
+    e, o, y = x.emb.tolist(), x.old_emb.tolist(), x.labels.tolist()
+    total = 0.0
+    for i in range(len(e)):
+        logits = [sum(a * b for a, b in zip(e[i], o[j], strict=True)) / t for j in range(len(o))]
+        m = max(logits)
+        lse = m + math.log(sum(math.exp(v - m) for v in logits))
+        pos = [j for j in range(len(o)) if y[j] == y[i]]
+        total += sum(lse - logits[j] for j in pos) / len(pos)
+    assert got == pytest.approx(total / len(e), rel=1e-5)
+
+
+def test_loss_without_old_model_is_a_clear_error():
+    x = _inputs()
+    x.old_emb = x.old_weight = None
+    with pytest.raises(InvalidArgumentError, match="needs an old model"):
+        create_loss("influence")(x)
+
+
+def test_unknown_loss_lists_valid_names():
+    with pytest.raises(InvalidArgumentError, match=r"unknown loss 'nope'; choose one of \['alignment'"):
+        create_loss("nope")
+    assert {"norm_softmax", "influence", "alignment", "cross_contrastive"} <= set(list_losses())
+
+
+def test_composite_weights_terms_and_gradients_flow():
+    x = _inputs()
+    x.emb.requires_grad_(True)
+    comp = CompositeLoss({"norm_softmax": (1.0, create_loss("norm_softmax")), "alignment": (0.5, create_loss("alignment"))})
+    total, parts = comp(x)
+    assert float(total.detach()) == pytest.approx(parts["norm_softmax"] + 0.5 * parts["alignment"], rel=1e-5)
+    total.backward()
+    assert x.emb.grad is not None and torch.isfinite(x.emb.grad).all() and x.emb.grad.abs().sum() > 0

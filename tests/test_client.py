@@ -1,0 +1,127 @@
+"""CompatClient on an embedded in-memory Qdrant: versioned collections and every guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qdrant_client import models
+
+from qdrant_compat import CompatClient
+from qdrant_compat.errors import (
+    CollectionNotFoundError,
+    FingerprintMismatchError,
+    IncompatibleModelError,
+    InvalidArgumentError,
+    UnmanagedCollectionError,
+)
+from qdrant_compat.metadata import META_KEY
+
+
+def test_create_writes_metadata_block(client, trained):
+    card = trained[1]
+    client.create_collection("g", "omni@1")
+    raw = client.qdrant.get_collection("g").config.metadata[META_KEY]
+    assert raw["vectors"]["omni@1"]["fingerprint"] == card.fingerprint
+    assert raw["vectors"]["omni@1"]["dim"] == card.dim
+    assert raw["read"] == "omni@1" and raw["write"] == ["omni@1"]
+    params = client.qdrant.get_collection("g").config.params.vectors
+    assert params["omni@1"].size == card.dim
+
+
+def test_upsert_and_query_roundtrip(client, random_vectors):
+    client.create_collection("g", "omni@1")
+    v = random_vectors(20, 32)
+    ids = client.upsert("g", "omni@1", v, ids=list(range(20)), payloads=[{"i": i} for i in range(20)])
+    assert ids == list(range(20))
+    hits = client.query("g", "omni@1", v[7], limit=3)
+    assert hits[0].id == 7 and hits[0].payload["i"] == 7
+    assert client.info("g")["vectors"]["omni@1"]["points"] == 20
+
+
+def test_wrong_dimension(client, random_vectors):
+    client.create_collection("g", "omni@1")
+    with pytest.raises(InvalidArgumentError, match=r"expected vectors of dimension 32, got shape \(2, 31\)"):
+        client.upsert("g", "omni@1", random_vectors(2, 31))
+    with pytest.raises(InvalidArgumentError, match="expected vectors of dimension 32"):
+        client.query("g", "omni@1", random_vectors(1, 64)[0])
+
+
+def test_nan_and_zero_vectors(client, random_vectors):
+    client.create_collection("g", "omni@1")
+    v = random_vectors(3, 32)
+    v[1, 4] = np.nan
+    with pytest.raises(InvalidArgumentError, match=r"1 vector\(s\) contain NaN or infinity \(first at row 1\)"):
+        client.upsert("g", "omni@1", v)
+    with pytest.raises(InvalidArgumentError, match="zero vector"):
+        client.upsert("g", "omni@1", np.zeros((1, 32)))
+    assert client.qdrant.count("g").count == 0  # nothing half-written
+
+
+def test_wrong_model_query_and_write_refused(client, other_model, random_vectors):
+    client.create_collection("g", "omni@1")
+    client.upsert("g", "omni@1", random_vectors(5, 32))
+    with pytest.raises(IncompatibleModelError, match=r"holds vectors of omni@1; a query with omni-indep@2 cannot search"):
+        client.query("g", "omni-indep@2", random_vectors(1, 32))
+    with pytest.raises(IncompatibleModelError, match=r"takes new points in 'omni@1' \(omni@1\); omni-indep@2 has no route"):
+        client.upsert("g", "omni-indep@2", random_vectors(1, 32))
+
+
+def test_same_version_other_fingerprint_is_an_error(client, trained):
+    client.create_collection("g", "omni@1")
+    forged = trained[1].with_(fingerprint="0" * 64)
+    client2 = CompatClient(client.qdrant, registry=client.registry.root / "nowhere")
+    with pytest.raises(FingerprintMismatchError, match="same name and version, different bytes"):
+        client2.query("g", forged, np.ones(32))
+
+
+def test_card_mismatching_registry_is_refused(client, trained):
+    forged = trained[1].with_(fingerprint="f" * 64)
+    with pytest.raises(FingerprintMismatchError, match="the registry holds"):
+        client.create_collection("g", forged)
+
+
+def test_unknown_collection(client):
+    with pytest.raises(CollectionNotFoundError, match="collection 'nope' does not exist"):
+        client.query("nope", "omni@1", np.ones(32))
+
+
+def test_legacy_collection_needs_adoption(client, random_vectors):
+    client.qdrant.create_collection("legacy", vectors_config=models.VectorParams(size=32, distance=models.Distance.COSINE))
+    v = random_vectors(4, 32)
+    client.qdrant.upsert("legacy", [models.PointStruct(id=i, vector=v[i].tolist(), payload={"k": i}) for i in range(4)])
+    with pytest.raises(UnmanagedCollectionError, match="has no qdrant-compat metadata; declare which model"):
+        client.query("legacy", "omni@1", v[0])
+    meta = client.adopt_collection("legacy", "omni@1")
+    assert meta.read == ""
+    assert client.query("legacy", "omni@1", v[2], limit=1)[0].id == 2
+    client.upsert("legacy", "omni@1", v[:1], ids=[10])
+    assert client.qdrant.count("legacy").count == 5
+
+
+def test_adopt_checks_dimension_and_distance(client):
+    client.qdrant.create_collection("l1", vectors_config=models.VectorParams(size=31, distance=models.Distance.COSINE))
+    with pytest.raises(IncompatibleModelError, match="has dimension 31 but omni@1 makes 32-d vectors"):
+        client.adopt_collection("l1", "omni@1")
+    client.qdrant.create_collection("l2", vectors_config=models.VectorParams(size=32, distance=models.Distance.DOT))
+    with pytest.raises(IncompatibleModelError, match="uses Dot but omni@1 is a Cosine model"):
+        client.adopt_collection("l2", "omni@1")
+    client.qdrant.create_collection("l3", vectors_config={"a": models.VectorParams(size=32, distance=models.Distance.COSINE),
+                                                          "b": models.VectorParams(size=32, distance=models.Distance.COSINE)})
+    with pytest.raises(InvalidArgumentError, match=r"has vectors \['a', 'b'\]; say which one"):
+        client.adopt_collection("l3", "omni@1")
+
+
+def test_create_twice(client):
+    client.create_collection("g", "omni@1")
+    with pytest.raises(InvalidArgumentError, match="already exists"):
+        client.create_collection("g", "omni@1")
+    assert client.create_collection("g", "omni@1", exist_ok=True).read == "omni@1"
+
+
+def test_wraps_an_existing_client(trained):
+    from qdrant_client import QdrantClient
+
+    raw = QdrantClient(":memory:")
+    cc = CompatClient(raw, registry=trained[0])
+    cc.create_collection("g", "omni@1")
+    assert raw.collection_exists("g")
