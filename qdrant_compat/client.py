@@ -6,8 +6,10 @@ its model; the collection's ``qdrant_compat`` metadata decides whether it is all
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,11 +27,11 @@ from qdrant_compat.errors import (
 )
 from qdrant_compat.metadata import META_KEY, CompatMeta, Edge, VectorEntry, read_block
 from qdrant_compat.registry import Registry
-from qdrant_compat.routing import Route, check_fingerprint, resolve_route
+from qdrant_compat.routing import QueryPlan, Route, check_fingerprint, plan_query, resolve_route
 
 log = logging.getLogger(__name__)
 DEFAULT_PATH = "qdrant_storage"
-PROVENANCE_KEY = "_qdrant_compat"  # per-point payload: {vector name: "extracted" | "converted"}
+PROVENANCE_KEY = "_qdrant_compat"  # per-point payload: {provenance_key(vector): "extracted" | "converted" | ...}
 _DISTANCES = {"Cosine": models.Distance.COSINE, "Dot": models.Distance.DOT, "Euclid": models.Distance.EUCLID}
 
 
@@ -69,12 +71,18 @@ def as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:
     return arr
 
 
+def _and(a: models.Filter | None, b: models.Filter) -> models.Filter:
+    return b if a is None else models.Filter(must=[a, b])
+
+
 class CompatClient:
     """Versioned collections on top of a QdrantClient.
 
     Args:
         client: an existing QdrantClient to wrap; otherwise one is made from ``location``/``path``/``url``.
         registry: a :class:`Registry` (or its root folder) used to resolve ``"name@version"`` references.
+        meta_ttl: seconds a query may reuse the collection metadata it read (0: read it every time). Writes
+            and upgrade steps always read it fresh.
 
     Example:
         >>> cc = CompatClient(location=":memory:", registry="artifacts")          # doctest: +SKIP
@@ -92,21 +100,51 @@ class CompatClient:
         url: str | None = None,
         api_key: str | None = None,
         registry: Registry | str | Path | None = None,
+        meta_ttl: float = 1.0,
     ) -> None:
         self.qdrant = client if client is not None else connect(location=location, path=path, url=url, api_key=api_key)
         self.registry = registry if isinstance(registry, Registry) else Registry(registry)
         self._converters: dict[str, Any] = {}
+        self._cards: dict[str, tuple[Any, ModelCard]] = {}
+        self.meta_ttl = meta_ttl
+        self._meta_cache: dict[str, tuple[float, CompatMeta]] = {}
+        self._adapter_cache: tuple[float, list[Any]] | None = None
 
     # ------------------------------------------------------------- helpers
     def card(self, model: ModelCard | str) -> ModelCard:
-        """Resolve a reference through the registry (verifying bytes); a card is checked against it if registered."""
+        """Resolve a reference through the registry (verifying bytes); a card is checked against it if registered.
+
+        Verified cards are remembered per ONNX file state (size, mtime), so a query does not re-hash the model;
+        any change to the file makes the next call verify it again.
+        """
         if isinstance(model, ModelCard):
             if not model.fingerprint:
                 raise InvalidArgumentError(f"model card {model.ref} has no fingerprint: register the model first")
             if self.registry.has_model(model.ref):
-                self.registry.get_model(model)  # raises on a fingerprint mismatch
+                verified = self._verified(model.ref)
+                if verified.fingerprint != model.fingerprint:
+                    self.registry.get_model(model)  # raises FingerprintMismatchError with both hashes
             return model
-        return self.registry.get_model(model).card
+        return self._verified(model)
+
+    def _verified(self, ref: str) -> ModelCard:
+        from qdrant_compat.cards import parse_ref
+
+        name, version = parse_ref(ref)
+        d = self.registry.root / "models" / name / version
+        try:
+            st = (d / "model.onnx").stat()
+            cst = (d / "card.json").stat()
+            key = (st.st_size, st.st_mtime_ns, cst.st_mtime_ns)
+        except FileNotFoundError:
+            key = None
+        hit = self._cards.get(ref)
+        if key is not None and hit is not None and hit[0] == key:
+            return hit[1]
+        card = self.registry.get_model(ref).card
+        if key is not None:
+            self._cards[ref] = (key, card)
+        return card
 
     def _exists(self, name: str) -> bool:
         return bool(self.qdrant.collection_exists(name))
@@ -117,8 +155,14 @@ class CompatClient:
             raise CollectionNotFoundError(f"collection '{name}' does not exist (collections: {known})")
         return self.qdrant.get_collection(name)
 
+    def cached_meta(self, name: str) -> CompatMeta:
+        hit = self._meta_cache.get(name)
+        if hit is not None and time.monotonic() - hit[0] < self.meta_ttl:
+            return hit[1]
+        return self.get_meta(name)
+
     def get_meta(self, name: str) -> CompatMeta:
-        """The collection's qdrant-compat block.
+        """The collection's qdrant-compat block, read fresh.
 
         Raises:
             CollectionNotFoundError, UnmanagedCollectionError.
@@ -129,10 +173,38 @@ class CompatClient:
                 f"collection '{name}' has no qdrant-compat metadata; declare which model made its vectors with "
                 f"'qdrant-compat collection adopt {name} --model NAME@VERSION'"
             )
+        self._meta_cache[name] = (time.monotonic(), meta)
         return meta
 
     def put_meta(self, name: str, meta: CompatMeta) -> None:
         self.qdrant.update_collection(name, metadata={META_KEY: meta.to_dict()})
+        self._meta_cache.pop(name, None)
+
+    def with_model_edges(self, meta: CompatMeta, card: ModelCard) -> CompatMeta:
+        """``meta`` plus the edges ``card`` brings itself: its measured bct lineage, and registered converters
+        from its space. Collection-recorded edges come first."""
+        extra: list[Edge] = []
+        lin = card.lineage
+        if lin.relation == "bct" and lin.parent and lin.parent_fingerprint and lin.evidence:
+            extra.append(Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=lin.parent,
+                              stored_fingerprint=lin.parent_fingerprint, relation="bct", evidence=dict(lin.evidence)))
+        for conv in self._adapters():
+            # a head from this model's space into a stored model's space serves queries (new->old adapters) and
+            # writes (old->new rewrites while an upgrade fills the new vector)
+            if conv.source_fingerprint == card.fingerprint:
+                extra.append(Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=conv.target,
+                                  stored_fingerprint=conv.target_fingerprint, relation="adapter", converter=conv.id,
+                                  evidence=dict(conv.fit)))
+        if not extra:
+            return meta
+        return dataclasses.replace(meta, edges=[*meta.edges, *extra])
+
+    def _adapters(self) -> list[Any]:
+        root = self.registry.root / "converters"
+        stamp = root.stat().st_mtime if root.exists() else 0.0
+        if self._adapter_cache is None or self._adapter_cache[0] != stamp:
+            self._adapter_cache = (stamp, self.registry.list_converters())
+        return self._adapter_cache[1]
 
     @staticmethod
     def _vector_params(info: models.CollectionInfo) -> dict[str, models.VectorParams]:
@@ -255,7 +327,7 @@ class CompatClient:
             InvalidArgumentError: wrong dimension, NaN/inf, zero vectors, ids/payloads of the wrong length.
         """
         card = self.card(model)
-        meta = self.get_meta(name)
+        meta = self.with_model_edges(self.get_meta(name), card)
         targets = self.write_targets(card, meta, name)
         arr = as_matrix(vectors, card.dim, f"upsert into '{name}' with {card.ref}")
         n = len(arr)
@@ -264,32 +336,39 @@ class CompatClient:
             raise InvalidArgumentError(f"{n} vectors but {len(ids)} ids")
         if payloads is not None and len(payloads) != n:
             raise InvalidArgumentError(f"{n} vectors but {len(payloads)} payloads")
+        from qdrant_compat.upgrade.state import provenance_key
+
+        converted = {t.vector: self.transform(t, arr) for t in targets}
+        prov = {provenance_key(t.vector): "extracted" if t.via in ("direct", "bct") else "converted" for t in targets}
         for s in range(0, n, batch_size):
             points = []
             for j in range(s, min(n, s + batch_size)):
                 payload = dict(payloads[j]) if payloads is not None else {}
-                payload[PROVENANCE_KEY] = {t.vector: "extracted" if t.via == "direct" else t.via for t in targets}
-                vec = {t.vector: self.transform(t, arr[j : j + 1])[0].tolist() for t in targets}
+                payload[PROVENANCE_KEY] = prov
+                vec = {t.vector: converted[t.vector][j].tolist() for t in targets}
                 points.append(models.PointStruct(id=ids[j], vector=vec, payload=payload))
             self.qdrant.upsert(name, points=points, wait=True)
         return ids
 
     def write_targets(self, card: ModelCard, meta: CompatMeta, name: str) -> list[Route]:
-        """Named vectors a write with ``card`` must fill: every listed write vector reachable from ``card``."""
+        """Named vectors a write with ``card`` fills: every ``write`` vector (each must be reachable), plus
+        any vector being filled by an upgrade that ``card`` can reach, so no point written mid-upgrade is lost."""
         check_fingerprint(card, meta, name)
         from qdrant_compat.routing import candidate_routes
 
-        routes = {r.vector: r for r in reversed(candidate_routes(card, meta))}
-        targets = [routes[v] for v in meta.write if v in routes]
+        routes: dict[str, Route] = {}
+        for r in candidate_routes(card, meta):
+            routes.setdefault(r.vector, r)
         missing = [v for v in meta.write if v not in routes]
-        if not targets or missing:
+        if missing or not meta.write:
             wanted = ", ".join(f"'{v}' ({meta.vectors[v].model})" for v in (missing or meta.write))
             raise IncompatibleModelError(
                 f"collection '{name}' takes new points in {wanted}; {card.ref} has no route there. "
                 f"Write with {' or '.join(sorted({meta.vectors[v].model for v in meta.write}))}, or record a bct "
                 "edge / register an adapter first"
             )
-        return targets
+        extra = [r for v, r in routes.items() if v not in meta.write and meta.vectors[v].state == "filling"]
+        return [routes[v] for v in meta.write] + extra
 
     # -------------------------------------------------------------- queries
     def transform(self, route: Route, vec: np.ndarray) -> np.ndarray:
@@ -305,7 +384,8 @@ class CompatClient:
         return np.asarray(sess.run(None, {sess.get_inputs()[0].name: vec.astype(np.float32)})[0])
 
     def route(self, name: str, model: ModelCard | str) -> Route:
-        return resolve_route(self.card(model), self.get_meta(name), name)
+        card = self.card(model)
+        return resolve_route(card, self.with_model_edges(self.get_meta(name), card), name)
 
     def query(
         self,
@@ -324,27 +404,43 @@ class CompatClient:
             IncompatibleModelError: the collection holds no vectors this model may search (with why and how).
         """
         card = self.card(model)
-        meta = meta or self.get_meta(name)
+        meta = self.with_model_edges(meta or self.cached_meta(name), card)
         q = as_matrix(vector, card.dim, f"query on '{name}' with {card.ref}")
         if len(q) != 1:
             raise InvalidArgumentError(f"query takes one vector, got {len(q)}; use query_batch for several")
-        route = resolve_route(card, meta, name)
-        qv = self.transform(route, q)[0].tolist()
-        res = self.qdrant.query_points(
-            name, query=qv, using=route.vector or None, limit=limit, query_filter=query_filter,
-            with_payload=with_payload,
-        )
-        return list(res.points)
+        plan = plan_query(card, meta, name)
+        return self._search(name, plan, q[0], limit=limit, query_filter=query_filter, with_payload=with_payload)
+
+    def _search(self, name: str, plan: QueryPlan, q: np.ndarray, *, limit: int, query_filter: models.Filter | None,
+                with_payload: bool | Sequence[str]) -> list[models.ScoredPoint]:
+        if plan.partial is None:
+            qv = self.transform(plan.route, q[None])[0].tolist()
+            res = self.qdrant.query_points(name, query=qv, using=plan.route.vector or None, limit=limit,
+                                           query_filter=query_filter, with_payload=with_payload)
+            return list(res.points)
+        # partial fill: the filled points through the new vector, the rest through the compatible route
+        own = plan.partial
+        has_new = models.HasVectorCondition(has_vector=own)
+        f_new = _and(query_filter, models.Filter(must=[has_new]))
+        f_old = _and(query_filter, models.Filter(must_not=[has_new]))
+        a = self.qdrant.query_points(name, query=q.tolist(), using=own, limit=limit, query_filter=f_new,
+                                     with_payload=with_payload).points
+        qv = self.transform(plan.route, q[None])[0].tolist()
+        b = self.qdrant.query_points(name, query=qv, using=plan.route.vector or None, limit=limit, query_filter=f_old,
+                                     with_payload=with_payload).points
+        return sorted([*a, *b], key=lambda p: -p.score)[:limit]
 
     def query_batch(
         self, name: str, model: ModelCard | str, vectors: Any, *, limit: int = 10, with_payload: bool = False
     ) -> list[list[models.ScoredPoint]]:
         card = self.card(model)
-        meta = self.get_meta(name)
+        meta = self.with_model_edges(self.cached_meta(name), card)
         q = as_matrix(vectors, card.dim, f"query on '{name}' with {card.ref}")
-        route = resolve_route(card, meta, name)
-        qv = self.transform(route, q)
-        reqs = [models.QueryRequest(query=v.tolist(), using=route.vector or None, limit=limit, with_payload=with_payload)
+        plan = plan_query(card, meta, name)
+        if plan.partial is not None:
+            return [self._search(name, plan, v, limit=limit, query_filter=None, with_payload=with_payload) for v in q]
+        qv = self.transform(plan.route, q)
+        reqs = [models.QueryRequest(query=v.tolist(), using=plan.route.vector or None, limit=limit, with_payload=with_payload)
                 for v in qv]
         return [list(r.points) for r in self.qdrant.query_batch_points(name, requests=reqs)]
 

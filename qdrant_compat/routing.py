@@ -100,3 +100,37 @@ def resolve_route(card: ModelCard, meta: CompatMeta, collection: str, *, prefer:
         "the edge (evaluate --record), register a new->old adapter (converter fit), or upgrade the collection "
         f"to {card.ref} (upgrade plan)."
     )
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """How one query runs: ``route`` alone, or (``partial`` set) the query model's own vector that is still
+    being filled, searched where it exists, merged by score with ``route`` for the points it lacks."""
+
+    route: Route
+    partial: str | None = None
+
+
+def plan_query(card: ModelCard, meta: CompatMeta, collection: str) -> QueryPlan:
+    """Like :func:`resolve_route`, but aware of a partly filled vector of the query model itself.
+
+    Raises:
+        IncompatibleModelError: the query model's vector is being filled and no compatible route reaches
+            the points it lacks (query with the old model until cutover).
+    """
+    check_fingerprint(card, meta, collection)
+    routes = candidate_routes(card, meta)
+    own_filling = [r.vector for r in routes if r.via == "direct" and meta.vectors[r.vector].state == "filling"]
+    complete = [r for r in routes if meta.vectors[r.vector].state == "active"]
+    if complete and complete[0].via == "direct":
+        return QueryPlan(complete[0])
+    if own_filling:
+        if complete:
+            return QueryPlan(complete[0], partial=own_filling[0])
+        stored = sorted({v.model for v in meta.vectors.values() if v.state == "active"})
+        raise IncompatibleModelError(
+            f"collection '{collection}': vector '{own_filling[0]}' for {card.ref} is still being filled and no "
+            f"compatible route from {card.ref} reaches the other points ({', '.join(stored)}); query with "
+            f"{' or '.join(stored)} until 'upgrade cutover', or register a new->old adapter"
+        )
+    return QueryPlan(resolve_route(card, meta, collection))

@@ -49,16 +49,9 @@ def cli(ctx: click.Context, path: str | None, url: str | None, api_key: str | No
 
 
 def _register_commands() -> None:
-    from qdrant_compat.cli import collections, evaluate, models, training
+    from qdrant_compat.cli import collections, converters, evaluate, models, training, upgrade
 
-    for mod in (training, models, collections, evaluate):
-        for cmd in mod.COMMANDS:
-            cli.add_command(cmd)
-    try:
-        from qdrant_compat.cli import converters, upgrade
-    except ImportError:  # pragma: no cover - present in full installs
-        return
-    for mod in (converters, upgrade):  # type: ignore[assignment]
+    for mod in (training, models, collections, evaluate, converters, upgrade):
         for cmd in mod.COMMANDS:
             cli.add_command(cmd)
 

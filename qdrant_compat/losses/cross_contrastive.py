@@ -14,7 +14,8 @@ class CrossModelContrastiveLoss(BaseLoss):
     It optimises the very quantity the cross-model retrieval test measures (new query vs old gallery).
     In the spirit of the new-to-old contrastive terms of RACT (Zhang et al., "Hot-Refresh Model Upgrades
     with Regression-Alleviating Compatible Training", ICLR 2022) and LCE (Meng et al., 2021), with the
-    multi-positive form of SupCon (Khosla et al., NeurIPS 2020).
+    multi-positive form of SupCon (Khosla et al., NeurIPS 2020). With a bank (``TrainConfig.bank_size``)
+    the gallery side also holds old embeddings of other training images, closer to the real test.
     """
 
     needs_old = True
@@ -25,7 +26,11 @@ class CrossModelContrastiveLoss(BaseLoss):
 
     def compute(self, inputs: LossInputs) -> torch.Tensor:
         old_emb, _ = inputs.need_old("cross_contrastive")
-        logits = inputs.emb_in_old_space() @ old_emb.t() / self.temperature
+        keys, key_labels = old_emb, inputs.labels
+        if inputs.bank_emb is not None and inputs.bank_labels is not None:
+            keys = torch.cat([old_emb, inputs.bank_emb])
+            key_labels = torch.cat([inputs.labels, inputs.bank_labels])
+        logits = inputs.emb_in_old_space() @ keys.t() / self.temperature
         log_prob = nn.functional.log_softmax(logits, dim=1)
-        pos = (inputs.labels[:, None] == inputs.labels[None, :]).to(log_prob.dtype)
+        pos = (inputs.labels[:, None] == key_labels[None, :]).to(log_prob.dtype)
         return -((log_prob * pos).sum(dim=1) / pos.sum(dim=1)).mean()

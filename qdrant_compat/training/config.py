@@ -24,6 +24,7 @@ class TrainConfig:
     losses: dict[str, float] = field(default_factory=lambda: dict(PLAIN_LOSSES))
     loss_options: dict[str, dict[str, float]] = field(default_factory=dict)
     hflip: bool = False
+    bank_size: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -35,6 +36,8 @@ class TrainConfig:
         unknown = sorted(set(self.losses) - set(list_losses()))
         if unknown:
             raise InvalidArgumentError(f"unknown loss(es) {unknown}; choose from {list_losses()}")
+        if self.bank_size < 0:
+            raise InvalidArgumentError(f"bank_size must be >= 0, got {self.bank_size}")
         if not self.losses:
             raise InvalidArgumentError("losses must name at least one loss")
 

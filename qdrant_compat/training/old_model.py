@@ -52,37 +52,43 @@ def synthesize_rows(old_emb: np.ndarray, labels: np.ndarray, num_classes: int) -
 
 
 def build_old_targets(
-    old: RegisteredModel,
+    card: ModelCard,
+    classifier: np.ndarray | None,
     labels: np.ndarray,
     classes: list[str],
     old_embeddings: np.ndarray,
     *,
     synthesize: str = "missing",
 ) -> OldTargets:
-    """Assemble the old model's targets in the new label space from precomputed old embeddings."""
+    """Assemble the old model's targets in the new label space from precomputed old embeddings.
+
+    Args:
+        card: the old model's card (its ``classes`` name the rows of ``classifier``).
+        classifier: the old cosine-classifier rows ``(n_old_classes, d_old)``, or None.
+        labels, classes: the new training set's labels and class names.
+        old_embeddings: the old model's embedding of every training image ``(n, d_old)``.
+        synthesize: ``"missing"`` synthesises rows only for classes the old classifier lacks; ``"all"``
+            replaces every row by the class mean.
+    """
     if synthesize not in SYNTHESIZE_MODES:
         raise InvalidArgumentError(f"synthesize must be one of {list(SYNTHESIZE_MODES)}, got {synthesize!r}")
-    if old_embeddings.shape != (len(labels), old.card.dim):
-        raise InvalidArgumentError(
-            f"old embeddings must have shape ({len(labels)}, {old.card.dim}), got {old_embeddings.shape}"
-        )
-    synth = synthesize_rows(old_embeddings, labels, len(classes))
-    weight = synth.copy()
-    clf = old.classifier_weight()
+    if old_embeddings.shape != (len(labels), card.dim):
+        raise InvalidArgumentError(f"old embeddings must have shape ({len(labels)}, {card.dim}), got {old_embeddings.shape}")
+    weight = synthesize_rows(old_embeddings, labels, len(classes))
     synthesized = list(classes)
-    if clf is not None and synthesize == "missing":
-        old_index = {c: i for i, c in enumerate(old.card.classes)}
+    if classifier is not None and synthesize == "missing":
+        old_index = {c: i for i, c in enumerate(card.classes)}
         synthesized = []
         for ci, cname in enumerate(classes):
-            if cname in old_index and old_index[cname] < len(clf):
-                weight[ci] = clf[old_index[cname]]
+            if cname in old_index and old_index[cname] < len(classifier):
+                weight[ci] = classifier[old_index[cname]]
             else:
                 synthesized.append(cname)
         weight = _normalize(weight)
-    elif clf is None:
-        log.info("old model %s has no classifier: every row is synthesised", old.card.ref)
+    elif classifier is None:
+        log.info("old model %s has no classifier: every row is synthesised", card.ref)
     log.info("old classifier: %d kept rows, %d synthesised", len(classes) - len(synthesized), len(synthesized))
-    return OldTargets(card=old.card, embeddings=_normalize(old_embeddings), weight=weight, synthesized=synthesized)
+    return OldTargets(card=card, embeddings=_normalize(old_embeddings), weight=weight, synthesized=synthesized)
 
 
 def prepare_old_targets(old: RegisteredModel, source, *, synthesize: str = "missing", batch_size: int = 128) -> OldTargets:  # type: ignore[no-untyped-def]
@@ -91,4 +97,4 @@ def prepare_old_targets(old: RegisteredModel, source, *, synthesize: str = "miss
 
     log.info("embedding %d training images with the old model %s", len(source), old.card.ref)
     emb = Embedder(old, batch_size=batch_size).embed_source(source)
-    return build_old_targets(old, np.asarray(source.labels), list(source.classes), emb, synthesize=synthesize)
+    return build_old_targets(old.card, old.classifier_weight(), np.asarray(source.labels), list(source.classes), emb, synthesize=synthesize)

@@ -133,6 +133,9 @@ def fit(
                 emb=emb, labels=yb, cos=cos,
                 old_emb=None if old_emb is None else old_emb[idx].to(device), old_weight=old_w,
             )
+            if old_emb is not None and cfg.bank_size > 0:
+                bank = torch.randint(0, n, (cfg.bank_size,), generator=gen)
+                li.bank_emb, li.bank_labels = old_emb[bank].to(device), labels[bank].to(device)
             loss, parts = loss_fn(li)
             if not torch.isfinite(loss):
                 raise InvalidArgumentError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr")

@@ -1,0 +1,97 @@
+"""Fit transformation heads between registered models and register them as converters."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdrant_compat.cards import ConverterCard, check_name
+from qdrant_compat.errors import InvalidArgumentError
+from qdrant_compat.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def paired_embeddings(registry: Registry, source: str, target: str, images: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Run both registered models over the same images: row i of each embeds image i."""
+    from qdrant_compat.embedder import Embedder
+
+    a = Embedder(registry.get_model(source)).embed_source(images)
+    b = Embedder(registry.get_model(target)).embed_source(images)
+    return a, b
+
+
+def retention(conv: Any, src: np.ndarray, dst: np.ndarray, labels: np.ndarray, direction: str) -> dict[str, float]:
+    """Retrieval retention on held-out pairs, as in the benchmark's cells.
+
+    ``old_to_new``: ``target/convert(source)`` vs ``target/target``; ``new_to_old``:
+    ``convert(source)/target`` vs ``target/target`` (the old model's own figure), i.e. the adapter gain.
+    """
+    from qdrant_compat.evaluation import evaluate_pair
+
+    conv_src = conv.transform(src)
+    base = evaluate_pair(dst, dst, labels)
+    cross = evaluate_pair(dst, conv_src, labels) if direction == "old_to_new" else evaluate_pair(conv_src, dst, labels)
+    return {"top1": cross["top1"], "mAP": cross["mAP"], "base_top1": base["top1"], "base_mAP": base["mAP"],
+            "top1_retention": cross["top1"] / base["top1"] if base["top1"] else float("nan"),
+            "mAP_retention": cross["mAP"] / base["mAP"] if base["mAP"] else float("nan")}
+
+
+def fit_and_register(
+    registry: Registry,
+    source: str,
+    target: str,
+    kind: str,
+    *,
+    direction: str = "old_to_new",
+    images: Any = None,
+    src: np.ndarray | None = None,
+    dst: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    conv_id: str | None = None,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    holdout: float = 0.1,
+) -> ConverterCard:
+    """Fit a ``kind`` head from ``source`` to ``target`` space, export it (parity-checked) and register it.
+
+    Pairs come from ``images`` (both models are run) or from ``src``/``dst`` arrays. With ``labels``, a
+    held-out ``holdout`` share of the pairs (never used for fitting) measures retrieval retention.
+    """
+    from converters import create_converter
+
+    s_card, t_card = registry.get_model(source).card, registry.get_model(target).card
+    if images is not None:
+        src, dst = paired_embeddings(registry, source, target, images)
+        labels = np.asarray(images.labels) if labels is None else labels
+    if src is None or dst is None:
+        raise InvalidArgumentError("fit needs images, or paired src and dst embeddings")
+    if len(src) != len(dst):
+        raise InvalidArgumentError(f"{len(src)} source but {len(dst)} target embeddings: they must be paired")
+    conv_id = check_name(conv_id or f"{s_card.name}-{s_card.version}-to-{t_card.name}-{t_card.version}-{kind}", "converter id")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(src))
+    n_hold = int(round(holdout * len(src))) if labels is not None else 0
+    hold, fit_idx = perm[:n_hold], perm[n_hold:]
+    conv = create_converter(kind, dim_in=s_card.dim, dim_out=t_card.dim, **(options or {}))
+    rep = conv.fit(src[fit_idx], dst[fit_idx], seed=seed)
+    fit: dict[str, Any] = {"val_cosine": rep.val_cosine, "train_cosine": rep.train_cosine, "seconds": rep.seconds,
+                           "n_train": rep.n_train, "seed": seed, **rep.extra}
+    if labels is not None and n_hold >= 10:
+        fit["holdout"] = retention(conv, src[hold], dst[hold], np.asarray(labels)[hold], direction)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "converter.onnx"
+        fit["export_max_abs_diff"] = conv.to_onnx(onnx_path, {"qdrant_compat.converter": conv_id,
+                                                              "qdrant_compat.source": source,
+                                                              "qdrant_compat.target": target})
+        head = conv.save(Path(tmp) / "head")
+        card = ConverterCard(id=conv_id, kind=kind, source=s_card.ref, source_fingerprint=s_card.fingerprint,
+                             target=t_card.ref, target_fingerprint=t_card.fingerprint, direction=direction,
+                             dim_in=s_card.dim, dim_out=t_card.dim, fit=fit)
+        card = registry.register_converter(onnx_path, head, card)
+    log.info("fitted %s converter %s: val cosine %.3f", kind, conv_id, rep.val_cosine)
+    return card

@@ -1,0 +1,141 @@
+"""``upgrade plan|run|status|cutover|rollback|cleanup``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from qdrant_compat.cli.context import CliState, pass_state
+
+
+@click.group("upgrade")
+def upgrade_group() -> None:
+    """Move a collection to a new model in place: resumable, no downtime, nothing lost."""
+
+
+@upgrade_group.command("plan")
+@click.argument("collection")
+@click.option("--to", "target", required=True, help="NAME@VERSION to upgrade to.")
+@click.option("--strategy", type=click.Choice(["adopt", "convert", "backfill", "convert+backfill"]), default=None)
+@click.option("--converter", default=None)
+@click.option("--image-field", default="image_path", show_default=True)
+@pass_state
+def plan(state: CliState, collection: str, target: str, strategy: str | None, converter: str | None, image_field: str) -> None:
+    """Choose and explain a strategy, count the work, estimate the time. Changes nothing."""
+    from qdrant_compat.upgrade import plan_upgrade
+
+    p = plan_upgrade(state.client, collection, target, strategy=strategy, converter=converter, image_field=image_field)
+    state.emit(p.to_dict(), lambda: "\n".join([
+        f"upgrade '{collection}': {p.source_model} (vector '{p.source}') -> {p.target_model}",
+        f"strategy: {p.strategy}" + (f" (converter {p.converter})" if p.converter else ""),
+        *[f"  - {r}" for r in p.reasons],
+        f"points: {p.points} ({p.already_filled} already hold '{p.target}'); missing images: {p.images_missing}",
+        f"estimate: {p.estimated_seconds:.0f}s ({1000 * p.seconds_per_point:.2f} ms/point, measured on a sample)",
+    ]))
+
+
+@upgrade_group.command("run")
+@click.argument("collection")
+@click.option("--to", "target", default=None, help="NAME@VERSION (omit to resume the recorded job).")
+@click.option("--strategy", type=click.Choice(["adopt", "convert", "backfill", "convert+backfill"]), default=None)
+@click.option("--converter", default=None)
+@click.option("--priority", type=click.Choice(["uncertainty", "random", "id"]), default="uncertainty", show_default=True)
+@click.option("--image-field", default="image_path", show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--max-batches", type=int, default=None, help="Stop after N batches (resume later).")
+@click.option("--lock-ttl", default=60.0, show_default=True, help="Seconds before a dead holder's lock expires.")
+@click.option("--retry-missing", is_flag=True, help="Try points whose image was missing or unreadable again.")
+@click.option("--dry-run", is_flag=True)
+@pass_state
+def run(state: CliState, collection: str, target: str | None, strategy: str | None, converter: str | None,
+        priority: str, image_field: str, batch_size: int, max_batches: int | None, lock_ttl: float,
+        retry_missing: bool, dry_run: bool) -> None:
+    """Execute (or resume) the upgrade in batches, with progress and ETA."""
+    from qdrant_compat.upgrade import run_upgrade
+
+    total = state.client.qdrant.count(collection).count if state.client.qdrant.collection_exists(collection) else 0
+    with state.progress("upgrading", total) as bar:
+        rep = run_upgrade(state.client, collection, target, strategy=strategy, converter=converter, priority=priority,
+                          image_field=image_field, batch_size=batch_size, progress=bar, max_batches=max_batches,
+                          lock_ttl=lock_ttl, dry_run=dry_run, retry_missing=retry_missing)
+    job = rep.job
+
+    def human() -> str:
+        if rep.dry_run:
+            return f"dry run: {rep.remaining} point(s) to fill" + (f"; plan: {rep.plan['strategy']}" if rep.plan else "")
+        c = job.get("counts", {})
+        return (f"job {job['id']} ({job['strategy']}, {job['source_model']} -> {job['target_model']}): phase {job['phase']}; "
+                f"this run {rep.processed} point(s) in {rep.seconds:.1f}s; totals {json.dumps(c)}; "
+                f"{rep.remaining} point(s) without '{job['target']}'" + (" (stopped early: run again)" if rep.stopped_early else ""))
+
+    state.emit(rep.__dict__, human)
+
+
+@upgrade_group.command("status")
+@click.argument("collection")
+@pass_state
+def status(state: CliState, collection: str) -> None:
+    """Per named vector: points extracted, converted, missing, failed."""
+    from qdrant_compat.upgrade import upgrade_status
+
+    s = upgrade_status(state.client, collection)
+
+    def human() -> str:
+        lines = [f"'{collection}': {s['points']} points; read '{s['read']}', write {s['write']}"]
+        for v, e in s["vectors"].items():
+            lines.append(f"  {v}: {e['model']} [{e['state']}] {e['points']} points: {e['extracted']} extracted, "
+                         f"{e['converted']} converted, {e['missing']} missing, {e['failed']} failed")
+        if s["job"]:
+            j = s["job"]
+            lines.append(f"  job {j['id']}: {j['strategy']} {j['source_model']} -> {j['target_model']}, phase {j['phase']}"
+                         + (f", locked by {j['lock']['owner']}" if j.get("lock") else ""))
+            lines += [f"    {e}" for e in j.get("errors", [])[:5]]
+        return "\n".join(lines)
+
+    state.emit(s, human)
+
+
+@upgrade_group.command("cutover")
+@click.argument("collection")
+@click.option("--allow-partial", is_flag=True, help="Accept converted vectors / missing images in place of re-extracted ones.")
+@click.option("--dry-run", is_flag=True)
+@pass_state
+def cutover_cmd(state: CliState, collection: str, allow_partial: bool, dry_run: bool) -> None:
+    """Make the new model's vector the one queries and writes use (after verification)."""
+    from qdrant_compat.upgrade import cutover
+
+    out = cutover(state.client, collection, allow_partial=allow_partial, dry_run=dry_run)
+    state.emit(out, f"{'would cut' if dry_run else 'cut'} '{collection}' over to '{out.get('to', out.get('read'))}'")
+
+
+@upgrade_group.command("rollback")
+@click.argument("collection")
+@click.option("--dry-run", is_flag=True)
+@pass_state
+def rollback_cmd(state: CliState, collection: str, dry_run: bool) -> None:
+    """Return queries and writes to the old model's vector while it exists."""
+    from qdrant_compat.upgrade import rollback
+
+    out = rollback(state.client, collection, dry_run=dry_run)
+    state.emit(out, f"{'would roll' if dry_run else 'rolled'} '{collection}' back to '{out['read']}'")
+
+
+@upgrade_group.command("cleanup")
+@click.argument("collection")
+@click.option("--yes", is_flag=True, help="Confirm dropping the old vector (a backup is made first).")
+@click.option("--backup-dir", type=click.Path(), default=None)
+@click.option("--dry-run", is_flag=True)
+@pass_state
+def cleanup_cmd(state: CliState, collection: str, yes: bool, backup_dir: str | None, dry_run: bool) -> None:
+    """Drop the old model's vector after cutover, backing it up first."""
+    from qdrant_compat.upgrade import cleanup
+
+    state.close()  # an embedded store must be closed before it is copied
+    state._client = None
+    out = cleanup(state.client, collection, yes=yes, backup_dir=backup_dir, dry_run=dry_run)
+    state.emit(out, f"{'would drop' if dry_run else 'dropped'} vector '{out['drops']}' of '{collection}'"
+               + (f"; backup: {out['backup']}" if out.get("backup") else ""))
+
+
+COMMANDS = [upgrade_group]

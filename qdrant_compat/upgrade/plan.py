@@ -1,0 +1,172 @@
+"""``upgrade plan``: read the collection and the lineage, choose and explain a strategy, change nothing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdrant_compat.cards import ModelCard
+from qdrant_compat.client import CompatClient
+from qdrant_compat.errors import InvalidArgumentError, UpgradeError
+from qdrant_compat.metadata import CompatMeta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UpgradePlan:
+    collection: str
+    source: str
+    source_model: str
+    target: str
+    target_model: str
+    strategy: str
+    converter: str | None
+    reasons: list[str] = field(default_factory=list)
+    points: int = 0
+    already_filled: int = 0
+    images_missing: int = 0
+    images_checked: int = 0
+    seconds_per_point: float = 0.0
+    estimated_seconds: float = 0.0
+    bct_edge: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def bct_evidence(card: ModelCard, stored: ModelCard) -> dict[str, Any] | None:
+    """The evidence of a measured bct edge from ``card`` to ``stored`` (from the card's lineage), if any."""
+    lin = card.lineage
+    if lin.relation == "bct" and lin.parent == stored.ref and lin.parent_fingerprint == stored.fingerprint:
+        return dict(lin.evidence)
+    return None
+
+
+def source_vector(meta: CompatMeta) -> str:
+    return meta.read
+
+
+def plan_upgrade(
+    client: CompatClient,
+    collection: str,
+    target: ModelCard | str,
+    *,
+    strategy: str | None = None,
+    converter: str | None = None,
+    image_field: str = "image_path",
+    sample: int = 200,
+) -> UpgradePlan:
+    """Choose a strategy to move ``collection`` to ``target``; nothing is changed.
+
+    Preference: ``adopt`` when the target has a measured bct edge to the stored model whose criterion held
+    (no vector is rewritten); ``convert`` when an old->new converter is registered (vectors rewritten
+    without images); ``backfill`` otherwise (re-extraction from the images named in the payload).
+
+    Raises:
+        UpgradeError: the collection already holds the target, or the asked strategy is impossible.
+    """
+    card = client.card(target)
+    meta = client.get_meta(collection)
+    src = source_vector(meta)
+    src_entry = meta.vectors[src]
+    src_card = client.registry.get_model(src_entry.model).card
+    if src_entry.model == card.ref:
+        raise UpgradeError(f"collection '{collection}' already serves {card.ref} from vector '{src}'")
+    reasons: list[str] = []
+    ev = bct_evidence(card, src_card)
+    bct_ok = ev is not None and ev.get("criterion_met") is True
+    convs = client.registry.find_converters(src_card, card)
+    if converter:
+        conv_card = client.registry.get_converter(converter).card
+        if conv_card.source_fingerprint != src_card.fingerprint or conv_card.target_fingerprint != card.fingerprint:
+            raise InvalidArgumentError(
+                f"converter {converter} maps {conv_card.source} -> {conv_card.target}, not {src_card.ref} -> {card.ref}"
+            )
+    elif convs:
+        converter = max(convs, key=lambda c: c.fit.get("val_cosine", 0.0)).id
+    if ev is not None and not bct_ok:
+        reasons.append(f"{card.ref} has a bct edge to {src_card.ref} but its recorded criterion failed "
+                       f"(cross top-1 {ev.get('cross_top1')} vs old/old {ev.get('old_top1')}): not adopting")
+    elif ev is None and card.lineage.parent == src_card.ref:
+        reasons.append(f"{card.ref} names {src_card.ref} as parent but carries no measured evidence "
+                       "(run 'evaluate --record' first to adopt without rewriting)")
+    if strategy is None:
+        if bct_ok:
+            strategy = "adopt"
+            reasons.append(f"{card.ref} is backward-compatible with {src_card.ref} (measured: cross top-1 "
+                           f"{ev.get('cross_top1'):.1f} > old/old {ev.get('old_top1'):.1f}): new queries search the "
+                           "stored vectors directly, nothing is rewritten; backfill later for full new/new quality")
+        elif converter:
+            strategy = "convert+backfill"
+            reasons.append(f"converter {converter} maps {src_card.ref} -> {card.ref}: stored vectors are rewritten "
+                           "without images first, then re-extracted from images in priority order where they exist")
+        else:
+            strategy = "backfill"
+            reasons.append(f"no bct edge and no converter from {src_card.ref} to {card.ref}: every point is "
+                           f"re-extracted from the image named in payload field '{image_field}'")
+    if strategy in ("convert", "convert+backfill") and not converter:
+        raise UpgradeError(f"strategy {strategy} needs a converter from {src_card.ref} to {card.ref}; fit one with "
+                           "'converter fit' or choose --strategy backfill")
+    if strategy == "adopt" and not bct_ok:
+        raise UpgradeError(f"strategy adopt needs a measured bct edge from {card.ref} to {src_card.ref} whose "
+                           "criterion held; run 'evaluate --record' or choose convert/backfill")
+    total = client.qdrant.count(collection, exact=True).count
+    filled = client.count_with_vector(collection, card.ref) if card.ref in meta.vectors else 0
+    plan = UpgradePlan(collection=collection, source=src, source_model=src_card.ref, target=card.ref,
+                       target_model=card.ref, strategy=strategy, converter=converter, reasons=reasons,
+                       points=total, already_filled=filled, bct_edge=bct_ok)
+    if strategy in ("backfill", "convert+backfill"):
+        _check_images(client, collection, image_field, plan, sample)
+    _estimate(client, collection, plan, card, image_field)
+    return plan
+
+
+def _check_images(client: CompatClient, collection: str, field_: str, plan: UpgradePlan, sample: int) -> None:
+    """Count points whose source image is missing (all of them for small collections, else a sample)."""
+    recs, _ = client.qdrant.scroll(collection, limit=max(plan.points, 1) if plan.points <= 20000 else sample,
+                                   with_payload=[field_], with_vectors=False)
+    missing = sum(1 for r in recs if not isinstance((r.payload or {}).get(field_), str)
+                  or not Path(r.payload[field_]).is_file())
+    plan.images_checked = len(recs)
+    plan.images_missing = missing if len(recs) == plan.points else int(round(missing / max(len(recs), 1) * plan.points))
+    if missing:
+        plan.reasons.append(f"{plan.images_missing} point(s) have no readable image in '{field_}' "
+                            f"({'counted' if len(recs) == plan.points else 'estimated from a sample'}): they keep "
+                            "being served through the compatible route and are reported, never dropped")
+
+
+def _estimate(client: CompatClient, collection: str, plan: UpgradePlan, card: ModelCard, image_field: str) -> None:
+    if plan.strategy == "adopt":
+        plan.seconds_per_point, plan.estimated_seconds = 0.0, 0.0
+        return
+    from qdrant_compat.embedder import Embedder
+
+    recs, _ = client.qdrant.scroll(collection, limit=32, with_payload=[image_field],
+                                   with_vectors=[plan.source] if plan.source else True)
+    if not recs:
+        return
+    per = 0.0
+    if plan.converter:
+        from qdrant_compat.export.onnx import ort_session
+
+        sess = ort_session(client.registry.get_converter(plan.converter).onnx_path, ["CPUExecutionProvider"])
+        vecs = np.asarray([r.vector[plan.source] if isinstance(r.vector, dict) else r.vector for r in recs], np.float32)
+        t0 = time.perf_counter()
+        sess.run(None, {sess.get_inputs()[0].name: vecs})
+        per += (time.perf_counter() - t0) / len(recs)
+    if plan.strategy != "convert":
+        paths = [r.payload.get(image_field) for r in recs[:8] if isinstance((r.payload or {}).get(image_field), str)]
+        paths = [p for p in paths if Path(p).is_file()]
+        if paths:
+            emb = Embedder(client.registry.get_model(card.ref))
+            t0 = time.perf_counter()
+            emb.embed(paths)
+            per += (time.perf_counter() - t0) / len(paths)
+    plan.seconds_per_point = per
+    plan.estimated_seconds = per * max(plan.points - plan.already_filled, 0)

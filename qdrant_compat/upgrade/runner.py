@@ -1,0 +1,338 @@
+"""``upgrade run``: fill the target vector in batches, resumable after any interruption.
+
+Per-point progress is the point itself: a point is done when its provenance (payload field
+``_qdrant_compat.<vector>``) says ``converted``/``extracted`` for the target. A batch first writes the
+vectors, then the provenance, so a crash in between only means the batch is redone (writes are
+idempotent). Nothing is ever deleted; payloads are only extended by the provenance field.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import models
+
+from qdrant_compat.cards import ModelCard
+from qdrant_compat.client import PROVENANCE_KEY, CompatClient
+from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
+from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
+from qdrant_compat.upgrade.plan import UpgradePlan, bct_evidence, plan_upgrade
+from qdrant_compat.upgrade.state import DEFAULT_LOCK_TTL, JobState, Lock, check_lock, make_owner, new_job_id, provenance_key
+
+log = logging.getLogger(__name__)
+_DISTANCE = {"Cosine": models.Distance.COSINE, "Dot": models.Distance.DOT, "Euclid": models.Distance.EUCLID}
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class RunReport:
+    collection: str
+    job: dict[str, Any]
+    processed: int = 0
+    remaining: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+    plan: dict[str, Any] | None = None
+    dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class _Session:
+    """Holds the job lock and keeps the job block current (heartbeat after every batch)."""
+
+    def __init__(self, client: CompatClient, collection: str, owner: str, ttl: float) -> None:
+        self.client, self.collection, self.owner, self.ttl = client, collection, owner, ttl
+
+    def load(self) -> tuple[CompatMeta, JobState]:
+        meta = self.client.get_meta(self.collection)
+        if meta.job is None:
+            raise UpgradeError(f"collection '{self.collection}' has no upgrade job")
+        return meta, JobState.from_dict(meta.job)
+
+    def save(self, meta: CompatMeta, job: JobState, *, hold: bool = True) -> None:
+        job.lock = Lock(self.owner, time.time() + self.ttl) if hold else None
+        job.updated = time.time()
+        meta.job = job.to_dict()
+        self.client.put_meta(self.collection, meta)
+
+    def heartbeat(self, job: JobState) -> JobState:
+        meta, current = self.load()
+        if current.lock is not None and current.lock.owner != self.owner:
+            raise JobLockedError(f"upgrade job {job.id}: lock was taken over by {current.lock.owner}; stopping")
+        current.counts = job.counts
+        current.errors = job.errors
+        current.phase = job.phase
+        self.save(meta, current)
+        return current
+
+
+def _count(client: CompatClient, collection: str, flt: models.Filter | None = None) -> int:
+    return client.qdrant.count(collection, count_filter=flt, exact=True).count
+
+
+def _prov_filter(target: str, done: list[str]) -> models.Filter:
+    key = f"{PROVENANCE_KEY}.{provenance_key(target)}"
+    return models.Filter(must_not=[models.FieldCondition(key=key, match=models.MatchAny(any=done))])
+
+
+def _set_provenance(client: CompatClient, collection: str, target: str, ids: list[Any], value: str) -> None:
+    if ids:
+        client.qdrant.set_payload(collection, payload={provenance_key(target): value}, points=ids,
+                                  key=PROVENANCE_KEY, wait=True)
+
+
+def _vec(rec: Any, name: str) -> list[float]:
+    v = rec.vector
+    return v[name] if isinstance(v, dict) else v
+
+
+def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, priority: str, image_field: str,
+              owner: str, ttl: float) -> JobState:
+    """Record the job, create the target vector (state ``filling``) or, for adopt, the bct edge."""
+    meta = client.get_meta(collection)
+    if meta.job is not None:
+        existing = JobState.from_dict(meta.job)
+        check_lock(existing, owner)
+        if existing.phase not in ("cleaned", "rolled_back") and existing.target_model != plan.target_model:
+            raise UpgradeError(
+                f"collection '{collection}' has an unfinished upgrade to {existing.target_model} ({existing.phase}); "
+                "finish it (upgrade run / cutover) or roll it back first"
+            )
+    card = client.registry.get_model(plan.target_model).card
+    job = JobState(id=new_job_id(), source=plan.source, source_model=plan.source_model, target=plan.target,
+                   target_model=plan.target_model, target_fingerprint=card.fingerprint, strategy=plan.strategy,
+                   converter=plan.converter, priority=priority, image_field=image_field, phase="running")
+    if plan.strategy == "adopt":
+        src_card = client.registry.get_model(plan.source_model).card
+        ev = bct_evidence(card, src_card) or {}
+        meta.edges = [e for e in meta.edges if not (e.query == card.ref and e.stored == src_card.ref)] + [
+            Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=src_card.ref,
+                 stored_fingerprint=src_card.fingerprint, relation="bct", evidence=ev)]
+        job.phase = "filled"
+    elif plan.target not in meta.vectors or meta.vectors[plan.target].state == "retired":
+        info = client.qdrant.get_collection(collection)
+        params = client._vector_params(info)
+        if plan.target not in params:
+            client.qdrant.create_vector_name(
+                collection, plan.target,
+                models.DenseVectorNameConfig(dense=models.DenseVectorConfig(size=card.dim, distance=_DISTANCE[card.distance])),
+            )
+        meta.vectors[plan.target] = VectorEntry.for_card(card, state="filling")
+    meta.job = job.to_dict()
+    job.lock = Lock(owner, time.time() + ttl)
+    meta.job = job.to_dict()
+    client.put_meta(collection, meta)
+    log.info("started upgrade job %s on %s: %s -> %s (%s)", job.id, collection, plan.source_model, plan.target_model,
+             plan.strategy)
+    return job
+
+
+def _priority_order(client: CompatClient, job: JobState, recs: list[Any], seed: int) -> list[int]:
+    n = len(recs)
+    if job.priority == "id" or n == 0:
+        return list(range(n))
+    if job.priority == "random":
+        return list(np.random.default_rng(seed).permutation(n))
+    src = client.registry.get_model(job.source_model)
+    w = src.classifier_weight()
+    if w is None:
+        log.warning("source model %s has no classifier: backfilling in id order", job.source_model)
+        return list(range(n))
+    v = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    w = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+    uncertainty = 1.0 - (v @ w.T).max(axis=1)  # the old model's own doubt: least-understood first
+    return list(np.argsort(-uncertainty, kind="stable"))
+
+
+def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
+                   progress: ProgressFn | None, budget: list[int]) -> int:
+    from qdrant_compat.export.onnx import ort_session
+
+    assert job.converter is not None
+    ort = ort_session(client.registry.get_converter(job.converter).onnx_path, ["CPUExecutionProvider"])
+    flt = _prov_filter(job.target, ["converted", "extracted"])
+    total = _count(client, collection, flt)
+    done = 0
+    offset = None
+    while budget[0] != 0:
+        recs, offset = client.qdrant.scroll(collection, scroll_filter=flt, limit=batch_size, offset=offset,
+                                            with_vectors=[job.source] if job.source else True, with_payload=False)
+        if not recs:
+            break
+        src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
+        out = ort.run(None, {ort.get_inputs()[0].name: src})[0]
+        if not np.isfinite(out).all():
+            raise UpgradeError(f"converter {job.converter} produced non-finite vectors; nothing of this batch was written")
+        client.qdrant.update_vectors(
+            collection, points=[models.PointVectors(id=r.id, vector={job.target: o.tolist()}) for r, o in zip(recs, out, strict=True)],
+            wait=True)
+        _set_provenance(client, collection, job.target, [r.id for r in recs], "converted")
+        done += len(recs)
+        job.counts["converted"] = job.counts.get("converted", 0) + len(recs)
+        sess.heartbeat(job)
+        budget[0] -= 1
+        if progress:
+            progress(done, total)
+        if offset is None:
+            break
+    return done
+
+
+def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
+                    progress: ProgressFn | None, budget: list[int], seed: int, retry_missing: bool) -> int:
+    from qdrant_compat.data.images import load_image
+    from qdrant_compat.embedder import Embedder
+
+    emb = Embedder(client.registry.get_model(job.target_model), batch_size=batch_size)
+    skip = ["extracted"] if retry_missing else ["extracted", "missing", "failed"]
+    flt = _prov_filter(job.target, skip)
+    recs = list(_scroll(client, collection, flt, job))
+    order = _priority_order(client, job, recs, seed)
+    done = 0
+    for s in range(0, len(order), batch_size):
+        if budget[0] == 0:
+            break
+        batch = [recs[i] for i in order[s : s + batch_size]]
+        ok_ids, images, missing, failed = [], [], [], []
+        for r in batch:
+            path = (r.payload or {}).get(job.image_field)
+            if not isinstance(path, str) or not Path(path).is_file():
+                missing.append(r.id)
+                job.add_error(f"point {r.id}: image {path!r} not found")
+                continue
+            try:
+                images.append(load_image(path))
+                ok_ids.append(r.id)
+            except (CorruptArtifactError, InvalidArgumentError) as exc:
+                failed.append(r.id)
+                job.add_error(f"point {r.id}: {exc}")
+        if ok_ids:
+            vecs = emb.embed(images)
+            client.qdrant.update_vectors(
+                collection, points=[models.PointVectors(id=i, vector={job.target: v.tolist()}) for i, v in zip(ok_ids, vecs, strict=True)],
+                wait=True)
+        _set_provenance(client, collection, job.target, ok_ids, "extracted")
+        _set_provenance(client, collection, job.target, missing, "missing")
+        _set_provenance(client, collection, job.target, failed, "failed")
+        for k, ids in (("extracted", ok_ids), ("missing", missing), ("failed", failed)):
+            job.counts[k] = job.counts.get(k, 0) + len(ids)
+        done += len(batch)
+        sess.heartbeat(job)
+        budget[0] -= 1
+        if progress:
+            progress(done, len(order))
+    return done
+
+
+def _scroll(client: CompatClient, collection: str, flt: models.Filter, job: JobState):  # type: ignore[no-untyped-def]
+    offset = None
+    while True:
+        recs, offset = client.qdrant.scroll(collection, scroll_filter=flt, limit=1024, offset=offset,
+                                            with_vectors=[job.source] if job.source else True,
+                                            with_payload=[job.image_field])
+        yield from recs
+        if offset is None:
+            return
+
+
+def run_upgrade(
+    client: CompatClient,
+    collection: str,
+    target: ModelCard | str | None = None,
+    *,
+    strategy: str | None = None,
+    converter: str | None = None,
+    priority: str = "uncertainty",
+    image_field: str = "image_path",
+    batch_size: int = 256,
+    progress: ProgressFn | None = None,
+    owner: str | None = None,
+    lock_ttl: float = DEFAULT_LOCK_TTL,
+    max_batches: int | None = None,
+    dry_run: bool = False,
+    retry_missing: bool = False,
+    seed: int = 0,
+) -> RunReport:
+    """Start or resume the collection's upgrade job and fill the target vector.
+
+    Args:
+        target: the model to upgrade to; optional when resuming a recorded job.
+        strategy, converter: override the plan's choice (see :func:`plan_upgrade`).
+        priority: backfill order: ``uncertainty`` (the old model's least confident points first),
+            ``random`` or ``id``.
+        max_batches: stop after this many batches (the job stays resumable).
+        dry_run: plan only; nothing is written.
+
+    Raises:
+        JobLockedError: another live process runs the job.
+        UpgradeError: a conflicting unfinished job, or an impossible strategy.
+    """
+    if batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
+    t0 = time.perf_counter()
+    owner = owner or make_owner()
+    meta = client.get_meta(collection)
+    job = JobState.from_dict(meta.job) if meta.job else None
+    resumable = job is not None and job.phase in ("planned", "running", "filled") and (
+        target is None or client.card(target).ref == job.target_model)
+    if not resumable:
+        if target is None:
+            raise UpgradeError(f"collection '{collection}' has no upgrade job to resume; name the target model")
+        plan = plan_upgrade(client, collection, target, strategy=strategy, converter=converter, image_field=image_field)
+        if dry_run:
+            return RunReport(collection, job={}, plan=plan.to_dict(), dry_run=True, remaining=plan.points - plan.already_filled)
+        job = start_job(client, collection, plan, priority=priority, image_field=image_field, owner=owner, ttl=lock_ttl)
+    else:
+        assert job is not None
+        if dry_run:
+            total = _count(client, collection)
+            filled = client.count_with_vector(collection, job.target) if job.strategy != "adopt" else total
+            return RunReport(collection, job=job.to_dict(), dry_run=True, remaining=total - filled)
+        check_lock(job, owner)
+        job.phase = "running" if job.strategy != "adopt" else job.phase
+    sess = _Session(client, collection, owner, lock_ttl)
+    meta, current = sess.load()
+    check_lock(current, owner)
+    sess.save(meta, job)
+    # verify we hold it (two starters racing on a server: the later write wins, the loser stops here)
+    if sess.load()[1].lock.owner != owner:  # type: ignore[union-attr]
+        raise JobLockedError(f"upgrade job {job.id} was taken by another process while starting")
+    budget = [max_batches if max_batches is not None else -1]
+    processed = 0
+    try:
+        if job.strategy in ("convert", "convert+backfill"):
+            processed += _convert_stage(client, collection, job, sess, batch_size, progress, budget)
+        if job.strategy in ("backfill", "convert+backfill") and budget[0] != 0:
+            processed += _backfill_stage(client, collection, job, sess, batch_size, progress, budget, seed, retry_missing)
+        total = _count(client, collection)
+        filled = total if job.strategy == "adopt" else client.count_with_vector(collection, job.target)
+        pending = 0
+        if job.strategy != "adopt":
+            skip = ["converted", "extracted"] if job.strategy == "convert" else ["extracted", "missing", "failed"]
+            pending = _count(client, collection, _prov_filter(job.target, skip))
+        meta, current = sess.load()
+        job.lock = current.lock
+        if pending == 0 and filled == total:
+            job.phase = "filled" if job.phase in ("running", "filled") else job.phase
+        if job.target in meta.vectors:
+            meta.vectors[job.target].filled = filled
+        stopped = budget[0] == 0 and pending > 0
+        sess.save(meta, job, hold=False)
+    except BaseException:
+        # leave the lock to expire only if we died; on a Python-level error release it now
+        try:
+            meta2, cur = sess.load()
+            if cur.lock is not None and cur.lock.owner == owner:
+                sess.save(meta2, cur, hold=False)
+        except Exception:  # pragma: no cover - best effort on the way out
+            pass
+        raise
+    return RunReport(collection, job=job.to_dict(), processed=processed, remaining=total - filled,
+                     seconds=time.perf_counter() - t0, stopped_early=stopped)

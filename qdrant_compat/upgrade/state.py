@@ -1,0 +1,117 @@
+"""Upgrade job state, kept in the collection's metadata so any machine can see and resume it.
+
+The block is small (ids of work are never stored there): which vector is being filled from which, by
+what strategy, the phase, counters, and a lock with an expiry so a dead holder never blocks forever.
+Per-point progress lives in the points themselves (the target vector and a provenance payload field),
+which is what makes every step idempotent and resumable after SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from qdrant_compat._config import from_dict, to_dict
+from qdrant_compat.errors import JobLockedError, UpgradeError
+
+PHASES = ("planned", "running", "filled", "cut_over", "rolled_back", "cleaned")
+STRATEGIES = ("adopt", "convert", "backfill", "convert+backfill")
+PRIORITIES = ("uncertainty", "random", "id")
+DEFAULT_LOCK_TTL = 60.0
+
+
+@dataclass
+class Lock:
+    owner: str
+    expires_at: float
+
+
+@dataclass
+class JobState:
+    id: str
+    source: str
+    source_model: str
+    target: str
+    target_model: str
+    target_fingerprint: str
+    strategy: str
+    converter: str | None = None
+    priority: str = "uncertainty"
+    image_field: str = "image_path"
+    phase: str = "planned"
+    lock: Lock | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise UpgradeError(f"strategy {self.strategy!r} unknown; allowed: {list(STRATEGIES)}")
+        if self.phase not in PHASES:
+            raise UpgradeError(f"job phase {self.phase!r} unknown; allowed: {list(PHASES)}")
+        if self.priority not in PRIORITIES:
+            raise UpgradeError(f"priority {self.priority!r} unknown; allowed: {list(PRIORITIES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobState:
+        return from_dict(cls, d, where="collection metadata job")
+
+    def add_error(self, msg: str, limit: int = 20) -> None:
+        if len(self.errors) < limit:
+            self.errors.append(msg)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def make_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def provenance_key(vector: str) -> str:
+    """Payload sub-key for a vector's provenance: letters, digits and '_' only (filterable everywhere)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", vector) or "_default"
+
+
+def _holder_dead(owner: str) -> bool:
+    """True when the holder ran on this host and its process is gone."""
+    try:
+        host, pid_s, _ = owner.split(":")
+        pid = int(pid_s)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def check_lock(job: JobState, owner: str, now: float | None = None) -> None:
+    """Raise :class:`JobLockedError` if another live holder has the job."""
+    now = time.time() if now is None else now
+    lk = job.lock
+    if lk is None or lk.owner == owner:
+        return
+    if lk.expires_at <= now or _holder_dead(lk.owner):
+        return
+    raise JobLockedError(
+        f"upgrade job {job.id} is being run by {lk.owner} (lock held for {lk.expires_at - now:.0f}s more); "
+        "wait for it to finish, or for the lock to expire if that process died"
+    )
