@@ -35,20 +35,27 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
 
 
-def synthesize_rows(old_emb: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+def synthesize_rows(old_emb: np.ndarray, labels: np.ndarray, num_classes: int, only: list[int] | None = None) -> np.ndarray:
     """Mean normalised old embedding per class, renormalised ``(num_classes, d_old)``.
 
+    Args:
+        only: the classes that need a row (others stay zero); default all.
+
     Raises:
-        InvalidArgumentError: a class has no training image.
+        InvalidArgumentError: a needed class has no training image.
     """
     e = _normalize(old_emb)
     rows = np.zeros((num_classes, e.shape[1]), dtype=np.float32)
     counts = np.bincount(labels, minlength=num_classes)
-    if np.any(counts == 0):
-        missing = np.flatnonzero(counts == 0)[:10].tolist()
-        raise InvalidArgumentError(f"cannot synthesise old-classifier rows for classes without images: {missing}")
+    need = np.arange(num_classes) if only is None else np.asarray(only, dtype=np.int64)
+    empty = need[counts[need] == 0] if len(need) else need
+    if len(empty):
+        raise InvalidArgumentError(f"cannot synthesise old-classifier rows for classes without images: {empty[:10].tolist()}")
     np.add.at(rows, labels, e)
-    return _normalize(rows / counts[:, None])
+    rows[need] = _normalize(rows[need] / counts[need, None])
+    if only is not None:
+        rows[np.setdiff1d(np.arange(num_classes), need)] = 0.0
+    return rows
 
 
 def build_old_targets(
@@ -74,18 +81,17 @@ def build_old_targets(
         raise InvalidArgumentError(f"synthesize must be one of {list(SYNTHESIZE_MODES)}, got {synthesize!r}")
     if old_embeddings.shape != (len(labels), card.dim):
         raise InvalidArgumentError(f"old embeddings must have shape ({len(labels)}, {card.dim}), got {old_embeddings.shape}")
-    weight = synthesize_rows(old_embeddings, labels, len(classes))
-    synthesized = list(classes)
+    old_index = {c: i for i, c in enumerate(card.classes)}
+    keep: dict[int, int] = {}
     if classifier is not None and synthesize == "missing":
-        old_index = {c: i for i, c in enumerate(card.classes)}
-        synthesized = []
-        for ci, cname in enumerate(classes):
-            if cname in old_index and old_index[cname] < len(classifier):
-                weight[ci] = classifier[old_index[cname]]
-            else:
-                synthesized.append(cname)
-        weight = _normalize(weight)
-    elif classifier is None:
+        keep = {ci: old_index[c] for ci, c in enumerate(classes) if c in old_index and old_index[c] < len(classifier)}
+    need = [ci for ci in range(len(classes)) if ci not in keep]
+    weight = synthesize_rows(old_embeddings, labels, len(classes), only=need)
+    for ci, oi in keep.items():
+        weight[ci] = classifier[oi]  # type: ignore[index]
+    weight = _normalize(weight)
+    synthesized = [classes[ci] for ci in need]
+    if classifier is None:
         log.info("old model %s has no classifier: every row is synthesised", card.ref)
     log.info("old classifier: %d kept rows, %d synthesised", len(classes) - len(synthesized), len(synthesized))
     return OldTargets(card=card, embeddings=_normalize(old_embeddings), weight=weight, synthesized=synthesized)

@@ -1,0 +1,48 @@
+"""SIGKILL ``upgrade run`` at random points, resume, and check every point ends exactly right (S5, small)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from qdrant_compat import CompatClient
+from qdrant_compat.embedder import Embedder
+from qdrant_compat.upgrade.verify import check_fill, payload_snapshot
+
+
+def _cmd(tmp, *args):
+    return [sys.executable, "-m", "qdrant_compat.cli.main", "--path", str(tmp / "store"), "--registry", str(tmp / "reg"),
+            "--no-progress", *args]
+
+
+def test_sigkill_at_random_points_then_resume(world):
+    tmp, client = world
+    before = payload_snapshot(client, "g")
+    client.close()
+    rng = np.random.default_rng(0)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    kills = 0
+    for trial in range(3):
+        proc = subprocess.Popen(_cmd(tmp, "upgrade", "run", "g", "--to", "omni-indep@2", "--batch-size", "8",
+                                     "--lock-ttl", "300"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(float(rng.uniform(2.0, 5.0)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    done = subprocess.run(_cmd(tmp, "--json", "upgrade", "run", "g", "--to", "omni-indep@2", "--batch-size", "8"),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert kills >= 1  # at least one run really died mid-way
+    c = CompatClient(path=str(tmp / "store"), registry=tmp / "reg")
+    emb = Embedder(c.registry.get_model("omni-indep@2"))
+    res = check_fill(c, "g", "omni-indep@2", payloads=before,
+                     reference=lambda recs: emb.embed([r.payload["image_path"] for r in recs]))
+    c.close()
+    assert res["ok"], res
+    assert res["points"] == 150
