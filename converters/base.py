@@ -132,11 +132,13 @@ class Converter:
             raise InvalidArgumentError(f"{what}: contains NaN or infinity")
         return arr
 
-    def fit(self, src: Any, dst: Any, *, seed: int = 0, val_fraction: float = 0.1) -> FitReport:
+    def fit(self, src: Any, dst: Any, *, seed: int = 0, val_fraction: float = 0.1, labels: np.ndarray | None = None,
+            target_classifier: np.ndarray | None = None) -> FitReport:
         """Fit on paired embeddings (row i of ``src`` and ``dst`` embed the same image).
 
         A held-out ``val_fraction`` of the pairs (chosen with ``seed``) drives early stopping where the
-        head is iterative and reports the fit's cosine agreement.
+        head is iterative and reports the fit's cosine agreement. ``labels`` and ``target_classifier`` (the
+        target model's frozen classifier rows) let heads that support it add a classification term.
         """
         x = l2n(self._check(src, self.dim_in, "source embeddings"))
         y = l2n(self._check(dst, self.dim_out, "target embeddings"))
@@ -150,6 +152,11 @@ class Converter:
         val, tr = perm[:n_val], perm[n_val:]
         t0 = time.perf_counter()
         torch.manual_seed(seed)
+        if labels is not None and len(labels) != len(x):
+            raise InvalidArgumentError(f"{len(labels)} labels for {len(x)} pairs")
+        self._labels = None if labels is None else np.asarray(labels)[tr]
+        self._val_labels = None if labels is None else np.asarray(labels)[val]
+        self._classifier = target_classifier
         extra = self._fit(x[tr], y[tr], x[val], y[val], seed)
         self.fitted = True
         secs = time.perf_counter() - t0

@@ -41,11 +41,12 @@ class MLPConverter(Converter):
 
     def __init__(self, dim_in: int, dim_out: int, hidden: int = 1024, depth: int = 2, epochs: int = 60,
                  lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 512, objective: str = "cosine",
-                 patience: int = 8) -> None:
+                 patience: int = 8, class_weight: float = 0.0, class_scale: float = 16.0) -> None:
         if objective not in OBJECTIVES:
             raise InvalidArgumentError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
         self.hidden, self.depth, self.epochs, self.lr = int(hidden), int(depth), int(epochs), float(lr)
         self.weight_decay, self.batch_size, self.objective, self.patience = float(weight_decay), int(batch_size), objective, int(patience)
+        self.class_weight, self.class_scale = float(class_weight), float(class_scale)
         super().__init__(dim_in, dim_out)
 
     def build(self) -> ResidualMLP:
@@ -54,12 +55,18 @@ class MLPConverter(Converter):
     def options(self) -> dict[str, Any]:
         return {"hidden": self.hidden, "depth": self.depth, "epochs": self.epochs, "lr": self.lr,
                 "weight_decay": self.weight_decay, "batch_size": self.batch_size, "objective": self.objective,
-                "patience": self.patience}
+                "patience": self.patience, "class_weight": self.class_weight, "class_scale": self.class_scale}
 
-    def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, pred: torch.Tensor, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.objective == "cosine":
-            return (1 - (pred * y).sum(1)).mean()
-        return ((pred - y) ** 2).sum(1).mean()
+            loss = (1 - (pred * y).sum(1)).mean()
+        else:
+            loss = ((pred - y) ** 2).sum(1).mean()
+        if labels is not None and self._w is not None and self.class_weight > 0:
+            # FastFill-style: converted vectors must also be classified right by the target's frozen classifier
+            logits = self.class_scale * pred @ self._w.t()
+            loss = loss + self.class_weight * nn.functional.cross_entropy(logits, labels)
+        return loss
 
     def _fit(self, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int) -> dict[str, Any]:
         m: ResidualMLP = self.module  # type: ignore[assignment]
@@ -67,6 +74,9 @@ class MLPConverter(Converter):
         m.linear.weight.data = torch.from_numpy(np.ascontiguousarray(w.T, dtype=np.float32))
         m.linear.bias.data = torch.from_numpy(b.astype(np.float32))
         xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+        use_cls = self.class_weight > 0 and getattr(self, "_labels", None) is not None and getattr(self, "_classifier", None) is not None
+        self._w = nn.functional.normalize(torch.from_numpy(np.asarray(self._classifier, np.float32)), dim=1) if use_cls else None
+        lt = torch.from_numpy(np.asarray(self._labels, np.int64)) if use_cls else None
         xvt, yvt = torch.from_numpy(xv.astype(np.float32)), torch.from_numpy(yv.astype(np.float32))
         opt = torch.optim.AdamW(m.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
@@ -77,7 +87,7 @@ class MLPConverter(Converter):
             perm = torch.randperm(len(xt), generator=gen)
             for s in range(0, len(xt), self.batch_size):
                 idx = perm[s : s + self.batch_size]
-                loss = self._loss(m(xt[idx]), yt[idx])
+                loss = self._loss(m(xt[idx]), yt[idx], None if lt is None else lt[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -32,16 +32,19 @@ def _prov_count(client: CompatClient, collection: str, vector: str, value: str) 
 
 
 def upgrade_status(client: CompatClient, collection: str) -> dict[str, Any]:
-    """Per named vector: points holding it, and how many were extracted, converted, missing, failed."""
+    """Per named vector: points holding it, and how many were extracted, converted, missing, failed.
+
+    For the vector a collection was created or adopted with, ``converted`` counts points indexed before
+    provenance was tracked; it only matters for vectors filled by an upgrade."""
     meta = client.get_meta(collection)
     total = client.qdrant.count(collection, exact=True).count
     vectors = {}
     for name, entry in meta.vectors.items():
-        vectors[name] = {
-            "model": entry.model, "state": entry.state,
-            "points": client.count_with_vector(collection, name),
-            **{k: _prov_count(client, collection, name, k) for k in ("extracted", "converted", "missing", "failed")},
-        }
+        have = client.count_with_vector(collection, name)
+        marks = {k: _prov_count(client, collection, name, k) for k in ("extracted", "missing", "failed")}
+        # a vector without an 'extracted' mark was written through a converter (rewrites carry no mark)
+        vectors[name] = {"model": entry.model, "state": entry.state, "points": have,
+                         "converted": max(have - marks["extracted"], 0), **marks}
     return {"collection": collection, "points": total, "read": meta.read, "write": meta.write, "vectors": vectors,
             "job": meta.job}
 

@@ -1,9 +1,10 @@
 """``upgrade run``: fill the target vector in batches, resumable after any interruption.
 
-Per-point progress is the point itself: a point is done when its provenance (payload field
-``_qdrant_compat.<vector>``) says ``converted``/``extracted`` for the target. A batch first writes the
-vectors, then the provenance, so a crash in between only means the batch is redone (writes are
-idempotent). Nothing is ever deleted; payloads are only extended by the provenance field.
+Per-point progress is the point itself: the target vector and, for re-extracted points, a provenance
+mark in the payload field ``_qdrant_compat.<vector>``. Conversion marks a point
+done by writing its target vector (one write per point); extraction also records ``extracted`` (or
+``missing``/``failed``) in the payload field, after the vector, so a crash in between only means the batch
+is redone (writes are idempotent). Nothing is ever deleted; payloads are only extended by the provenance field.
 """
 
 from __future__ import annotations
@@ -81,12 +82,6 @@ def _prov_filter(target: str, done: list[str]) -> models.Filter:
     return models.Filter(must_not=[models.FieldCondition(key=key, match=models.MatchAny(any=done))])
 
 
-def _set_provenance(client: CompatClient, collection: str, target: str, ids: list[Any], value: str) -> None:
-    if ids:
-        client.qdrant.set_payload(collection, payload={provenance_key(target): value}, points=ids,
-                                  key=PROVENANCE_KEY, wait=True)
-
-
 def _vec(rec: Any, name: str) -> list[float]:
     v = rec.vector
     return v[name] if isinstance(v, dict) else v
@@ -151,37 +146,75 @@ def _priority_order(client: CompatClient, job: JobState, recs: list[Any], seed: 
     return list(np.argsort(-uncertainty, kind="stable"))
 
 
+def _write_batch(client: CompatClient, collection: str, target: str, vectors: dict[Any, list[float]],
+                 provenance: dict[str, list[Any]]) -> None:
+    """Vectors first, then their provenance, in one request (two operations: a crash between them only
+    means the batch is redone)."""
+    ops: list[Any] = []
+    if vectors:
+        ops.append(models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(
+            points=[models.PointVectors(id=i, vector={target: v}) for i, v in vectors.items()])))
+    for value, ids in provenance.items():
+        if ids:
+            ops.append(models.SetPayloadOperation(set_payload=models.SetPayload(
+                payload={provenance_key(target): value}, points=ids, key=PROVENANCE_KEY)))
+    if ops:
+        client.qdrant.batch_update_points(collection, update_operations=ops, wait=True)
+
+
+def _pending(client: CompatClient, collection: str, job: JobState, *, need: Callable[[Any], bool],
+             payload: list[str], batch: int, with_target: bool = False):  # type: ignore[no-untyped-def]
+    """Batches of the points ``need`` selects, in one pass over the collection.
+
+    Selecting here rather than with a Qdrant filter keeps the pass linear on every backend (an embedded
+    store evaluates filters point by point on every scroll call)."""
+    vectors = [v for v in (job.source, job.target if with_target else None) if v]
+    offset = None
+    out: list[Any] = []
+    while True:
+        recs, offset = client.qdrant.scroll(collection, limit=batch, offset=offset, with_vectors=vectors or True,
+                                            with_payload=[PROVENANCE_KEY, *payload])
+        out.extend(r for r in recs if need(r))
+        while len(out) >= batch:
+            yield out[:batch]
+            out = out[batch:]
+        if offset is None:
+            break
+    if out:
+        yield out
+
+
+def _provenance(rec: Any, target: str) -> str | None:
+    return ((rec.payload or {}).get(PROVENANCE_KEY) or {}).get(provenance_key(target))
+
+
 def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
                    progress: ProgressFn | None, budget: list[int]) -> int:
     from qdrant_compat.export.onnx import ort_session
 
     assert job.converter is not None
     ort = ort_session(client.registry.get_converter(job.converter).onnx_path, ["CPUExecutionProvider"])
-    flt = _prov_filter(job.target, ["converted", "extracted"])
-    total = _count(client, collection, flt)
+    total = _count(client, collection)
     done = 0
-    offset = None
-    while budget[0] != 0:
-        recs, offset = client.qdrant.scroll(collection, scroll_filter=flt, limit=batch_size, offset=offset,
-                                            with_vectors=[job.source] if job.source else True, with_payload=False)
-        if not recs:
+    # a point is converted once it holds the target vector; only extracted / missing / failed points carry a
+    # provenance mark (one write per converted point, as fast as a raw rewrite)
+    def need(r: Any) -> bool:
+        return not isinstance(r.vector, dict) or job.target not in r.vector
+
+    for recs in _pending(client, collection, job, need=need, payload=[], batch=batch_size, with_target=True):
+        if budget[0] == 0:
             break
         src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
         out = ort.run(None, {ort.get_inputs()[0].name: src})[0]
         if not np.isfinite(out).all():
             raise UpgradeError(f"converter {job.converter} produced non-finite vectors; nothing of this batch was written")
-        client.qdrant.update_vectors(
-            collection, points=[models.PointVectors(id=r.id, vector={job.target: o.tolist()}) for r, o in zip(recs, out, strict=True)],
-            wait=True)
-        _set_provenance(client, collection, job.target, [r.id for r in recs], "converted")
+        _write_batch(client, collection, job.target, {r.id: o.tolist() for r, o in zip(recs, out, strict=True)}, {})
         done += len(recs)
         job.counts["converted"] = job.counts.get("converted", 0) + len(recs)
         sess.heartbeat(job)
         budget[0] -= 1
         if progress:
             progress(done, total)
-        if offset is None:
-            break
     return done
 
 
@@ -191,9 +224,9 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
     from qdrant_compat.embedder import Embedder
 
     emb = Embedder(client.registry.get_model(job.target_model), batch_size=batch_size)
-    skip = ["extracted"] if retry_missing else ["extracted", "missing", "failed"]
-    flt = _prov_filter(job.target, skip)
-    recs = list(_scroll(client, collection, flt, job))
+    skip = ("extracted",) if retry_missing else ("extracted", "missing", "failed")
+    recs = [r for chunk in _pending(client, collection, job, need=lambda r: _provenance(r, job.target) not in skip,
+                                    payload=[job.image_field], batch=1024) for r in chunk]
     order = _priority_order(client, job, recs, seed)
     done = 0
     for s in range(0, len(order), batch_size):
@@ -213,14 +246,9 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
             except (CorruptArtifactError, InvalidArgumentError) as exc:
                 failed.append(r.id)
                 job.add_error(f"point {r.id}: {exc}")
-        if ok_ids:
-            vecs = emb.embed(images)
-            client.qdrant.update_vectors(
-                collection, points=[models.PointVectors(id=i, vector={job.target: v.tolist()}) for i, v in zip(ok_ids, vecs, strict=True)],
-                wait=True)
-        _set_provenance(client, collection, job.target, ok_ids, "extracted")
-        _set_provenance(client, collection, job.target, missing, "missing")
-        _set_provenance(client, collection, job.target, failed, "failed")
+        vecs = emb.embed(images) if ok_ids else []
+        _write_batch(client, collection, job.target, {i: v.tolist() for i, v in zip(ok_ids, vecs, strict=True)},
+                     {"extracted": ok_ids, "missing": missing, "failed": failed})
         for k, ids in (("extracted", ok_ids), ("missing", missing), ("failed", failed)):
             job.counts[k] = job.counts.get(k, 0) + len(ids)
         done += len(batch)
@@ -229,17 +257,6 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
         if progress:
             progress(done, len(order))
     return done
-
-
-def _scroll(client: CompatClient, collection: str, flt: models.Filter, job: JobState):  # type: ignore[no-untyped-def]
-    offset = None
-    while True:
-        recs, offset = client.qdrant.scroll(collection, scroll_filter=flt, limit=1024, offset=offset,
-                                            with_vectors=[job.source] if job.source else True,
-                                            with_payload=[job.image_field])
-        yield from recs
-        if offset is None:
-            return
 
 
 def run_upgrade(
@@ -314,9 +331,10 @@ def run_upgrade(
         total = _count(client, collection)
         filled = total if job.strategy == "adopt" else client.count_with_vector(collection, job.target)
         pending = 0
-        if job.strategy != "adopt":
-            skip = ["converted", "extracted"] if job.strategy == "convert" else ["extracted", "missing", "failed"]
-            pending = _count(client, collection, _prov_filter(job.target, skip))
+        if job.strategy == "convert":
+            pending = total - filled
+        elif job.strategy != "adopt":
+            pending = _count(client, collection, _prov_filter(job.target, ["extracted", "missing", "failed"]))
         meta, current = sess.load()
         job.lock = current.lock
         if pending == 0 and filled == total:

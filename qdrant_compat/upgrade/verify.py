@@ -34,13 +34,15 @@ def check_fill(
         payloads: a :func:`payload_snapshot` taken before the upgrade.
 
     Returns:
-        counts of points, points without the target vector, without provenance, with a wrong vector, with a
-        changed payload; ``ok`` when all are zero.
+        counts of points, points without the target vector, marked done but without it, with a wrong
+        vector, with a changed payload; ``ok`` when all are zero.
     """
     recs = list(client.scroll_all(collection, with_vectors=[target]))
     pk = provenance_key(target)
     missing = [r.id for r in recs if target not in (r.vector or {})]
-    no_prov = [r.id for r in recs if (r.payload or {}).get(PROVENANCE_KEY, {}).get(pk) not in ("converted", "extracted")]
+    # an 'extracted' mark must come with the vector; a vector without a mark was converted
+    no_prov = [r.id for r in recs if (r.payload or {}).get(PROVENANCE_KEY, {}).get(pk) in ("extracted", "converted")
+               and target not in (r.vector or {})]
     wrong: list[Any] = []
     max_diff = 0.0
     have = [r for r in recs if target in (r.vector or {})]
