@@ -83,16 +83,17 @@ def split_data(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_seed(d: dict[str, Any], seed: int, epochs: int, bct_losses: dict[str, float],
-             loss_options: dict[str, dict[str, float]]) -> dict[str, Any]:
+             loss_options: dict[str, dict[str, float]], batch_size: int = 512) -> dict[str, Any]:
     classes, y_tr = d["classes"], d["y_tr"]
     seen_tr = y_tr < SEEN
-    plain = TrainConfig(epochs=epochs, batch_size=256, lr=1e-3, seed=seed, losses=dict(PLAIN_LOSSES))
+    plain = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed, losses=dict(PLAIN_LOSSES))
     old, _ = train_head(d["f0_tr"][seen_tr], y_tr[seen_tr], classes[:SEEN], OLD_BACKBONE, plain)
     indep, t_indep = train_head(d["f2_tr"], y_tr, classes, NEW_BACKBONE, plain)
     # the old model's embeddings of the new training images (what running its ONNX file gives)
     old_card = ModelCard(name="old", version=str(seed), dim=128, input=LITE_SPEC, classes=classes[:SEEN], fingerprint="-")
     targets = build_old_targets(old_card, old.classifier.weight.detach().numpy(), y_tr, classes, embed(old, d["f0_tr"]))
-    bct_cfg = TrainConfig(epochs=epochs, batch_size=256, lr=1e-3, seed=seed, losses=bct_losses, loss_options=loss_options)
+    bct_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed, losses=bct_losses,
+                          loss_options=loss_options)
     bct, t_bct = train_head(d["f2_tr"], y_tr, classes, NEW_BACKBONE, bct_cfg, old=targets)
     e = {"old": embed(old, d["f0_ev"]), "indep": embed(indep, d["f2_ev"]), "bct": embed(bct, d["f2_ev"])}
     seen = set(range(SEEN))
@@ -134,6 +135,7 @@ def main() -> None:
     ap.add_argument("--data", default=None)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=512, help="for every head (old, indep, bct)")
     ap.add_argument("--eval-on", choices=["val", "holdout"], default="val")
     ap.add_argument("--losses", default=json.dumps(BCT_LOSSES), help="JSON {loss: weight} for the bct model")
     ap.add_argument("--loss-options", default="{}", help="JSON {loss: {option: value}}")
@@ -143,7 +145,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     losses, options = json.loads(args.losses), json.loads(args.loss_options)
     d = split_data(args)
-    runs = [run_seed(d, s, args.epochs, losses, options) for s in args.seeds]
+    runs = [run_seed(d, s, args.epochs, losses, options, args.batch_size) for s in args.seeds]
     cells: dict[str, dict[str, list[float]]] = {}
     for r in runs:
         for cell, metrics in r["cells"].items():
@@ -177,6 +179,7 @@ def main() -> None:
                          "value": {"max_abs_diff": system["S1_max_abs_diff"], "ort_vs_torch": system["S1_ort_vs_torch"]}}
     name = args.out or ("p1_bct.json" if args.eval_on == "val" else "p1_bct_holdout.json")
     path = write_results(name, {"protocol": "P1", "seeds": args.seeds, "eval_on": args.eval_on, "epochs": args.epochs,
+                                "batch_size": args.batch_size,
                                 "bct_losses": losses, "loss_options": options, "cells": cells, "derived": derived,
                                 "system": system, "targets": targets})
     print(f"\n### P1 backward-compatible training ({args.eval_on}, seeds {args.seeds}, {args.epochs} epochs)\n")

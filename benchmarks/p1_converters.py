@@ -39,7 +39,7 @@ KINDS: dict[str, dict[str, Any]] = {
 def run_seed(d: dict[str, Any], seed: int, epochs: int) -> dict[str, Any]:
     classes, y = d["classes"], d["y_tr"]
     seen = y < SEEN
-    plain = TrainConfig(epochs=epochs, batch_size=256, lr=1e-3, seed=seed, losses=dict(PLAIN_LOSSES))
+    plain = TrainConfig(epochs=epochs, batch_size=512, lr=1e-3, seed=seed, losses=dict(PLAIN_LOSSES))
     old, _ = train_head(d["f0_tr"][seen], y[seen], classes[:SEEN], OLD_BACKBONE, plain)
     indep, _ = train_head(d["f2_tr"], y, classes, NEW_BACKBONE, plain)
     o_tr, n_tr = embed(old, d["f0_tr"]), embed(indep, d["f2_tr"])

@@ -1,9 +1,12 @@
-"""qdrant-compat quickstart on real images (Omniglot) and the embedded Qdrant.
+"""qdrant-compat quickstart on real images (Omniglot) and the embedded Qdrant: the whole upgrade story.
 
-    make demo        # or: python examples/quickstart/demo.py [--out demo_output]
+    make demo        # or: python examples/quickstart/demo.py [--out demo_output] [--epochs 8]
 
-The story: train a v1 extractor, export it to ONNX, register it, index a gallery into a versioned
-collection, query it, and see a query made with the wrong model refused.
+1. v1: train, export to ONNX, register, index a gallery into a versioned collection, query it.
+2. v2 trained backward-compatibly (BCT) on more classes: it searches the untouched v1 gallery directly,
+   once ``evaluate`` has measured and recorded the edge; an independently trained v2 is refused.
+3. The independent v2 reaches the gallery anyway: plan -> convert (old->new head, no images) -> partial
+   backfill from the images with queries running -> cutover -> cleanup, with figures at every stage.
 """
 
 from __future__ import annotations
@@ -17,32 +20,42 @@ from pathlib import Path
 import numpy as np
 
 from qdrant_compat import CompatClient, IncompatibleModelError, InputSpec, Registry
-from qdrant_compat.data import load_npz, write_image_folder
+from qdrant_compat.bridges import fit_and_register
+from qdrant_compat.data import ImageFolder, load_npz, write_image_folder
 from qdrant_compat.embedder import Embedder
-from qdrant_compat.evaluation import evaluate_pair
+from qdrant_compat.evaluation import evaluate_registered, record_bct_evidence
 from qdrant_compat.indexing import index_folder
 from qdrant_compat.models import ModelConfig
 from qdrant_compat.training import (
+    BCT_LOSSES,
     TrainConfig,
     TrainingSummary,
     export_and_register,
+    prepare_old_targets,
     save_checkpoint,
     train_model,
 )
+from qdrant_compat.upgrade import cleanup, cutover, plan_upgrade, run_upgrade, upgrade_status
 
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE.parent / "data" / "omniglot_small.npz"
 SPEC = InputSpec(size=28, channels=1, mean=(0.92,), std=(0.27,))
-V1_CLASSES = 100
+V1_CLASSES, V2_CLASSES = 100, 150
 
 
 def step(title: str) -> None:
-    print(f"\n== {title}")
+    print(f"\n== {title}", flush=True)
+
+
+def first_classes(src, n):  # type: ignore[no-untyped-def]
+    sub = src.subset(np.flatnonzero(src.labels < n))
+    sub.classes = src.classes[:n]
+    return sub
 
 
 def train_and_register(registry: Registry, src, out: Path, name: str, version: str, *, seed: int, epochs: int,
-                       old=None, losses=None) -> None:
-    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed, **({"losses": losses} if losses else {}))
+                       old=None) -> None:  # type: ignore[no-untyped-def]
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed, **({"losses": dict(BCT_LOSSES)} if old else {}))
     res = train_model(src, ModelConfig(backbone="smallcnn", in_channels=1, dim=64), cfg, SPEC, old=old)
     summary = TrainingSummary(
         input=SPEC, classes=list(src.classes), config={"epochs": epochs, "seed": seed}, history=res.history,
@@ -52,12 +65,25 @@ def train_and_register(registry: Registry, src, out: Path, name: str, version: s
     )
     ckpt = save_checkpoint(out / "checkpoints" / f"{name}-{version}", res.model, summary)
     card, diff = export_and_register(ckpt, registry, name, version)
-    print(f"trained {card.ref} on {len(src)} images / {len(src.classes)} classes in {res.seconds:.1f}s "
-          f"(train acc {res.history[-1]['train_acc']:.2f}); ONNX parity {diff:.1e}; fingerprint {card.fingerprint[:12]}…")
+    print(f"trained {card.ref}{' (BCT, parent ' + old.card.ref + ')' if old else ''} on {len(src)} images / "
+          f"{len(src.classes)} classes in {res.seconds:.1f}s; ONNX parity {diff:.1e}; fingerprint {card.fingerprint[:12]}…")
+
+
+def top1_through_qdrant(client: CompatClient, collection: str, model: str, paths: list[Path]) -> float:
+    """Leave-one-out top-1: every gallery image queries the collection; its own point is skipped."""
+    from qdrant_compat.indexing import point_id_for
+
+    vecs = Embedder(client.registry.get_model(model)).embed([str(p) for p in paths])
+    hits = client.query_batch(collection, model, vecs, limit=2, with_payload=True)
+    ok = 0
+    for p, hs in zip(paths, hits, strict=True):
+        best = next(h for h in hs if str(h.id) != point_id_for(p))
+        ok += best.payload["class"] == p.parent.name
+    return 100.0 * ok / len(paths)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--out", default="demo_output", help="working folder (recreated)")
     ap.add_argument("--epochs", type=int, default=8)
     args = ap.parse_args(argv)
@@ -67,58 +93,82 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True)
     registry = Registry(out / "registry")
 
-    step("1. data: Omniglot fixture (real handwritten characters)")
-    train = load_npz(FIXTURE, "train")
-    test = load_npz(FIXTURE, "test")
-    v1_train = train.subset(np.flatnonzero(train.labels < V1_CLASSES))
-    v1_train.classes = train.classes[:V1_CLASSES]
-    gallery_idx = np.flatnonzero(test.labels < V1_CLASSES)
+    step("1. data: the Omniglot fixture (real handwritten characters, MIT licence)")
+    train, test = load_npz(FIXTURE, "train"), load_npz(FIXTURE, "test")
     gallery_dir = out / "gallery"
-    write_image_folder(test, gallery_dir, gallery_idx)
-    print(f"v1 training set: {len(v1_train)} images, {V1_CLASSES} classes; gallery: {len(gallery_idx)} images "
-          f"of unseen drawers written to {gallery_dir}/<class>/<image>.png")
+    write_image_folder(test, gallery_dir, np.flatnonzero(test.labels < V2_CLASSES))
+    paths = ImageFolder(gallery_dir).paths
+    print(f"gallery: {len(paths)} images of {V2_CLASSES} classes by drawers no model trains on; v1 learns "
+          f"{V1_CLASSES} classes, v2 learns all {V2_CLASSES}")
 
-    step("2. train v1, export to ONNX, register")
-    train_and_register(registry, v1_train, out, "omniglot", "1", seed=0, epochs=args.epochs)
-
-    step("3. index the gallery into a versioned collection (embedded Qdrant)")
+    step("2. v1: train, export to ONNX, register, index")
+    train_and_register(registry, first_classes(train, V1_CLASSES), out, "omniglot", "1", seed=0, epochs=args.epochs)
     client = CompatClient(path=str(out / "qdrant"), registry=registry)
-    n = index_folder(client, "gallery", "omniglot@1", gallery_dir)
-    info = client.info("gallery")
-    v = info["vectors"]["omniglot@1"]
-    print(f"indexed {n} images; collection metadata: vector 'omniglot@1' = {v['model']} "
-          f"({v['fingerprint'][:12]}…), dim {v['dim']}, {v['distance']}, {v['points']} points")
+    for coll in ("gallery", "gallery-b"):
+        index_folder(client, coll, "omniglot@1", gallery_dir)
+    v = client.info("gallery")["vectors"]["omniglot@1"]
+    print(f"collections 'gallery' and 'gallery-b': {v['points']} points each in vector 'omniglot@1' "
+          f"(metadata: model {v['model']}, fingerprint {v['fingerprint'][:12]}…, dim {v['dim']}, {v['distance']})")
+    old_old = top1_through_qdrant(client, "gallery", "omniglot@1", paths)
+    chance = 100.0 * 4 / (len(paths) - 1)
+    print(f"v1 queries on the v1 gallery (old/old): top-1 {old_old:.1f}%   (chance {chance:.1f}%)")
 
-    step("4. query the gallery (leave-one-out: each image searches the others)")
-    recs = list(client.scroll_all("gallery", with_vectors=["omniglot@1"]))
-    vecs = np.stack([r.vector["omniglot@1"] for r in recs])
-    classes = [r.payload["class"] for r in recs]
-    labels = np.unique(classes, return_inverse=True)[1]
-    hits = client.query_batch("gallery", "omniglot@1", vecs, limit=2)
-    ids = [r.id for r in recs]
-    top1_qdrant = np.mean([
-        labels[ids.index(next(h.id for h in hs if h.id != ids[i]))] == labels[i] for i, hs in enumerate(hits)
-    ])
-    m = evaluate_pair(vecs, vecs, labels)
-    chance_top1 = 100.0 * (len(gallery_idx) / V1_CLASSES - 1) / (len(gallery_idx) - 1)
-    print(f"top-1 through Qdrant: {100 * top1_qdrant:.1f}%   top-1 / top-5 / mAP (exact): {m['top1']:.1f} / "
-          f"{m['top5']:.1f} / {m['mAP']:.1f}%   chance top-1: {chance_top1:.1f}%")
-    example = gallery_dir / test.classes[int(test.labels[gallery_idx[0]])].replace("/", "_")
-    first = sorted(example.iterdir())[0]
-    res = client.query("gallery", "omniglot@1", Embedder(registry.get_model("omniglot@1")).embed([str(first)]), limit=3)
-    print(f"search with {first.relative_to(out)}: " + ", ".join(f"{h.payload['class']} ({h.score:.2f})" for h in res))
-
-    step("5. a query made by another model is refused, never silently wrong")
-    train_and_register(registry, v1_train, out, "omniglot-indep", "2", seed=1, epochs=2)
-    q = Embedder(registry.get_model("omniglot-indep@2")).embed([str(first)])
+    step("3. v2 trained backward-compatibly with the frozen v1 (run through its ONNX file)")
+    v2_train = first_classes(train, V2_CLASSES)
+    old = prepare_old_targets(registry.get_model("omniglot@1"), v2_train)
+    print(f"old classifier rows: {V2_CLASSES - len(old.synthesized)} kept, {len(old.synthesized)} synthesised for new classes")
+    train_and_register(registry, v2_train, out, "omniglot", "2", seed=0, epochs=args.epochs, old=old)
+    train_and_register(registry, v2_train, out, "omniglot-indep", "2", seed=1, epochs=args.epochs)
+    rep, _ = evaluate_registered(registry, ["omniglot@1", "omniglot@2", "omniglot-indep@2"], first_classes(test, V2_CLASSES),
+                                 seen_classes=set(range(V1_CLASSES)))
+    card = record_bct_evidence(registry, "omniglot@2", rep)
+    ev = card.lineage.evidence
+    c = rep.cells
+    print("cross-model test on the gallery images (top-1 %, all / seen / new classes):")
+    for cell in ("omniglot@1/omniglot@1", "omniglot@2/omniglot@1", "omniglot-indep@2/omniglot@1", "omniglot@2/omniglot@2"):
+        print(f"  {cell:<30} {c[cell]['top1']:5.1f} / {c[cell]['top1_seen']:5.1f} / {c[cell]['top1_new']:5.1f}")
+    print(f"recorded in omniglot@2's card: criterion bct/old > old/old {'MET' if ev['criterion_met'] else 'NOT met'}")
+    if ev["criterion_met"]:
+        plan = plan_upgrade(client, "gallery", "omniglot@2")
+        print(f"upgrade plan for 'gallery': {plan.strategy} — {plan.reasons[-1]}")
+        run_upgrade(client, "gallery", "omniglot@2")
+        print(f"v2 queries on the untouched v1 gallery through Qdrant (new/old): top-1 "
+              f"{top1_through_qdrant(client, 'gallery', 'omniglot@2', paths):.1f}% (v1 alone: {old_old:.1f}%)")
+    else:
+        print("the criterion failed, so the client refuses v2 queries on the v1 vectors rather than answer worse")
     try:
-        client.query("gallery", "omniglot-indep@2", q)
-        print("UNEXPECTED: the query was accepted")
+        client.query("gallery", "omniglot-indep@2", Embedder(registry.get_model("omniglot-indep@2")).embed([str(paths[0])]))
+        print("UNEXPECTED: the independent model's query was accepted")
         return 1
     except IncompatibleModelError as exc:
-        print(f"refused: {exc}")
-    print(f"\ndemo finished in {time.time() - t0:.0f}s")
+        print(f"independent v2 refused: {str(exc)[:150]}…")
+
+    step("4. the independent v2 on 'gallery-b': plan, convert, partial backfill, cutover, cleanup")
+    conv = fit_and_register(registry, "omniglot@1", "omniglot-indep@2", "mlp", images=v2_train,
+                            options={"hidden": 256, "epochs": 40})
+    print(f"fitted converter {conv.id}: held-out cosine {conv.fit['val_cosine']:.3f}, "
+          f"held-out top-1 retention {conv.fit['holdout']['top1_retention']:.2f}")
+    plan = plan_upgrade(client, "gallery-b", "omniglot-indep@2")
+    print(f"plan: {plan.strategy}; {plan.points} points, {plan.images_missing} missing images, "
+          f"estimated {plan.estimated_seconds:.1f}s")
+    run_upgrade(client, "gallery-b", "omniglot-indep@2", strategy="convert", batch_size=128)
+    print(f"after conversion (no image touched): indep/convert(old) top-1 "
+          f"{top1_through_qdrant(client, 'gallery-b', 'omniglot-indep@2', paths):.1f}%")
+    run_upgrade(client, "gallery-b", "omniglot-indep@2", strategy="convert+backfill", batch_size=len(paths) // 4, max_batches=2)
+    st = upgrade_status(client, "gallery-b")["vectors"]["omniglot-indep@2"]
+    print(f"backfill half done ({st['extracted']} extracted, {st['converted']} converted), queries running: top-1 "
+          f"{top1_through_qdrant(client, 'gallery-b', 'omniglot-indep@2', paths):.1f}%")
+    run_upgrade(client, "gallery-b", batch_size=128)
+    cutover(client, "gallery-b")
+    new_new = top1_through_qdrant(client, "gallery-b", "omniglot-indep@2", paths)
+    print(f"backfill complete, cut over: new/new top-1 {new_new:.1f}% (v1 was {old_old:.1f}%)")
     client.close()
+    client = CompatClient(path=str(out / "qdrant"), registry=registry)
+    res = cleanup(client, "gallery-b", yes=True)
+    print(f"cleanup dropped vector '{res['drops']}' after a backup at {res['backup']}")
+    print(f"final metadata of 'gallery-b': vectors {list(client.get_meta('gallery-b').vectors)}")
+    client.close()
+    print(f"\ndemo finished in {time.time() - t0:.0f}s")
     return 0
 
 

@@ -137,6 +137,16 @@ class _Subset:
         return self.base.get(int(self.idx[i]))
 
 
+def unique_names(names: Sequence[str]) -> list[str]:
+    """Class names made unique (``name``, ``name#2``, ...): labels are matched by name across models."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out
+
+
 def load_npz(path: str | Path, split: str = "train") -> ArrayImages | JpegBytesImages:
     """Read split ``train`` or ``test`` of an npz bundle.
 
@@ -153,7 +163,7 @@ def load_npz(path: str | Path, split: str = "train") -> ArrayImages | JpegBytesI
     except (ValueError, OSError) as exc:
         raise CorruptArtifactError(f"{p} is not a readable npz file ({exc})") from None
     keys = set(z.files)
-    names = [str(c) for c in z["class_names"]] if "class_names" in keys else None
+    names = unique_names([str(c) for c in z["class_names"]]) if "class_names" in keys else None
     if f"x_{split}" in keys:
         return ArrayImages(z[f"x_{split}"], z[f"y_{split}"], names)
     if f"{split}_jpeg" in keys:
@@ -164,11 +174,13 @@ def load_npz(path: str | Path, split: str = "train") -> ArrayImages | JpegBytesI
 
 
 def write_image_folder(src: ImageSource, root: str | Path, indices: Sequence[int] | None = None) -> list[Path]:
-    """Write images as PNG files under ``root/<class>/<index>.png``; returns the paths in order."""
+    """Write images as PNG files under ``root/<label>_<class>/<index>.png``; returns the paths in order."""
     root = Path(root)
     out = []
     for i in range(len(src)) if indices is None else indices:
-        cls = src.classes[int(src.labels[i])].replace("/", "_")
+        label = int(src.labels[i])
+        # the label index keeps folders unique and in label order even if names clash once '/' is replaced
+        cls = f"{label:04d}_" + "".join(ch if ch.isalnum() or ch in "-_.()#" else "_" for ch in src.classes[label])
         d = root / cls
         d.mkdir(parents=True, exist_ok=True)
         img = src.get(int(i))

@@ -129,21 +129,18 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
 
 
 def _priority_order(client: CompatClient, job: JobState, recs: list[Any], seed: int) -> list[int]:
-    n = len(recs)
-    if job.priority == "id" or n == 0:
-        return list(range(n))
-    if job.priority == "random":
-        return list(np.random.default_rng(seed).permutation(n))
-    src = client.registry.get_model(job.source_model)
-    w = src.classifier_weight()
-    if w is None:
-        log.warning("source model %s has no classifier: backfilling in id order", job.source_model)
-        return list(range(n))
-    v = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
-    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    w = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
-    uncertainty = 1.0 - (v @ w.T).max(axis=1)  # the old model's own doubt: least-understood first
-    return list(np.argsort(-uncertainty, kind="stable"))
+    from qdrant_compat.upgrade.priority import backfill_order
+
+    if not recs:
+        return []
+    kind, w = job.priority, None
+    if kind == "uncertainty":
+        w = client.registry.get_model(job.source_model).classifier_weight()
+        if w is None:
+            log.warning("source model %s has no classifier: backfilling in id order", job.source_model)
+            kind = "id"
+    vecs = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32) if kind == "uncertainty" else None
+    return [int(i) for i in backfill_order(kind, len(recs), vectors=vecs, classifier=w, seed=seed)]
 
 
 def _write_batch(client: CompatClient, collection: str, target: str, vectors: dict[Any, list[float]],
@@ -259,6 +256,19 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
     return done
 
 
+def _activate_if_kept_in_sync(client: CompatClient, meta: CompatMeta, job: JobState) -> None:
+    """A complete target vector serves its model's queries before cutover when writes keep it complete:
+    the source model reaches it (an old->new converter), so every new point gets it too."""
+    from qdrant_compat.routing import candidate_routes
+
+    src = client.registry.get_model(job.source_model).card
+    if any(r.vector == job.target for r in candidate_routes(src, client.with_model_edges(meta, src))):
+        meta.vectors[job.target].state = "active"
+        if job.target not in meta.write:
+            meta.write.append(job.target)
+        log.info("vector %s is complete and kept in sync by %s's writes: it serves queries now", job.target, src.ref)
+
+
 def run_upgrade(
     client: CompatClient,
     collection: str,
@@ -341,6 +351,8 @@ def run_upgrade(
             job.phase = "filled" if job.phase in ("running", "filled") else job.phase
         if job.target in meta.vectors:
             meta.vectors[job.target].filled = filled
+            if filled == total and job.phase == "filled" and meta.vectors[job.target].state == "filling":
+                _activate_if_kept_in_sync(client, meta, job)
         stopped = budget[0] == 0 and pending > 0
         sess.save(meta, job, hold=False)
     except BaseException:

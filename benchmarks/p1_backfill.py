@@ -1,0 +1,107 @@
+"""Benchmark: the backfill curve (Q6) on the P1 setting.
+
+    python -m benchmarks.p1_backfill [--seeds 0 1 2] [--epochs 30] [--data DIR]
+
+Old = Lite0 + head (classes 0-49); new = the BCT Lite2 model (library defaults). The gallery (5,000
+validation images) is re-extracted with the new model from 0 to 100% in steps of 10%, in random order and
+in the project's priority order (the old model's uncertainty, ``qdrant_compat.upgrade.priority``). Queries
+always come from the new model; each searches the filled points through their new vectors and the rest
+through their old vectors, merged by score: what ``CompatClient.query`` does during a partial fill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import LITE_SPEC, NEW_BACKBONE, OLD_BACKBONE, SEEN, write_results
+from benchmarks.p1_bct import embed, split_data, train_head
+from qdrant_compat.cards import ModelCard
+from qdrant_compat.evaluation import evaluate_pair
+from qdrant_compat.training import BCT_LOSSES, PLAIN_LOSSES, TrainConfig, build_old_targets
+from qdrant_compat.upgrade.priority import backfill_order
+
+log = logging.getLogger("benchmarks.p1_backfill")
+FRACTIONS = [round(0.1 * i, 1) for i in range(11)]
+
+
+def run_seed(d: dict[str, Any], seed: int, epochs: int, batch_size: int) -> dict[str, Any]:
+    classes, y = d["classes"], d["y_tr"]
+    seen = y < SEEN
+    plain = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed, losses=dict(PLAIN_LOSSES))
+    old, _ = train_head(d["f0_tr"][seen], y[seen], classes[:SEEN], OLD_BACKBONE, plain)
+    card = ModelCard(name="old", version=str(seed), dim=128, input=LITE_SPEC, classes=classes[:SEEN], fingerprint="-")
+    w_old = old.classifier.weight.detach().numpy()
+    tg = build_old_targets(card, w_old, y, classes, embed(old, d["f0_tr"]))
+    bct, _ = train_head(d["f2_tr"], y, classes, NEW_BACKBONE,
+                        TrainConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed, losses=dict(BCT_LOSSES)), old=tg)
+    g_old, g_new = embed(old, d["f0_ev"]), embed(bct, d["f2_ev"])
+    labels = d["y_ev"]
+    oo = evaluate_pair(g_old, g_old, labels)["top1"]
+    n = len(labels)
+    orders = {"random": backfill_order("random", n, seed=seed),
+              "priority": backfill_order("uncertainty", n, vectors=g_old, classifier=w_old)}
+    curves: dict[str, list[float]] = {}
+    for name, order in orders.items():
+        ys = []
+        for f in FRACTIONS:
+            gallery = g_old.copy()
+            filled = order[: int(round(f * n))]
+            gallery[filled] = g_new[filled]
+            ys.append(evaluate_pair(g_new, gallery, labels)["top1"])
+        curves[name] = ys
+        log.info("seed %d %s: %s", seed, name, [round(v, 1) for v in ys])
+    return {"old_old": oo, "curves": curves}
+
+
+def area(ys: list[float]) -> float:
+    """Mean top-1 over the fill fractions (trapezoid rule on [0, 1])."""
+    return float(np.trapezoid(ys, FRACTIONS))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--eval-on", choices=["val", "holdout"], default="val")
+    ap.add_argument("--plot", default=None, help="also write the curves as a PNG here")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    d = split_data(args)
+    runs = [run_seed(d, s, args.epochs, args.batch_size) for s in args.seeds]
+    curves = {k: {"fraction": FRACTIONS, "top1": [r["curves"][k] for r in runs]} for k in ("random", "priority")}
+    oo = [r["old_old"] for r in runs]
+    areas = {k: [area(c) for c in curves[k]["top1"]] for k in curves}
+    lowest = {k: [min(c) for c in curves[k]["top1"]] for k in curves}
+    gain = float(np.mean(areas["priority"]) - np.mean(areas["random"]))
+    never_below = all(min(c) >= o for k in curves for c, o in zip(curves[k]["top1"], oo, strict=True))
+    targets = {"Q6": {"met": bool(gain >= 1.5 and never_below),
+                      "value": {"area_gain": gain, "lowest_minus_old_old": float(min(min(lowest[k]) for k in lowest) - max(oo))}}}
+    path = write_results("p1_backfill.json" if args.eval_on == "val" else "p1_backfill_holdout.json",
+                         {"protocol": "P1", "seeds": args.seeds, "epochs": args.epochs, "bct_losses": BCT_LOSSES,
+                          "cells": {"old/old": {"top1": oo}}, "curves": curves,
+                          "derived": {"area": areas, "lowest": lowest}, "targets": targets})
+    mean = {k: np.mean(curves[k]["top1"], axis=0) for k in curves}
+    print(f"\n### P1 backfill curve (seeds {args.seeds}; top-1 %, mean over seeds; old/old {np.mean(oo):.1f})\n")
+    print("| filled | " + " | ".join(f"{int(100 * f)}%" for f in FRACTIONS) + " | area |")
+    print("|---|" + "---|" * (len(FRACTIONS) + 1))
+    for k in curves:
+        print(f"| {k} | " + " | ".join(f"{v:.1f}" for v in mean[k]) + f" | {np.mean(areas[k]):.2f} |")
+    print(f"\nQ6: priority area - random area = {gain:+.2f} (target >= 1.5); never below old/old: {never_below} -> "
+          f"{'met' if targets['Q6']['met'] else 'NOT met'}")
+    if args.plot:
+        from qdrant_compat.evaluation.plots import curves as draw
+
+        draw({k: (FRACTIONS, list(mean[k])) for k in mean}, args.plot, baseline=float(np.mean(oo)))
+    print(f"results: {path}")
+    json.dumps(targets)
+
+
+if __name__ == "__main__":
+    main()
