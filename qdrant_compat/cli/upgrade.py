@@ -65,6 +65,9 @@ def run(state: CliState, collection: str, target: str | None, strategy: str | No
         if rep.dry_run:
             return f"dry run: {rep.remaining} point(s) to fill" + (f"; plan: {rep.plan['strategy']}" if rep.plan else "")
         c = job.get("counts", {})
+        if job["strategy"] == "adopt":
+            return (f"job {job['id']}: adopted {job['target_model']} through its measured bct edge; it queries and writes "
+                    f"vector '{job['source']}' directly, nothing was rewritten")
         return (f"job {job['id']} ({job['strategy']}, {job['source_model']} -> {job['target_model']}): phase {job['phase']}; "
                 f"this run {rep.processed} point(s) in {rep.seconds:.1f}s; totals {json.dumps(c)}; "
                 f"{rep.remaining} point(s) without '{job['target']}'" + (" (stopped early: run again)" if rep.stopped_early else ""))

@@ -51,6 +51,13 @@ leave-one-out, cosine similarity. Figures in %.</p>
 {_img(hm, 'query x gallery top-1 heat map')}
 {_img(bars, 'top-1 on seen and new classes')}
 {_img(curve, 'backfill curve') if curve else ''}
+<script>
+// lets a headless browser (and the tests) confirm that every picture decoded
+window.addEventListener("load", () => {{
+  const imgs = [...document.images];
+  document.body.dataset.imagesOk = imgs.filter(i => i.complete && i.naturalWidth > 0).length + "/" + imgs.length;
+}});
+</script>
 </body></html>"""
     out = d / "index.html"
     out.write_text(page)

@@ -172,6 +172,7 @@ def train_model(
     old: OldTargets | None = None,
     weights: str | None = None,
     features: torch.Tensor | None = None,
+    images: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
     on_epoch: EpochHook | None = None,
 ) -> TrainResult:
@@ -185,6 +186,7 @@ def train_model(
         old: the frozen old model's targets (:func:`prepare_old_targets`), for compatible training.
         weights: local backbone state dict (nothing is downloaded).
         features: precomputed backbone features for ``source`` (frozen backbone only), e.g. from a cache.
+        images: ``source`` already preprocessed ``(n, C, S, S)`` (skips decoding; e.g. kept on a GPU box).
 
     Returns:
         The trained model (eval mode, on the CPU) and the per-epoch history.
@@ -213,6 +215,12 @@ def train_model(
         elif len(features) != len(source):
             raise InvalidArgumentError(f"{len(features)} cached features for {len(source)} images")
         inputs = features
+    elif images is not None:
+        if tuple(images.shape) != (len(source), spec.channels, spec.size, spec.size):
+            raise InvalidArgumentError(
+                f"images must have shape ({len(source)}, {spec.channels}, {spec.size}, {spec.size}), got {tuple(images.shape)}"
+            )
+        inputs = images
     else:
         inputs = materialize(source, spec)
     t_feat = time.perf_counter() - t0

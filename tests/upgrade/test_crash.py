@@ -27,7 +27,7 @@ def test_sigkill_at_random_points_then_resume(world):
     rng = np.random.default_rng(0)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     kills = 0
-    for trial in range(3):
+    for _trial in range(3):
         proc = subprocess.Popen(_cmd(tmp, "upgrade", "run", "g", "--to", "omni-indep@2", "--batch-size", "8",
                                      "--lock-ttl", "300"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         time.sleep(float(rng.uniform(2.0, 5.0)))
