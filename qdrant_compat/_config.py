@@ -48,12 +48,13 @@ def _convert(tp: Any, value: Any, *, where: str) -> Any:
             return _convert(args[0], value, where=where)
         return value
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
-        (arg, *_rest) = typing.get_args(tp) or (Any,)
+        targs: tuple[Any, ...] = typing.get_args(tp) or (Any,)
+        arg = targs[0]
         items = [_convert(arg, v, where=f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return tuple(items) if origin is tuple else list(items)
     if origin is dict and isinstance(value, dict):
-        args = typing.get_args(tp)
-        vt = args[1] if len(args) == 2 else Any
+        dargs: tuple[Any, ...] = typing.get_args(tp)
+        vt = dargs[1] if len(dargs) == 2 else Any
         return {k: _convert(vt, v, where=f"{where}.{k}") for k, v in value.items()}
     return value
 

@@ -395,7 +395,7 @@ class CompatClient:
         *,
         limit: int = 10,
         query_filter: models.Filter | None = None,
-        with_payload: bool | Sequence[str] = True,
+        with_payload: bool | list[str] = True,
         meta: CompatMeta | None = None,
     ) -> list[models.ScoredPoint]:
         """Search with a vector made by ``model``; routed to a vector the model may search.
@@ -412,7 +412,7 @@ class CompatClient:
         return self._search(name, plan, q[0], limit=limit, query_filter=query_filter, with_payload=with_payload)
 
     def _search(self, name: str, plan: QueryPlan, q: np.ndarray, *, limit: int, query_filter: models.Filter | None,
-                with_payload: bool | Sequence[str]) -> list[models.ScoredPoint]:
+                with_payload: bool | list[str]) -> list[models.ScoredPoint]:
         if plan.partial is None:
             qv = self.transform(plan.route, q[None])[0].tolist()
             res = self.qdrant.query_points(name, query=qv, using=plan.route.vector or None, limit=limit,
@@ -444,7 +444,7 @@ class CompatClient:
                 for v in qv]
         return [list(r.points) for r in self.qdrant.query_batch_points(name, requests=reqs)]
 
-    def scroll_all(self, name: str, *, with_vectors: bool | Sequence[str] = False, batch: int = 512) -> Iterable[Any]:
+    def scroll_all(self, name: str, *, with_vectors: bool | list[str] = False, batch: int = 512) -> Iterable[Any]:
         offset = None
         while True:
             recs, offset = self.qdrant.scroll(name, limit=batch, offset=offset, with_vectors=with_vectors, with_payload=True)

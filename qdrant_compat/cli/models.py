@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from qdrant_compat.cli.context import CliState, pass_state
@@ -32,7 +34,7 @@ def register(state: CliState, onnx_file: str, card_file: str, classifier: str | 
 def list_models(state: CliState) -> None:
     """List registered models."""
     cards = state.registry.list_models()
-    rows = [{"ref": c.ref, "dim": c.dim, "fingerprint": c.fingerprint, "parent": c.lineage.parent,
+    rows: list[dict[str, Any]] = [{"ref": c.ref, "dim": c.dim, "fingerprint": c.fingerprint, "parent": c.lineage.parent,
              "relation": c.lineage.relation} for c in cards]
     state.emit(rows, lambda: "\n".join(
         f"{r['ref']:<24} dim {r['dim']:<5} {r['fingerprint'][:12]}…"

@@ -43,11 +43,11 @@ def _resize(pil: Image.Image, spec: InputSpec) -> Image.Image:
     if pil.size == (s, s):
         return pil
     if spec.resize == "resize":
-        return pil.resize((s, s), Image.BILINEAR)
+        return pil.resize((s, s), Image.Resampling.BILINEAR)
     w, h = pil.size
     scale = s / min(w, h)
     nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-    pil = pil.resize((nw, nh), Image.BILINEAR)
+    pil = pil.resize((nw, nh), Image.Resampling.BILINEAR)
     left, top = (nw - s) // 2, (nh - s) // 2
     return pil.crop((left, top, left + s, top + s))
 

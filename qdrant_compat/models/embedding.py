@@ -73,7 +73,7 @@ class EmbeddingModel(nn.Module):
         self.backbone = create_backbone(
             config.backbone, in_channels=config.in_channels, weights=weights, pretrained=pretrained
         )
-        self.head = EmbeddingHead(int(self.backbone.out_dim), config.dim, config.head, config.hidden)
+        self.head = EmbeddingHead(int(self.backbone.out_dim), config.dim, config.head, config.hidden)  # type: ignore[arg-type]
         self.classifier = CosineClassifier(config.dim, max(config.num_classes, 1))
         if config.freeze_backbone:
             for p in self.backbone.parameters():

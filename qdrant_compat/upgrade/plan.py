@@ -97,7 +97,7 @@ def plan_upgrade(
         reasons.append(f"{card.ref} names {src_card.ref} as parent but carries no measured evidence "
                        "(run 'evaluate --record' first to adopt without rewriting)")
     if strategy is None:
-        if bct_ok:
+        if bct_ok and ev is not None:
             strategy = "adopt"
             reasons.append(f"{card.ref} is backward-compatible with {src_card.ref} (measured: cross top-1 "
                            f"{ev.get('cross_top1'):.1f} > old/old {ev.get('old_top1'):.1f}): new queries search the "
@@ -132,7 +132,7 @@ def _check_images(client: CompatClient, collection: str, field_: str, plan: Upgr
     recs, _ = client.qdrant.scroll(collection, limit=max(plan.points, 1) if plan.points <= 20000 else sample,
                                    with_payload=[field_], with_vectors=False)
     missing = sum(1 for r in recs if not isinstance((r.payload or {}).get(field_), str)
-                  or not Path(r.payload[field_]).is_file())
+                  or not Path((r.payload or {})[field_]).is_file())
     plan.images_checked = len(recs)
     plan.images_missing = missing if len(recs) == plan.points else int(round(missing / max(len(recs), 1) * plan.points))
     if missing:
@@ -161,7 +161,7 @@ def _estimate(client: CompatClient, collection: str, plan: UpgradePlan, card: Mo
         sess.run(None, {sess.get_inputs()[0].name: vecs})
         per += (time.perf_counter() - t0) / len(recs)
     if plan.strategy != "convert":
-        paths = [r.payload.get(image_field) for r in recs[:8] if isinstance((r.payload or {}).get(image_field), str)]
+        paths = [str((r.payload or {})[image_field]) for r in recs[:8] if isinstance((r.payload or {}).get(image_field), str)]
         paths = [p for p in paths if Path(p).is_file()]
         if paths:
             emb = Embedder(client.registry.get_model(card.ref))

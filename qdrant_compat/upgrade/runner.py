@@ -243,7 +243,7 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
             except (CorruptArtifactError, InvalidArgumentError) as exc:
                 failed.append(r.id)
                 job.add_error(f"point {r.id}: {exc}")
-        vecs = emb.embed(images) if ok_ids else []
+        vecs: Any = emb.embed(images) if ok_ids else []
         _write_batch(client, collection, job.target, {i: v.tolist() for i, v in zip(ok_ids, vecs, strict=True)},
                      {"extracted": ok_ids, "missing": missing, "failed": failed})
         for k, ids in (("extracted", ok_ids), ("missing", missing), ("failed", failed)):
