@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-p1 bench-converters bench-backfill clean
+.PHONY: venv demo test lint docs bench-p1 bench-converters bench-backfill clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,3 +31,6 @@ bench-converters: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo_output qdrant_storage qdrant_compat_registry
+
+docs: $(STAMP)
+	$(BIN)/python docs/build_api.py site

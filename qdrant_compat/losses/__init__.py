@@ -10,6 +10,7 @@ from qdrant_compat.losses.base import (
     register_loss,
 )
 from qdrant_compat.losses.cross_contrastive import CrossModelContrastiveLoss
+from qdrant_compat.losses.cross_distill import CrossModelDistillationLoss
 from qdrant_compat.losses.influence import InfluenceLoss
 from qdrant_compat.losses.norm_softmax import NormSoftmaxLoss
 
@@ -18,6 +19,7 @@ __all__ = [
     "BaseLoss",
     "CompositeLoss",
     "CrossModelContrastiveLoss",
+    "CrossModelDistillationLoss",
     "InfluenceLoss",
     "LossInputs",
     "NormSoftmaxLoss",

@@ -22,6 +22,7 @@ class LossInputs:
         old_emb: the frozen old model's normalised embedding of the same images ``(n, d_old)``.
         old_weight: frozen old-classifier rows re-indexed to the new label space ``(C, d_old)``,
             with synthesised rows for classes the old model never saw; normalised.
+        seen_mask: ``(n,)`` True for images of classes the old classifier knew (not synthesised).
         bank_emb, bank_labels: a random sample of the old model's embeddings of *other* training images
             (a stand-in for the old gallery), drawn each step when ``TrainConfig.bank_size > 0``.
     """
@@ -33,6 +34,7 @@ class LossInputs:
     old_weight: torch.Tensor | None = None
     bank_emb: torch.Tensor | None = None
     bank_labels: torch.Tensor | None = None
+    seen_mask: torch.Tensor | None = None
 
     def need_old(self, what: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.old_emb is None or self.old_weight is None:

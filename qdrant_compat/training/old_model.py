@@ -10,7 +10,7 @@ classes it never saw.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class OldTargets:
     embeddings: np.ndarray  # (n_train, d_old), L2-normalised
     weight: np.ndarray  # (n_new_classes, d_old), L2-normalised
     synthesized: list[str]
+    classes: list[str] = field(default_factory=list)  # the new label space, in order
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -94,7 +95,8 @@ def build_old_targets(
     if classifier is None:
         log.info("old model %s has no classifier: every row is synthesised", card.ref)
     log.info("old classifier: %d kept rows, %d synthesised", len(classes) - len(synthesized), len(synthesized))
-    return OldTargets(card=card, embeddings=_normalize(old_embeddings), weight=weight, synthesized=synthesized)
+    return OldTargets(card=card, embeddings=_normalize(old_embeddings), weight=weight, synthesized=synthesized,
+                      classes=list(classes))
 
 
 def prepare_old_targets(old: RegisteredModel, source, *, synthesize: str = "missing", batch_size: int = 128) -> OldTargets:  # type: ignore[no-untyped-def]

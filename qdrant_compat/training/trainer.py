@@ -96,9 +96,12 @@ def fit(
             f"losses {sorted(cfg.losses)} need an old model; pass old_model (CLI: --old-model NAME@VERSION)"
         )
     model.to(device)
-    old_emb = old_w = None
+    old_emb = old_w = seen_cls = None
     if old is not None:
         old_emb = torch.from_numpy(old.embeddings)
+        synth = set(old.synthesized)
+        classes = getattr(old, "classes", None)
+        seen_cls = torch.tensor([c not in synth for c in classes]) if classes else None
         old_w = torch.from_numpy(old.weight).to(device)
         if len(old_emb) != len(inputs):
             raise InvalidArgumentError(f"old embeddings cover {len(old_emb)} images, training has {len(inputs)}")
@@ -133,6 +136,8 @@ def fit(
                 emb=emb, labels=yb, cos=cos,
                 old_emb=None if old_emb is None else old_emb[idx].to(device), old_weight=old_w,
             )
+            if seen_cls is not None:
+                li.seen_mask = seen_cls.to(device)[yb]
             if old_emb is not None and cfg.bank_size > 0:
                 bank = torch.randint(0, n, (cfg.bank_size,), generator=gen)
                 li.bank_emb, li.bank_labels = old_emb[bank].to(device), labels[bank].to(device)

@@ -96,3 +96,22 @@ def test_composite_weights_terms_and_gradients_flow():
     assert float(total.detach()) == pytest.approx(parts["norm_softmax"] + 0.5 * parts["alignment"], rel=1e-5)
     total.backward()
     assert x.emb.grad is not None and torch.isfinite(x.emb.grad).all() and x.emb.grad.abs().sum() > 0
+
+
+def test_cross_distill_matches_loop_and_respects_seen_mask():
+    x = _inputs()
+    t = 0.2
+    e, o = x.emb.tolist(), x.old_emb.tolist()
+    per = []
+    for i in range(len(e)):
+        js = [j for j in range(len(o)) if j != i]
+        lt = [sum(a * b for a, b in zip(o[i], o[j], strict=True)) / t for j in js]
+        ls = [sum(a * b for a, b in zip(e[i], o[j], strict=True)) / t for j in js]
+        zt, zs = math.log(sum(math.exp(v) for v in lt)), math.log(sum(math.exp(v) for v in ls))
+        per.append(sum(math.exp(a - zt) * ((a - zt) - (b - zs)) for a, b in zip(lt, ls, strict=True)))
+    loss = create_loss("cross_distill", temperature=t, only_seen=1.0)
+    assert float(loss(x)) == pytest.approx(sum(per) / len(per), rel=1e-5)
+    x.seen_mask = torch.tensor([True, False, True, False, False, False])
+    assert float(loss(x)) == pytest.approx((per[0] + per[2]) / 2, rel=1e-5)
+    x.emb = x.old_emb.clone()  # identical views of the old gallery: nothing to distil
+    assert float(loss(x)) == pytest.approx(0.0, abs=1e-6)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qdrant_compat.losses.base import BaseLoss, LossInputs, register_loss
+
+
+@register_loss("cross_distill")
+class CrossModelDistillationLoss(BaseLoss):
+    """Relational distillation across models: the new query's ranking of the old gallery imitates the old
+    query's ranking of it.
+
+    For image ``i``, ``p_old = softmax(old(x_i) · K / t)`` and ``p_new = softmax(new(x_i) · K / t)`` over
+    keys ``K`` = the batch's (and the bank's) old embeddings, self excluded; the loss is
+    ``KL(p_old || p_new)``. Feature alignment asks the new embedding to *be* the old one; this asks only
+    that it *see the old gallery the same way*, which is what old/old retrieval relies on. With
+    ``only_seen`` it applies to images of classes the old model was trained on (where its neighbourhoods
+    are worth copying). Relational distillation in the spirit of Park et al. (CVPR 2019) and of the
+    neighbourhood-preserving terms of compatible-learning work (e.g. LCE, Meng et al. 2021).
+    """
+
+    needs_old = True
+
+    def __init__(self, temperature: float = 0.05, only_seen: float = 1.0) -> None:
+        super().__init__()
+        self.temperature, self.only_seen = float(temperature), bool(only_seen)
+
+    def compute(self, inputs: LossInputs) -> torch.Tensor:
+        old_emb, _ = inputs.need_old("cross_distill")
+        keys = old_emb if inputs.bank_emb is None else torch.cat([old_emb, inputs.bank_emb])
+        n = len(old_emb)
+        self_mask = torch.zeros(n, len(keys), dtype=torch.bool, device=keys.device)
+        self_mask[torch.arange(n), torch.arange(n)] = True
+        t_logits = (old_emb @ keys.t() / self.temperature).masked_fill(self_mask, float("-inf"))
+        s_logits = (inputs.emb_in_old_space() @ keys.t() / self.temperature).masked_fill(self_mask, float("-inf"))
+        p_old = nn.functional.softmax(t_logits, dim=1)
+        log_p_new = nn.functional.log_softmax(s_logits, dim=1)
+        log_p_old = nn.functional.log_softmax(t_logits, dim=1)
+        kl = (p_old * (log_p_old - log_p_new)).masked_fill(self_mask, 0.0).sum(dim=1)
+        if self.only_seen and inputs.seen_mask is not None:
+            w = inputs.seen_mask.to(kl.dtype)
+            return (kl * w).sum() / w.sum().clamp_min(1.0)
+        return kl.mean()
