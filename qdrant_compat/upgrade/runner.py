@@ -87,6 +87,30 @@ def _vec(rec: Any, name: str) -> list[float]:
     return v[name] if isinstance(v, dict) else v
 
 
+MIN_SERVER_FOR_NAMED_VECTORS = (1, 18)
+
+
+def check_server_supports_named_vectors(client: CompatClient) -> None:
+    """Adding a named vector to an existing collection needs Qdrant >= 1.18 (embedded mode: always).
+
+    Raises:
+        UpgradeError: an older server, with what to do instead.
+    """
+    from qdrant_client.local.qdrant_local import QdrantLocal
+
+    if isinstance(getattr(client.qdrant, "_client", None), QdrantLocal):
+        return
+    version = client.qdrant.info().version
+    parts = tuple(int(p) for p in version.split("-")[0].split(".")[:2] if p.isdigit())
+    if parts < MIN_SERVER_FOR_NAMED_VECTORS:
+        raise UpgradeError(
+            f"this Qdrant server is {version}; adding the new model's vector in place needs >= "
+            f"{'.'.join(map(str, MIN_SERVER_FOR_NAMED_VECTORS))}. Upgrade the server, or copy the collection "
+            "into a new one created with both vectors and switch an alias (not automated here); 'adopt' "
+            "(a measured bct edge) needs no new vector and works on any version"
+        )
+
+
 def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, priority: str, image_field: str,
               owner: str, ttl: float) -> JobState:
     """Record the job, create the target vector (state ``filling``) or, for adopt, the bct edge."""
@@ -111,6 +135,7 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
                  stored_fingerprint=src_card.fingerprint, relation="bct", evidence=ev)]
         job.phase = "filled"
     elif plan.target not in meta.vectors or meta.vectors[plan.target].state == "retired":
+        check_server_supports_named_vectors(client)
         info = client.qdrant.get_collection(collection)
         params = client._vector_params(info)
         if plan.target not in params:

@@ -155,3 +155,44 @@ def test_dry_runs_change_nothing(world):
     assert rep.dry_run and rep.plan["strategy"] == "backfill" and rep.remaining == 150
     assert client.get_meta("g").to_dict() == before
     assert "omni-indep@2" not in client._vector_params(client.qdrant.get_collection("g"))
+
+
+def test_queries_between_batches_never_error(world):
+    """Queries interleaved with every batch of a running upgrade (old model, and new model via an adapter)."""
+    tmp, client = world
+    from qdrant_compat.bridges import fit_and_register as fit
+
+    fit(client.registry, "omni-indep@2", "omni@1", "procrustes", direction="new_to_old",
+        src=np.random.default_rng(0).normal(size=(200, 32)), dst=np.random.default_rng(1).normal(size=(200, 32)))
+    old_q = np.random.default_rng(2).normal(size=(3, 32))
+    answered = []
+
+    def between_batches(done, total):
+        for v in old_q:
+            answered.append(len(client.query("g", "omni@1", v, limit=10)))
+            answered.append(len(client.query("g", "omni-indep@2", v, limit=10)))
+
+    run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=30, progress=between_batches)
+    assert len(answered) == 5 * 6 and set(answered) == {10}
+
+
+def test_old_server_is_detected_not_guessed(world, monkeypatch):
+    tmp, client = world
+    from qdrant_compat.upgrade import runner
+
+    class FakeServer:
+        _client = object()
+
+        def info(self):
+            from qdrant_client.http.models import VersionInfo
+
+            return VersionInfo(title="qdrant", version="1.15.2")
+
+    real = client.qdrant
+    client.qdrant = FakeServer()
+    try:
+        with pytest.raises(UpgradeError, match=r"server is 1.15.2; adding the new model's vector in place needs >= 1.18"):
+            runner.check_server_supports_named_vectors(client)
+    finally:
+        client.qdrant = real
+    runner.check_server_supports_named_vectors(client)  # embedded: fine
