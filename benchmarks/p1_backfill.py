@@ -21,7 +21,9 @@ import numpy as np
 from benchmarks.common import LITE_SPEC, NEW_BACKBONE, OLD_BACKBONE, SEEN, write_results
 from benchmarks.p1_bct import embed, split_data, train_head
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.evaluation import evaluate_pair
+from qdrant_compat.evaluation import evaluate_pair, l2_normalize
+from qdrant_compat.evaluation.calibration import fit_score_calibration
+from qdrant_compat.evaluation.metrics import metrics_from_scores
 from qdrant_compat.training import BCT_LOSSES, PLAIN_LOSSES, TrainConfig, build_old_targets
 from qdrant_compat.upgrade.priority import backfill_order
 
@@ -29,7 +31,7 @@ log = logging.getLogger("benchmarks.p1_backfill")
 FRACTIONS = [round(0.1 * i, 1) for i in range(11)]
 
 
-def run_seed(d: dict[str, Any], seed: int, epochs: int, batch_size: int) -> dict[str, Any]:
+def run_seed(d: dict[str, Any], seed: int, epochs: int, batch_size: int, calibrate: bool = True) -> dict[str, Any]:
     classes, y = d["classes"], d["y_tr"]
     seen = y < SEEN
     plain = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed, losses=dict(PLAIN_LOSSES))
@@ -42,6 +44,9 @@ def run_seed(d: dict[str, Any], seed: int, epochs: int, batch_size: int) -> dict
     g_old, g_new = embed(old, d["f0_ev"]), embed(bct, d["f2_ev"])
     labels = d["y_ev"]
     oo = evaluate_pair(g_old, g_old, labels)["top1"]
+    # the edge's score calibration, measured on train images (never on the evaluation images)
+    t_new, t_old = embed(bct, d["f2_tr"]), embed(old, d["f0_tr"])
+    cal = fit_score_calibration(t_new, t_new, t_old, seed=seed) if calibrate else {"a": 1.0, "b": 0.0}
     n = len(labels)
     orders = {"random": backfill_order("random", n, seed=seed),
               "priority": backfill_order("uncertainty", n, vectors=g_old, classifier=w_old)}
@@ -49,13 +54,24 @@ def run_seed(d: dict[str, Any], seed: int, epochs: int, batch_size: int) -> dict
     for name, order in orders.items():
         ys = []
         for f in FRACTIONS:
-            gallery = g_old.copy()
-            filled = order[: int(round(f * n))]
-            gallery[filled] = g_new[filled]
-            ys.append(evaluate_pair(g_new, gallery, labels)["top1"])
+            filled = np.zeros(n, dtype=bool)
+            filled[order[: int(round(f * n))]] = True
+            ys.append(merged_top1(g_new, g_new, g_old, filled, labels, cal))
         curves[name] = ys
         log.info("seed %d %s: %s", seed, name, [round(v, 1) for v in ys])
-    return {"old_old": oo, "curves": curves}
+    return {"old_old": oo, "curves": curves, "calibration": cal}
+
+
+def merged_top1(q: np.ndarray, g_new: np.ndarray, g_old: np.ndarray, filled: np.ndarray, labels: np.ndarray,
+                cal: dict[str, float]) -> float:
+    """Leave-one-out top-1 of the partial-fill search: filled points scored in the new space, the rest
+    through the bct route with the edge's calibration: what CompatClient.query does."""
+    qn, gn, go = l2_normalize(q), l2_normalize(g_new), l2_normalize(g_old)
+
+    def scores(s: int, e: int) -> np.ndarray:
+        return np.where(filled[None, :], qn[s:e] @ gn.T, cal["a"] * (qn[s:e] @ go.T) + cal["b"])
+
+    return 100.0 * float(metrics_from_scores(scores, len(q), labels, labels, leave_one_out=True)["top1"].mean())
 
 
 def area(ys: list[float]) -> float:
@@ -71,10 +87,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--eval-on", choices=["val", "holdout"], default="val")
     ap.add_argument("--plot", default=None, help="also write the curves as a PNG here")
+    ap.add_argument("--no-calibration", action="store_true", help="merge raw scores (shows why calibration matters)")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     d = split_data(args)
-    runs = [run_seed(d, s, args.epochs, args.batch_size) for s in args.seeds]
+    runs = [run_seed(d, s, args.epochs, args.batch_size, calibrate=not args.no_calibration) for s in args.seeds]
     curves = {k: {"fraction": FRACTIONS, "top1": [r["curves"][k] for r in runs]} for k in ("random", "priority")}
     oo = [r["old_old"] for r in runs]
     areas = {k: [area(c) for c in curves[k]["top1"]] for k in curves}
@@ -83,8 +101,9 @@ def main() -> None:
     never_below = all(min(c) >= o for k in curves for c, o in zip(curves[k]["top1"], oo, strict=True))
     targets = {"Q6": {"met": bool(gain >= 1.5 and never_below),
                       "value": {"area_gain": gain, "lowest_minus_old_old": float(min(min(lowest[k]) for k in lowest) - max(oo))}}}
-    path = write_results("p1_backfill.json" if args.eval_on == "val" else "p1_backfill_holdout.json",
+    path = write_results(args.out or ("p1_backfill.json" if args.eval_on == "val" else "p1_backfill_holdout.json"),
                          {"protocol": "P1", "seeds": args.seeds, "epochs": args.epochs, "bct_losses": BCT_LOSSES,
+                          "calibrated": not args.no_calibration, "calibration": [r["calibration"] for r in runs],
                           "cells": {"old/old": {"top1": oo}}, "curves": curves,
                           "derived": {"area": areas, "lowest": lowest}, "targets": targets})
     mean = {k: np.mean(curves[k]["top1"], axis=0) for k in curves}

@@ -83,6 +83,11 @@ def fit_and_register(
                            "n_train": rep.n_train, "seed": seed, **rep.extra}
     if labels is not None and n_hold >= 10:
         fit["holdout"] = retention(conv, src[hold], dst[hold], np.asarray(labels)[hold], direction)
+    if direction == "new_to_old" and n_hold >= 20:
+        from qdrant_compat.evaluation.calibration import fit_score_calibration
+
+        # merging a partial fill: the query model's own scores vs the adapted query's scores on old vectors
+        fit["score_calibration"] = fit_score_calibration(src[hold], src[hold], dst[hold], route_queries=conv.transform(src[hold]))
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "converter.onnx"
         fit["export_max_abs_diff"] = conv.to_onnx(onnx_path, {"qdrant_compat.converter": conv_id,

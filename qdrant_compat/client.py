@@ -428,6 +428,9 @@ class CompatClient:
         qv = self.transform(plan.route, q[None])[0].tolist()
         b = self.qdrant.query_points(name, query=qv, using=plan.route.vector or None, limit=limit, query_filter=f_old,
                                      with_payload=with_payload).points
+        if plan.route.calibration is not None:  # put the route's scores on the new space's scale
+            ca, cb = plan.route.calibration
+            b = [p.model_copy(update={"score": ca * p.score + cb}) for p in b]
         return sorted([*a, *b], key=lambda p: -p.score)[:limit]
 
     def query_batch(

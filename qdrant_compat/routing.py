@@ -27,6 +27,7 @@ class Route:
     stored_model: str
     via: str  # "direct" | "bct" | "adapter"
     converter: str | None = None
+    calibration: tuple[float, float] | None = None  # a, b: route scores -> the query model's own scale
 
     def describe(self) -> str:
         if self.via == "direct":
@@ -64,7 +65,9 @@ def candidate_routes(card: ModelCard, meta: CompatMeta) -> list[Route]:
         for name in order:
             entry = meta.vectors[name]
             if entry.state != "retired" and entry.model == edge.stored and entry.fingerprint == edge.stored_fingerprint:
-                routes.append(Route(name, entry.model, edge.relation, edge.converter))
+                cal = edge.evidence.get("score_calibration")
+                routes.append(Route(name, entry.model, edge.relation, edge.converter,
+                                    (float(cal["a"]), float(cal["b"])) if isinstance(cal, dict) else None))
     return routes
 
 

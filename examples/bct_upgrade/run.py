@@ -57,7 +57,7 @@ def main() -> None:
         "tin@2/tin@1": evaluate_pair(emb_new, emb_old, yv, seen_classes=set(range(SEEN))),
         "tin@2/tin@2": evaluate_pair(emb_new, emb_new, yv, seen_classes=set(range(SEEN))),
     })
-    ev = record_bct_evidence(registry, "tin@2", rep).lineage.evidence
+    ev = record_bct_evidence(registry, "tin@2", rep, {"tin@1": emb_old, "tin@2": emb_new}).lineage.evidence
     for k, m in rep.cells.items():
         print(f"   {k:<12} top-1 {m['top1']:.1f} (seen {m['top1_seen']:.1f}, new {m['top1_new']:.1f})")
     print(f"   criterion new/old > old/old: {'met' if ev['criterion_met'] else 'NOT met'}")

@@ -47,8 +47,8 @@ def main() -> None:
     v2_train = demo.first_classes(train, demo.V2_CLASSES)
     old = prepare_old_targets(registry.get_model("omniglot@1"), v2_train)
     demo.train_and_register(registry, v2_train, out, "omniglot", "2", seed=0, epochs=args.epochs, old=old)
-    rep, _ = evaluate_registered(registry, ["omniglot@1", "omniglot@2"], demo.first_classes(test, demo.V2_CLASSES))
-    record_bct_evidence(registry, "omniglot@2", rep)
+    rep, emb = evaluate_registered(registry, ["omniglot@1", "omniglot@2"], demo.first_classes(test, demo.V2_CLASSES))
+    record_bct_evidence(registry, "omniglot@2", rep, emb)
     client = CompatClient(path=str(out / "qdrant"), registry=registry)
     series = {}
     baseline = None

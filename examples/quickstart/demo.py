@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"old classifier rows: {V2_CLASSES - len(old.synthesized)} kept, {len(old.synthesized)} synthesised for new classes")
     train_and_register(registry, v2_train, out, "omniglot", "2", seed=0, epochs=args.epochs, old=old)
     train_and_register(registry, v2_train, out, "omniglot-indep", "2", seed=1, epochs=args.epochs)
-    rep, _ = evaluate_registered(registry, ["omniglot@1", "omniglot@2", "omniglot-indep@2"], first_classes(test, V2_CLASSES),
-                                 seen_classes=set(range(V1_CLASSES)))
-    card = record_bct_evidence(registry, "omniglot@2", rep)
+    rep, emb = evaluate_registered(registry, ["omniglot@1", "omniglot@2", "omniglot-indep@2"], first_classes(test, V2_CLASSES),
+                                   seen_classes=set(range(V1_CLASSES)))
+    card = record_bct_evidence(registry, "omniglot@2", rep, emb)
     ev = card.lineage.evidence
     c = rep.cells
     print("cross-model test on the gallery images (top-1 %, all / seen / new classes):")

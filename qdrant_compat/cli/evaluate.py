@@ -27,10 +27,10 @@ def evaluate(state: CliState, data: str, models_: tuple[str, ...], adapters: tup
 
     src = open_source(data, split=split, max_classes=max_classes)
     seen = set(range(seen_classes)) if seen_classes else None
-    rep, _ = evaluate_registered(state.registry, list(models_), src, seen_classes=seen, adapters=list(adapters))
+    rep, emb = evaluate_registered(state.registry, list(models_), src, seen_classes=seen, adapters=list(adapters))
     out: dict = {"cells": rep.cells, "images": len(src)}
     if record:
-        card = record_bct_evidence(state.registry, record, rep)
+        card = record_bct_evidence(state.registry, record, rep, emb)
         out["recorded"] = {"model": record, "evidence": card.lineage.evidence}
     if heatmap:
         from qdrant_compat.evaluation.plots import heatmap as draw

@@ -7,7 +7,7 @@ queries of the average precision over the *full* ranking. Cosine similarity. Wit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,10 +42,26 @@ def retrieval_metrics(
         raise InvalidArgumentError("labels must match the number of queries and gallery items")
     if leave_one_out and len(q) != len(g):
         raise InvalidArgumentError("leave_one_out needs queries and gallery of the same images (same length)")
-    first_hit = np.empty(len(q), dtype=np.int64)
-    ap = np.empty(len(q), dtype=np.float64)
-    for s in range(0, len(q), chunk):
-        sims = q[s : s + chunk] @ g.T
+    return metrics_from_scores(lambda s, e: q[s:e] @ g.T, len(q), ql, gl, leave_one_out=leave_one_out, ks=ks, chunk=chunk)
+
+
+def metrics_from_scores(
+    scores: Callable[[int, int], np.ndarray],
+    n_queries: int,
+    query_labels: np.ndarray,
+    gallery_labels: np.ndarray,
+    *,
+    leave_one_out: bool = False,
+    ks: Sequence[int] = (1, 5),
+    chunk: int = 1024,
+) -> dict[str, np.ndarray]:
+    """Like :func:`retrieval_metrics`, from a score function ``scores(start, end) -> (end-start, n_gallery)``
+    (e.g. a merged search where part of the gallery is scored in another space)."""
+    ql, gl = np.asarray(query_labels), np.asarray(gallery_labels)
+    first_hit = np.empty(n_queries, dtype=np.int64)
+    ap = np.empty(n_queries, dtype=np.float64)
+    for s in range(0, n_queries, chunk):
+        sims = np.array(scores(s, min(n_queries, s + chunk)), dtype=np.float64)
         rows = np.arange(len(sims))
         if leave_one_out:
             sims[rows, s + rows] = -np.inf

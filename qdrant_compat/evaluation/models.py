@@ -52,8 +52,13 @@ def evaluate_registered(
     return rep, emb
 
 
-def record_bct_evidence(registry: Registry, new: str, rep: CompatibilityReport) -> ModelCard:
-    """Write the measured figures of ``new`` vs its parent into ``new``'s card lineage."""
+def record_bct_evidence(registry: Registry, new: str, rep: CompatibilityReport,
+                        embeddings: dict[str, np.ndarray] | None = None) -> ModelCard:
+    """Write the measured figures of ``new`` vs its parent into ``new``'s card lineage.
+
+    With the evaluation's ``embeddings`` (as returned by :func:`evaluate_registered`), also the score
+    calibration a partial-fill search uses to merge new/new and new/old scores fairly.
+    """
     from qdrant_compat.errors import InvalidArgumentError
 
     card = registry.get_model(new).card
@@ -66,6 +71,10 @@ def record_bct_evidence(registry: Registry, new: str, rep: CompatibilityReport) 
         raise InvalidArgumentError(f"recording evidence for {new} needs the cells {need}; evaluate both models together")
     d = rep.derived(old=old, new=new)
     d.update(metric="top1", cells={c: rep.cells[c] for c in [*need, f"{new}/{new}"] if c in rep.cells})
+    if embeddings is not None and new in embeddings and old in embeddings:
+        from qdrant_compat.evaluation.calibration import fit_score_calibration
+
+        d["score_calibration"] = fit_score_calibration(embeddings[new], embeddings[new], embeddings[old])
     card = card.with_(lineage=replace(card.lineage, evidence=d))
     registry.update_card(card)
     return card
