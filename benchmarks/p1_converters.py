@@ -31,8 +31,8 @@ KINDS: dict[str, dict[str, Any]] = {
     "linear": {},
     "procrustes": {},
     "lowrank": {"rank": 64},
-    "mlp": {"hidden": 1024, "depth": 2, "epochs": 60},
-    "mlp+cls": {"hidden": 1024, "depth": 2, "epochs": 60, "class_weight": 0.5},
+    "mlp": {"hidden": 512, "depth": 2, "epochs": 25, "batch_size": 1024, "patience": 4},
+    "mlp+cls": {"hidden": 512, "depth": 2, "epochs": 25, "batch_size": 1024, "patience": 4, "class_weight": 0.5},
 }
 
 

@@ -206,13 +206,10 @@ def load_converter(directory: str | Path) -> Converter:
     """
     from safetensors.torch import load_file
 
+    from qdrant_compat._config import read_json
+
     d = Path(directory)
-    try:
-        cfg = json.loads((d / "config.json").read_text())
-    except FileNotFoundError:
-        raise CorruptArtifactError(f"{d} is not a saved converter: config.json is missing") from None
-    except json.JSONDecodeError as exc:
-        raise CorruptArtifactError(f"{d / 'config.json'} is not valid JSON ({exc})") from None
+    cfg = read_json(d / "config.json", f"{d} is not a saved converter: config.json is missing")
     if cfg.get("format_version") != FORMAT_VERSION or cfg.get("kind") not in _REGISTRY:
         raise CorruptArtifactError(f"{d / 'config.json'}: unknown converter format {cfg.get('format_version')!r} "
                                    f"or kind {cfg.get('kind')!r} (known: {list_converters()})")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from qdrant_compat.errors import CorruptArtifactError
@@ -57,6 +59,21 @@ def _convert(tp: Any, value: Any, *, where: str) -> Any:
         vt = dargs[1] if len(dargs) == 2 else Any
         return {k: _convert(vt, v, where=f"{where}.{k}") for k, v in value.items()}
     return value
+
+
+def read_json(path: str | Path, missing: str | None = None) -> Any:
+    """Parse a JSON file; a missing or malformed file is a :class:`CorruptArtifactError` naming it.
+
+    Args:
+        missing: the message when the file does not exist (default: "<path>: file is missing").
+    """
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CorruptArtifactError(missing or f"{p}: file is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptArtifactError(f"{p} is not valid JSON ({exc})") from None
 
 
 def to_dict(obj: Any) -> Any:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from qdrant_compat._config import from_dict, to_dict
+from qdrant_compat._config import from_dict, read_json, to_dict
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 
 CARD_SCHEMA = 1
@@ -137,7 +137,7 @@ class ModelCard:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
-        return cls.from_dict(_read_json(path), where=str(path))
+        return cls.from_dict(read_json(path), where=str(path))
 
 
 @dataclass(frozen=True)
@@ -174,13 +174,5 @@ class ConverterCard:
 
     @classmethod
     def load(cls, path: str | Path) -> ConverterCard:
-        return cls.from_dict(_read_json(path), where=str(path))
+        return cls.from_dict(read_json(path), where=str(path))
 
-
-def _read_json(path: str | Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CorruptArtifactError(f"{path}: file is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptArtifactError(f"{path}: not valid JSON ({exc})") from None

@@ -117,13 +117,10 @@ class EmbeddingModel(nn.Module):
         """
         from safetensors.torch import load_file
 
+        from qdrant_compat._config import read_json
+
         d = Path(directory)
-        try:
-            meta = json.loads((d / "config.json").read_text())
-        except FileNotFoundError:
-            raise CorruptArtifactError(f"{d} is not a saved model: config.json is missing") from None
-        except json.JSONDecodeError as exc:
-            raise CorruptArtifactError(f"{d / 'config.json'} is not valid JSON ({exc})") from None
+        meta = read_json(d / "config.json", f"{d} is not a saved model: config.json is missing")
         if meta.get("type") != "EmbeddingModel" or meta.get("format_version") != FORMAT_VERSION:
             raise CorruptArtifactError(
                 f"{d / 'config.json'}: expected type EmbeddingModel format {FORMAT_VERSION}, "

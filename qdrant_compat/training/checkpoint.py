@@ -8,9 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qdrant_compat._config import from_dict, to_dict
+from qdrant_compat._config import from_dict, read_json, to_dict
 from qdrant_compat.cards import InputSpec, Lineage, ModelCard
-from qdrant_compat.errors import CorruptArtifactError
 from qdrant_compat.models.embedding import EmbeddingModel
 from qdrant_compat.registry import Registry
 
@@ -38,12 +37,7 @@ def save_checkpoint(directory: str | Path, model: EmbeddingModel, summary: Train
 def load_checkpoint(directory: str | Path) -> tuple[EmbeddingModel, TrainingSummary]:
     d = Path(directory)
     model = EmbeddingModel.load(d)
-    try:
-        raw = json.loads((d / "training.json").read_text())
-    except FileNotFoundError:
-        raise CorruptArtifactError(f"{d} has no training.json (not a qdrant-compat checkpoint)") from None
-    except json.JSONDecodeError as exc:
-        raise CorruptArtifactError(f"{d / 'training.json'} is not valid JSON ({exc})") from None
+    raw = read_json(d / "training.json", f"{d} has no training.json (not a qdrant-compat checkpoint)")
     return model, from_dict(TrainingSummary, raw, where=str(d / "training.json"))
 
 

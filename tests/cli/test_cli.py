@@ -5,32 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
-
-from qdrant_compat.cli.main import cli
-from qdrant_compat.data import load_npz, write_image_folder
-
-from ..conftest import OMNIGLOT
 
 
 @pytest.fixture()
-def world(tmp_path, trained):
-    import shutil
-
-    shutil.copytree(trained[0].root, tmp_path / "reg")
-    src = load_npz(OMNIGLOT, "test")
-    import numpy as np
-
-    write_image_folder(src, tmp_path / "gallery", np.flatnonzero(src.labels < 6))
-    base = ["--path", str(tmp_path / "store"), "--registry", str(tmp_path / "reg"), "--no-progress"]
-
-    def run(*args, ok=True):
-        res = CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
-        if ok:
-            assert res.exit_code == 0, res.output
-        return res
-
-    return tmp_path, run
+def world(make_world):
+    return make_world(6)
 
 
 def test_model_list_and_inspect(world):

@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from qdrant_compat.cli.main import cli
-from qdrant_compat.data import load_npz, write_image_folder
 
 from ..conftest import OMNIGLOT
 
 
 @pytest.fixture()
-def world(tmp_path, trained, other_model):
-    import shutil
-
-    shutil.copytree(trained[0].root, tmp_path / "reg")
-    src = load_npz(OMNIGLOT, "test")
-    write_image_folder(src, tmp_path / "gallery", np.flatnonzero(src.labels < 10))
-    base = ["--path", str(tmp_path / "store"), "--registry", str(tmp_path / "reg"), "--no-progress"]
-
-    def run(*args, ok=True):
-        res = CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
-        if ok:
-            assert res.exit_code == 0, res.output
-        return res
-
-    run("index", str(tmp_path / "gallery"), "--collection", "g", "--model", "omni@1")
-    return tmp_path, run
+def world(make_world, other_model):
+    tmp, run = make_world(10)
+    run("index", str(tmp / "gallery"), "--collection", "g", "--model", "omni@1")
+    return tmp, run
 
 
 def test_full_upgrade_story(world):
