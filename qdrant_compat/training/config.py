@@ -11,7 +11,7 @@ PLAIN_LOSSES: dict[str, float] = {"norm_softmax": 1.0}
 # The compatible-training default, chosen on a held-out part of the Tiny-ImageNet train split
 # (benchmarks/p1_bct.py --eval-on holdout; README, "Which losses and why"). Use batches of 512 or more:
 # the contrastive term's gallery is the batch.
-BCT_LOSSES: dict[str, float] = {"norm_softmax": 1.0, "influence": 1.0, "cross_contrastive": 8.0}
+BCT_LOSSES: dict[str, float] = {"norm_softmax": 1.0, "influence": 1.0, "cross_contrastive": 8.0, "cross_distill": 4.0}
 
 
 @dataclass(frozen=True)
