@@ -64,10 +64,10 @@ def test_lowrank_is_exact_for_a_low_rank_map_and_factorised():
 
 def test_mlp_beats_linear_on_a_nonlinear_map():
     rng = np.random.default_rng(4)
-    x = l2n(rng.normal(size=(4000, 8)))
+    x = l2n(rng.normal(size=(2000, 8)))
     y = np.concatenate([np.sin(3 * x), x ** 2], axis=1)
     lin = create_converter("linear", dim_in=8, dim_out=16).fit(x, y, seed=0)
-    mlp_conv = create_converter("mlp", dim_in=8, dim_out=16, hidden=64, epochs=40)
+    mlp_conv = create_converter("mlp", dim_in=8, dim_out=16, hidden=64, epochs=30, batch_size=128)
     mlp = mlp_conv.fit(x, y, seed=0)
     assert mlp.val_cosine > lin.val_cosine + 0.02
     assert mlp.extra["epochs_run"] >= 1
