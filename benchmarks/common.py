@@ -94,6 +94,16 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def collect_cells(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Per-seed ``{"cells": {cell: {metric: value}}}`` -> ``{cell: {metric: [value per seed]}}``."""
+    cells: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        for cell, metrics in r["cells"].items():
+            for k, v in metrics.items():
+                cells.setdefault(cell, {}).setdefault(k, []).append(v)
+    return cells
+
+
 def mean_std(vals: list[float]) -> str:
     a = np.asarray(vals, dtype=float)
     return f"{a.mean():.1f} ± {a.std():.1f}" if len(a) > 1 else f"{a.mean():.1f}"

@@ -27,6 +27,7 @@ from benchmarks.common import (
     OLD_BACKBONE,
     SEEN,
     backbone_features,
+    collect_cells,
     data_dir,
     mean_std,
     tiny_imagenet,
@@ -146,11 +147,7 @@ def main() -> None:
     losses, options = json.loads(args.losses), json.loads(args.loss_options)
     d = split_data(args)
     runs = [run_seed(d, s, args.epochs, losses, options, args.batch_size) for s in args.seeds]
-    cells: dict[str, dict[str, list[float]]] = {}
-    for r in runs:
-        for cell, metrics in r["cells"].items():
-            for k, v in metrics.items():
-                cells.setdefault(cell, {}).setdefault(k, []).append(v)
+    cells = collect_cells(runs)
     t1 = {c: np.asarray(m["top1"]) for c, m in cells.items()}
     crit = t1["bct/old"] > t1["old/old"]
     gain = (t1["bct/old"] - t1["old/old"]) / (t1["indep/indep"] - t1["old/old"])

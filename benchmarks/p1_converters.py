@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import NEW_BACKBONE, OLD_BACKBONE, SEEN, mean_std, write_results
+from benchmarks.common import NEW_BACKBONE, OLD_BACKBONE, SEEN, collect_cells, mean_std, write_results
 from benchmarks.p1_bct import embed, split_data, train_head
 from converters import create_converter
 from qdrant_compat.evaluation import evaluate_pair
@@ -154,11 +154,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     d = split_data(args)
     runs = [run_seed(d, s, args.epochs) for s in args.seeds]
-    cells: dict[str, dict[str, list[float]]] = {}
-    for r in runs:
-        for c, m in r["cells"].items():
-            for k, v in m.items():
-                cells.setdefault(c, {}).setdefault(k, []).append(v)
+    cells = collect_cells(runs)
     ii = {k: np.asarray(cells["indep/indep"][k]) for k in ("top1", "mAP")}
     oo = np.asarray(cells["old/old"]["top1"])
     derived: dict[str, Any] = {}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import SEEN, data_dir, mean_std, tiny_imagenet, write_results
+from benchmarks.common import SEEN, collect_cells, data_dir, mean_std, tiny_imagenet, write_results
 from qdrant_compat.cards import InputSpec, ModelCard
 from qdrant_compat.evaluation import evaluate_pair
 from qdrant_compat.models import EmbeddingModel, ModelConfig
@@ -78,11 +78,7 @@ def main() -> None:
                  for q, g in (("old", "old"), ("indep", "indep"), ("indep", "old"), ("bct", "old"), ("bct", "bct"))}
         log.info("seed %d: %s", seed, {k: round(v["top1"], 1) for k, v in cells.items()})
         runs.append({"cells": cells, "t_indep": indep_res.seconds, "t_bct": bct_res.seconds})
-    cells_all: dict[str, dict[str, list[float]]] = {}
-    for r in runs:
-        for c, m in r["cells"].items():
-            for k, v in m.items():
-                cells_all.setdefault(c, {}).setdefault(k, []).append(v)
+    cells_all = collect_cells(runs)
     t1 = {c: np.asarray(m["top1"]) for c, m in cells_all.items()}
     gain = (t1["bct/old"] - t1["old/old"]) / (t1["indep/indep"] - t1["old/old"])
     targets = {"Q1": {"met": bool((t1["bct/old"] > t1["old/old"]).all() and (t1["bct/old"] - t1["old/old"]).mean() >= 3),

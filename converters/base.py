@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import json
 import time
 from collections.abc import Callable
@@ -101,7 +102,7 @@ class NormalizedAffine(nn.Module):
         return nn.functional.normalize(y + self.bias, dim=1)
 
 
-class Converter:
+class Converter(abc.ABC):
     """Base class: subclasses build ``self.module`` and implement :meth:`_fit`."""
 
     kind: ClassVar[str] = ""
@@ -114,14 +115,16 @@ class Converter:
         self.fitted = False
 
     # --- subclass API -----------------------------------------------------
+    @abc.abstractmethod
     def build(self) -> nn.Module:
-        raise NotImplementedError
+        """The torch module that maps ``(n, dim_in)`` to ``(n, dim_out)``."""
 
     def options(self) -> dict[str, Any]:
         return {}
 
+    @abc.abstractmethod
     def _fit(self, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """Fit on normalised training pairs (validation pairs for early stopping); returns extra figures."""
 
     # --- public API -------------------------------------------------------
     def _check(self, x: Any, dim: int, what: str) -> np.ndarray:

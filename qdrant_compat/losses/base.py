@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,13 +50,14 @@ class LossInputs:
         return e if d_old == self.emb.shape[1] else nn.functional.normalize(e, dim=1)
 
 
-class BaseLoss(nn.Module):
+class BaseLoss(nn.Module, abc.ABC):
     """Subclass and implement :meth:`compute`. ``needs_old`` marks losses that read the old model."""
 
     needs_old: bool = False
 
+    @abc.abstractmethod
     def compute(self, inputs: LossInputs) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss value for one batch (a scalar tensor)."""
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         return self.compute(inputs)
