@@ -104,6 +104,12 @@ def collect_cells(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]
     return cells
 
 
+def print_targets(targets: dict[str, Any]) -> None:
+    print("\n| target | value | met |\n|---|---|---|")
+    for k, v in targets.items():
+        print(f"| {k} | {v['value']} | {'yes' if v['met'] else 'NO'} |")
+
+
 def mean_std(vals: list[float]) -> str:
     a = np.asarray(vals, dtype=float)
     return f"{a.mean():.1f} ± {a.std():.1f}" if len(a) > 1 else f"{a.mean():.1f}"

@@ -185,9 +185,7 @@ def main() -> None:
     for c, m in cells.items():
         print(f"| {c} | {mean_std(m['top1'])} | {mean_std(m['top5'])} | {mean_std(m['mAP'])} | "
               f"{mean_std(m['top1_seen'])} | {mean_std(m['top1_new'])} |")
-    print("\n| target | value | met |\n|---|---|---|")
-    for k, v in targets.items():
-        print(f"| {k} | {v['value']} | {'yes' if v['met'] else 'NO'} |")
+    print_targets(targets)
     print(f"\nresults: {path}")
 
 

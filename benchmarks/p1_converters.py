@@ -196,9 +196,7 @@ def main() -> None:
               f"{np.mean(dd['retention_top1']):.3f} | {np.mean(dd['retention_mAP']):.3f} | | {dd['fit_seconds_convert']:.1f} |")
         print(f"| adapt:{name}(indep)/old | {mean_std(a['top1'])} | {mean_std(a['mAP'])} | | | "
               f"{np.mean(dd['adapter_gain']):+.1f} | {dd['fit_seconds_adapt']:.1f} |")
-    print("\n| target | value | met |\n|---|---|---|")
-    for k, v in targets.items():
-        print(f"| {k} | {v['value']} | {'yes' if v['met'] else 'NO'} |")
+    print_targets(targets)
     print(f"\nresults: {path}")
 
 
