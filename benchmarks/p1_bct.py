@@ -30,6 +30,7 @@ from benchmarks.common import (
     collect_cells,
     data_dir,
     mean_std,
+    print_targets,
     tiny_imagenet,
     write_results,
 )

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import NEW_BACKBONE, OLD_BACKBONE, SEEN, collect_cells, mean_std, write_results
+from benchmarks.common import NEW_BACKBONE, OLD_BACKBONE, SEEN, collect_cells, mean_std, print_targets, write_results
 from benchmarks.p1_bct import embed, split_data, train_head
 from converters import create_converter
 from qdrant_compat.evaluation import evaluate_pair
