@@ -67,4 +67,10 @@ def old_targets(registry: Registry, ref: str, model, old_feats: np.ndarray, labe
     return build_old_targets(m.card, m.classifier_weight(), labels, classes, emb)
 
 
-__all__ = ["LITE_SPEC", "NEW_BACKBONE", "OLD_BACKBONE", "SEEN", "load", "old_targets", "train_register"]
+def top1_through_qdrant(client, collection: str, model: str, queries: np.ndarray, labels: np.ndarray) -> float:  # type: ignore[no-untyped-def]
+    """Leave-one-out top-1 through Qdrant: point ``i`` (id ``i``) queries the collection, skipping itself."""
+    hits = client.query_batch(collection, model, queries, limit=2)
+    return 100.0 * float(np.mean([labels[next(h.id for h in hs if h.id != i)] == labels[i] for i, hs in enumerate(hits)]))
+
+
+__all__ = ["LITE_SPEC", "NEW_BACKBONE", "OLD_BACKBONE", "SEEN", "load", "old_targets", "top1_through_qdrant", "train_register"]

@@ -13,18 +13,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from p1_models import NEW_BACKBONE, OLD_BACKBONE, SEEN, load, old_targets, train_register  # noqa: E402
+from p1_models import NEW_BACKBONE, OLD_BACKBONE, SEEN, load, old_targets, top1_through_qdrant, train_register  # noqa: E402
 
 from qdrant_compat import CompatClient, Registry  # noqa: E402
 from qdrant_compat.embedder import Embedder  # noqa: E402
 from qdrant_compat.evaluation import CompatibilityReport, evaluate_pair, record_bct_evidence  # noqa: E402
 from qdrant_compat.upgrade import plan_upgrade, run_upgrade  # noqa: E402
-
-
-def top1_through_qdrant(client: CompatClient, model: str, queries: np.ndarray, labels: np.ndarray) -> float:
-    hits = client.query_batch("gallery", model, queries, limit=2)
-    ok = [labels[next(h.id for h in hs if h.id != i)] == labels[i] for i, hs in enumerate(hits)]
-    return 100.0 * float(np.mean(ok))
 
 
 def main() -> None:
@@ -66,8 +60,8 @@ def main() -> None:
     print(f"   {plan.strategy}: {plan.reasons[-1]}")
     if plan.strategy == "adopt":
         run_upgrade(client, "gallery", "tin@2")
-        print(f"   new queries on the untouched gallery through Qdrant: top-1 {top1_through_qdrant(client, 'tin@2', emb_new, yv):.1f}"
-              f" (old queries: {top1_through_qdrant(client, 'tin@1', emb_old, yv):.1f})")
+        print(f"   new queries on the untouched gallery through Qdrant: top-1 {top1_through_qdrant(client, 'gallery', 'tin@2', emb_new, yv):.1f}"
+              f" (old queries: {top1_through_qdrant(client, 'gallery', 'tin@1', emb_old, yv):.1f})")
     client.close()
 
 

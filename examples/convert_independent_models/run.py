@@ -18,17 +18,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from p1_models import NEW_BACKBONE, OLD_BACKBONE, SEEN, load, train_register  # noqa: E402
+from p1_models import NEW_BACKBONE, OLD_BACKBONE, SEEN, load, top1_through_qdrant, train_register  # noqa: E402
 
 from qdrant_compat import CompatClient, Registry  # noqa: E402
 from qdrant_compat.bridges import fit_and_register  # noqa: E402
 from qdrant_compat.embedder import Embedder  # noqa: E402
 from qdrant_compat.upgrade import cutover, run_upgrade  # noqa: E402
-
-
-def top1(client: CompatClient, coll: str, model: str, queries: np.ndarray, labels: np.ndarray) -> float:
-    hits = client.query_batch(coll, model, queries, limit=2)
-    return 100.0 * float(np.mean([labels[next(h.id for h in hs if h.id != i)] == labels[i] for i, hs in enumerate(hits)]))
 
 
 def main() -> None:
@@ -59,12 +54,12 @@ def main() -> None:
     client = CompatClient(path=str(work / "qdrant"), registry=registry)
     client.create_collection("gallery", "tin@1")
     client.upsert("gallery", "tin@1", e_old, ids=list(range(len(yv))))
-    print(f"old/old through Qdrant: top-1 {top1(client, 'gallery', 'tin@1', e_old, yv):.1f}")
-    print(f"new queries through the new->old adapter (adapt/old): top-1 {top1(client, 'gallery', 'tin-indep@2', e_new, yv):.1f}")
+    print(f"old/old through Qdrant: top-1 {top1_through_qdrant(client, 'gallery', 'tin@1', e_old, yv):.1f}")
+    print(f"new queries through the new->old adapter (adapt/old): top-1 {top1_through_qdrant(client, 'gallery', 'tin-indep@2', e_new, yv):.1f}")
     rep = run_upgrade(client, "gallery", "tin-indep@2", strategy="convert", converter=fwd.id, batch_size=1024)
     print(f"converted {rep.processed} stored vectors in {rep.seconds:.1f}s, no image read")
     cutover(client, "gallery", allow_partial=True)
-    print(f"new queries on the converted gallery (indep/convert(old)): top-1 {top1(client, 'gallery', 'tin-indep@2', e_new, yv):.1f}")
+    print(f"new queries on the converted gallery (indep/convert(old)): top-1 {top1_through_qdrant(client, 'gallery', 'tin-indep@2', e_new, yv):.1f}")
     client.close()
 
 
