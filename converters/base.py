@@ -30,27 +30,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-import torch
-from torch import nn
+from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, require_extra
 
-from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
+require_extra("train", "torch", feature="fitting or loading a converter head")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from converters.kinds import REGISTRY, list_converters  # noqa: E402
 
 FORMAT_VERSION = 1
-_REGISTRY: dict[str, type[Converter]] = {}
 
 
 def register_converter(name: str) -> Callable[[type[Converter]], type[Converter]]:
     def deco(cls: type[Converter]) -> type[Converter]:
         cls.kind = name
-        _REGISTRY[name] = cls
-        return cls
+        return REGISTRY.register(name)(cls)
 
     return deco
-
-
-def list_converters() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def create_converter(kind: str, *, dim_in: int, dim_out: int, **options: Any) -> Converter:
@@ -59,12 +57,7 @@ def create_converter(kind: str, *, dim_in: int, dim_out: int, **options: Any) ->
     Raises:
         InvalidArgumentError: unknown kind (lists valid ones) or unknown option.
     """
-    if kind not in _REGISTRY:
-        raise InvalidArgumentError(f"unknown converter kind {kind!r}; choose one of {list_converters()}")
-    try:
-        return _REGISTRY[kind](dim_in=dim_in, dim_out=dim_out, **options)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"converter {kind!r}: {exc}") from None
+    return REGISTRY.create(kind, dim_in=dim_in, dim_out=dim_out, **options)  # type: ignore[no-any-return]
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
@@ -157,6 +150,18 @@ class Converter(abc.ABC):
         torch.manual_seed(seed)
         if labels is not None and len(labels) != len(x):
             raise InvalidArgumentError(f"{len(labels)} labels for {len(x)} pairs")
+        if getattr(self, "class_weight", 0.0) > 0 and (labels is None or target_classifier is None):
+            raise InvalidArgumentError(
+                f"{self.kind} option class_weight > 0 needs the pairs' labels and the target model's classifier "
+                "(fit from a labelled image set, with a target model registered with its classifier)"
+            )
+        if labels is not None and target_classifier is not None:
+            lab = np.asarray(labels)
+            if lab.size and (lab.max() >= len(target_classifier) or lab.min() < -1):
+                raise InvalidArgumentError(
+                    f"labels must index the target classifier's {len(target_classifier)} rows (or be -1 for a class "
+                    f"it does not know); got range [{lab.min()}, {lab.max()}]"
+                )
         self._labels = None if labels is None else np.asarray(labels)[tr]
         self._val_labels = None if labels is None else np.asarray(labels)[val]
         self._classifier = target_classifier
@@ -213,7 +218,7 @@ def load_converter(directory: str | Path) -> Converter:
 
     d = Path(directory)
     cfg = read_json(d / "config.json", f"{d} is not a saved converter: config.json is missing")
-    if cfg.get("format_version") != FORMAT_VERSION or cfg.get("kind") not in _REGISTRY:
+    if cfg.get("format_version") != FORMAT_VERSION or cfg.get("kind") not in REGISTRY:
         raise CorruptArtifactError(f"{d / 'config.json'}: unknown converter format {cfg.get('format_version')!r} "
                                    f"or kind {cfg.get('kind')!r} (known: {list_converters()})")
     conv = create_converter(cfg["kind"], dim_in=cfg["dim_in"], dim_out=cfg["dim_out"], **cfg.get("options", {}))

@@ -65,7 +65,9 @@ class MLPConverter(Converter):
         if labels is not None and self._w is not None and self.class_weight > 0:
             # FastFill-style: converted vectors must also be classified right by the target's frozen classifier
             logits = self.class_scale * pred @ self._w.t()
-            loss = loss + self.class_weight * nn.functional.cross_entropy(logits, labels)
+            # label -1: a class the target classifier does not know (e.g. new classes for an old model); no term
+            if bool((labels >= 0).any()):
+                loss = loss + self.class_weight * nn.functional.cross_entropy(logits, labels, ignore_index=-1)
         return loss
 
     def _fit(self, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, seed: int) -> dict[str, Any]:

@@ -6,12 +6,14 @@ import dataclasses
 import json
 import types
 import typing
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from qdrant_compat.errors import CorruptArtifactError
 
 T = TypeVar("T")
+_PRIMITIVES: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
 
 
 def from_dict(cls: type[T], data: Any, *, where: str) -> T:
@@ -42,6 +44,17 @@ def _convert(tp: Any, value: Any, *, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return from_dict(tp, value, where=where)
+    if tp in _PRIMITIVES:
+        ok = isinstance(value, _PRIMITIVES[tp]) and not (tp is not bool and isinstance(value, bool))
+        if not ok:
+            raise CorruptArtifactError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return float(value) if tp is float else value
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            allowed = [m.value for m in tp]
+            raise CorruptArtifactError(f"{where}: {value!r} is not one of {allowed}") from None
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
@@ -49,6 +62,9 @@ def _convert(tp: Any, value: Any, *, where: str) -> Any:
         if len(args) == 1:
             return _convert(args[0], value, where=where)
         return value
+    if origin in (list, tuple, dict) and not isinstance(value, dict if origin is dict else (list, tuple)):
+        want = "an object" if origin is dict else "a list"
+        raise CorruptArtifactError(f"{where}: expected {want}, got {type(value).__name__}")
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
         targs: tuple[Any, ...] = typing.get_args(tp) or (Any,)
         arg = targs[0]
@@ -80,6 +96,8 @@ def to_dict(obj: Any) -> Any:
     """Inverse of :func:`from_dict` (tuples become lists, so the result is JSON-ready)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Enum):
+        return obj.value
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

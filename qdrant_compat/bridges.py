@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from qdrant_compat.cards import ConverterCard, check_name
+from qdrant_compat.enums import Direction
 from qdrant_compat.errors import InvalidArgumentError
 from qdrant_compat.registry import Registry
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def paired_embeddings(registry: Registry, source: str, target: str, images: Any) -> tuple[np.ndarray, np.ndarray]:
     """Run both registered models over the same images: row i of each embeds image i."""
-    from qdrant_compat.embedder import Embedder
+    from qdrant_compat.runtime.embedder import Embedder
 
     a = Embedder(registry.get_model(source)).embed_source(images)
     b = Embedder(registry.get_model(target)).embed_source(images)
@@ -41,6 +42,68 @@ def retention(conv: Any, src: np.ndarray, dst: np.ndarray, labels: np.ndarray, d
             "mAP_retention": cross["mAP"] / base["mAP"] if base["mAP"] else float("nan")}
 
 
+def classifier_labels(labels: np.ndarray, class_names: list[str], classifier_classes: list[str]) -> np.ndarray:
+    """Map data labels to rows of a classifier by class name; ``-1`` for classes the classifier does not know."""
+    row = {c: i for i, c in enumerate(classifier_classes)}
+    lut = np.asarray([row.get(c, -1) for c in class_names], dtype=np.int64)
+    return lut[np.asarray(labels, dtype=np.int64)]
+
+
+def fit_head(
+    kind: str,
+    src: np.ndarray,
+    dst: np.ndarray,
+    *,
+    direction: str = "old_to_new",
+    labels: np.ndarray | None = None,
+    target_classifier: np.ndarray | None = None,
+    classifier_rows: np.ndarray | None = None,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    holdout: float = 0.1,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit a ``kind`` head on paired embeddings; the one fitting path of the CLI, the library and the benchmarks.
+
+    Args:
+        labels: class of each pair (retention on the held-out share).
+        target_classifier: the target model's frozen classifier rows ``(classes, dim_out)``, for heads that take
+            ``class_weight``.
+        classifier_rows: each pair's row of ``target_classifier`` (-1: a class it does not know); default
+            ``labels``.
+        options: head options; an unknown option, or one that cannot take effect, is an error.
+
+    Returns:
+        the fitted converter and its ``fit`` record (cosines, timing, held-out retention, calibration).
+    """
+    from converters import create_converter
+
+    if len(src) != len(dst):
+        raise InvalidArgumentError(f"{len(src)} source but {len(dst)} target embeddings: they must be paired")
+    direction = Direction.parse(direction, "direction").value
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(src))
+    n_hold = int(round(holdout * len(src))) if labels is not None else 0
+    hold, fit_idx = perm[:n_hold], perm[n_hold:]
+    conv = create_converter(kind, dim_in=src.shape[1], dim_out=dst.shape[1], **(options or {}))
+    cls_labels = None
+    rows = classifier_rows if classifier_rows is not None else labels
+    if rows is not None and target_classifier is not None:
+        cls_labels = np.asarray(rows)[fit_idx]
+    rep = conv.fit(src[fit_idx], dst[fit_idx], seed=seed, labels=cls_labels,
+                   target_classifier=target_classifier if cls_labels is not None else None)
+    fit: dict[str, Any] = {"val_cosine": rep.val_cosine, "train_cosine": rep.train_cosine, "seconds": rep.seconds,
+                           "n_train": rep.n_train, "seed": seed, **rep.extra}
+    if labels is not None and n_hold >= 10:
+        ret_labels = np.asarray(labels)[hold]
+        fit["holdout"] = retention(conv, src[hold], dst[hold], ret_labels, direction)
+    if direction == Direction.NEW_TO_OLD and n_hold >= 20:
+        from qdrant_compat.evaluation.calibration import fit_score_calibration
+
+        # merging a partial fill: the query model's own scores vs the adapted query's scores on old vectors
+        fit["score_calibration"] = fit_score_calibration(src[hold], src[hold], dst[hold], route_queries=conv.transform(src[hold]))
+    return conv, fit
+
+
 def fit_and_register(
     registry: Registry,
     source: str,
@@ -52,6 +115,7 @@ def fit_and_register(
     src: np.ndarray | None = None,
     dst: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    class_names: list[str] | None = None,
     conv_id: str | None = None,
     seed: int = 0,
     options: dict[str, Any] | None = None,
@@ -59,35 +123,36 @@ def fit_and_register(
 ) -> ConverterCard:
     """Fit a ``kind`` head from ``source`` to ``target`` space, export it (parity-checked) and register it.
 
-    Pairs come from ``images`` (both models are run) or from ``src``/``dst`` arrays. With ``labels``, a
-    held-out ``holdout`` share of the pairs (never used for fitting) measures retrieval retention.
+    Pairs come from ``images`` (both models are run; labels and class names from the image set) or from
+    ``src``/``dst`` arrays. With labels, a held-out ``holdout`` share of the pairs (never used for fitting)
+    measures retrieval retention. A head option ``class_weight`` > 0 adds the classification term through
+    the target model's registered classifier, the data's classes matched to its classes by name.
     """
-    from converters import create_converter
-
     s_card, t_card = registry.get_model(source).card, registry.get_model(target).card
     if images is not None:
         src, dst = paired_embeddings(registry, source, target, images)
         labels = np.asarray(images.labels) if labels is None else labels
+        class_names = list(images.classes) if class_names is None else class_names
     if src is None or dst is None:
         raise InvalidArgumentError("fit needs images, or paired src and dst embeddings")
-    if len(src) != len(dst):
-        raise InvalidArgumentError(f"{len(src)} source but {len(dst)} target embeddings: they must be paired")
     conv_id = check_name(conv_id or f"{s_card.name}-{s_card.version}-to-{t_card.name}-{t_card.version}-{kind}", "converter id")
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(src))
-    n_hold = int(round(holdout * len(src))) if labels is not None else 0
-    hold, fit_idx = perm[:n_hold], perm[n_hold:]
-    conv = create_converter(kind, dim_in=s_card.dim, dim_out=t_card.dim, **(options or {}))
-    rep = conv.fit(src[fit_idx], dst[fit_idx], seed=seed)
-    fit: dict[str, Any] = {"val_cosine": rep.val_cosine, "train_cosine": rep.train_cosine, "seconds": rep.seconds,
-                           "n_train": rep.n_train, "seed": seed, **rep.extra}
-    if labels is not None and n_hold >= 10:
-        fit["holdout"] = retention(conv, src[hold], dst[hold], np.asarray(labels)[hold], direction)
-    if direction == "new_to_old" and n_hold >= 20:
-        from qdrant_compat.evaluation.calibration import fit_score_calibration
-
-        # merging a partial fill: the query model's own scores vs the adapted query's scores on old vectors
-        fit["score_calibration"] = fit_score_calibration(src[hold], src[hold], dst[hold], route_queries=conv.transform(src[hold]))
+    classifier = None
+    cls_labels = None
+    if float((options or {}).get("class_weight", 0.0) or 0.0) > 0:
+        classifier = registry.get_model(target).classifier_weight()
+        if classifier is None:
+            raise InvalidArgumentError(f"option class_weight needs the classifier of {t_card.ref}, which was registered "
+                                       "without one (register it with --classifier)")
+        if labels is None or class_names is None:
+            raise InvalidArgumentError("option class_weight needs labelled pairs: fit from a labelled image set")
+        cls_labels = classifier_labels(labels, class_names, list(t_card.classes))
+        known = int((cls_labels >= 0).sum())
+        if known == 0:
+            raise InvalidArgumentError(f"option class_weight: none of the data's classes is one of {t_card.ref}'s "
+                                       f"{len(t_card.classes)} classes (matched by name)")
+        log.info("classification term: %d of %d pairs have a class %s knows", known, len(cls_labels), t_card.ref)
+    conv, fit = fit_head(kind, src, dst, direction=direction, labels=labels, target_classifier=classifier,
+                         classifier_rows=cls_labels, seed=seed, options=options, holdout=holdout)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "converter.onnx"
         fit["export_max_abs_diff"] = conv.to_onnx(onnx_path, {"qdrant_compat.converter": conv_id,
@@ -98,5 +163,5 @@ def fit_and_register(
                              target=t_card.ref, target_fingerprint=t_card.fingerprint, direction=direction,
                              dim_in=s_card.dim, dim_out=t_card.dim, fit=fit)
         card = registry.register_converter(onnx_path, head, card)
-    log.info("fitted %s converter %s: val cosine %.3f", kind, conv_id, rep.val_cosine)
+    log.info("fitted %s converter %s: val cosine %.3f", kind, conv_id, fit["val_cosine"])
     return card

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -19,37 +18,28 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_compat.cards import ModelCard
+from qdrant_compat.enums import Mark, Relation, VectorState, Via
 from qdrant_compat.errors import (
-    CollectionNotFoundError,
     IncompatibleModelError,
     InvalidArgumentError,
     UnmanagedCollectionError,
 )
 from qdrant_compat.metadata import META_KEY, CompatMeta, Edge, VectorEntry, read_block
 from qdrant_compat.registry import Registry
+from qdrant_compat.results import CollectionReport, CollectionSummary, VectorInfo
 from qdrant_compat.routing import QueryPlan, Route, check_fingerprint, plan_query, resolve_route
+from qdrant_compat.runtime.onnx import ConverterRuntime
+from qdrant_compat.store import DEFAULT_PATH, DISTANCES, Store, both, connect, has_vector, lacks_vector
 
 log = logging.getLogger(__name__)
-DEFAULT_PATH = "qdrant_storage"
 PROVENANCE_KEY = "_qdrant_compat"  # per-point payload: {provenance_key(vector): "extracted" | "converted" | ...}
-_DISTANCES = {"Cosine": models.Distance.COSINE, "Dot": models.Distance.DOT, "Euclid": models.Distance.EUCLID}
+MAX_ABS_VALUE = 1e15  # larger components overflow float32 when Qdrant normalises (a 1e30 vector becomes zeros)
+__all__ = ["DEFAULT_PATH", "PROVENANCE_KEY", "CompatClient", "as_matrix", "connect", "user_payload"]
 
 
-def connect(
-    *, location: str | None = None, path: str | None = None, url: str | None = None, api_key: str | None = None
-) -> QdrantClient:
-    """A QdrantClient for ``url`` (server), ``location`` (``":memory:"``) or ``path`` (embedded store).
-
-    ``url`` and ``api_key`` default to ``QDRANT_URL`` / ``QDRANT_API_KEY``; with neither, the embedded
-    store at ``path`` (default ``./qdrant_storage``) is used.
-    """
-    url = url or os.environ.get("QDRANT_URL") or None
-    api_key = api_key or os.environ.get("QDRANT_API_KEY") or None
-    if url:
-        return QdrantClient(url=url, api_key=api_key)
-    if location:
-        return QdrantClient(location=location)
-    return QdrantClient(path=str(path or DEFAULT_PATH))
+def user_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
+    """A point's payload without qdrant-compat's provenance field: what the user wrote."""
+    return {k: v for k, v in (payload or {}).items() if k != PROVENANCE_KEY}
 
 
 def as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:
@@ -65,14 +55,16 @@ def as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:
             f"{what}: {int(bad.sum())} vector(s) contain NaN or infinity (first at row {int(np.flatnonzero(bad)[0])}); "
             "only finite values are allowed"
         )
+    big = (np.abs(arr) > MAX_ABS_VALUE).any(axis=1)
+    if big.any():
+        raise InvalidArgumentError(
+            f"{what}: {int(big.sum())} vector(s) have components beyond ±{MAX_ABS_VALUE:.0e} (first at row "
+            f"{int(np.flatnonzero(big)[0])}); Qdrant would store them as zeros. Normalise them first"
+        )
     zero = np.linalg.norm(arr, axis=1) == 0
     if zero.any():
         raise InvalidArgumentError(f"{what}: {int(zero.sum())} zero vector(s) (first at row {int(np.flatnonzero(zero)[0])})")
     return arr
-
-
-def _and(a: models.Filter | None, b: models.Filter) -> models.Filter:
-    return b if a is None else models.Filter(must=[a, b])
 
 
 class CompatClient:
@@ -102,13 +94,18 @@ class CompatClient:
         registry: Registry | str | Path | None = None,
         meta_ttl: float = 1.0,
     ) -> None:
-        self.qdrant = client if client is not None else connect(location=location, path=path, url=url, api_key=api_key)
+        self.store = Store(client if client is not None else connect(location=location, path=path, url=url, api_key=api_key))
         self.registry = registry if isinstance(registry, Registry) else Registry(registry)
-        self._converters: dict[str, Any] = {}
+        self.converters = ConverterRuntime(self.registry)
         self._cards: dict[str, tuple[Any, ModelCard]] = {}
         self.meta_ttl = meta_ttl
         self._meta_cache: dict[str, tuple[float, CompatMeta]] = {}
         self._adapter_cache: tuple[float, list[Any]] | None = None
+
+    @property
+    def qdrant(self) -> QdrantClient:
+        """The wrapped QdrantClient, for the caller's own calls (the library itself goes through :attr:`store`)."""
+        return self.store.client
 
     # ------------------------------------------------------------- helpers
     def card(self, model: ModelCard | str) -> ModelCard:
@@ -146,15 +143,6 @@ class CompatClient:
             self._cards[ref] = (key, card)
         return card
 
-    def _exists(self, name: str) -> bool:
-        return bool(self.qdrant.collection_exists(name))
-
-    def _info(self, name: str) -> models.CollectionInfo:
-        if not self._exists(name):
-            known = ", ".join(sorted(c.name for c in self.qdrant.get_collections().collections)) or "none"
-            raise CollectionNotFoundError(f"collection '{name}' does not exist (collections: {known})")
-        return self.qdrant.get_collection(name)
-
     def cached_meta(self, name: str) -> CompatMeta:
         hit = self._meta_cache.get(name)
         if hit is not None and time.monotonic() - hit[0] < self.meta_ttl:
@@ -167,7 +155,7 @@ class CompatClient:
         Raises:
             CollectionNotFoundError, UnmanagedCollectionError.
         """
-        meta = read_block(self._info(name).config.metadata)
+        meta = read_block(self.store.metadata(name))
         if meta is None:
             raise UnmanagedCollectionError(
                 f"collection '{name}' has no qdrant-compat metadata; declare which model made its vectors with "
@@ -177,7 +165,7 @@ class CompatClient:
         return meta
 
     def put_meta(self, name: str, meta: CompatMeta) -> None:
-        self.qdrant.update_collection(name, metadata={META_KEY: meta.to_dict()})
+        self.store.set_metadata(name, META_KEY, meta.to_dict())
         self._meta_cache.pop(name, None)
 
     def with_model_edges(self, meta: CompatMeta, card: ModelCard) -> CompatMeta:
@@ -185,15 +173,15 @@ class CompatClient:
         from its space. Collection-recorded edges come first."""
         extra: list[Edge] = []
         lin = card.lineage
-        if lin.relation == "bct" and lin.parent and lin.parent_fingerprint and lin.evidence:
+        if lin.relation == Relation.BCT and lin.parent and lin.parent_fingerprint and lin.evidence:
             extra.append(Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=lin.parent,
-                              stored_fingerprint=lin.parent_fingerprint, relation="bct", evidence=dict(lin.evidence)))
+                              stored_fingerprint=lin.parent_fingerprint, relation=Relation.BCT, evidence=dict(lin.evidence)))
         for conv in self._adapters():
             # a head from this model's space into a stored model's space serves queries (new->old adapters) and
             # writes (old->new rewrites while an upgrade fills the new vector)
             if conv.source_fingerprint == card.fingerprint:
                 extra.append(Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=conv.target,
-                                  stored_fingerprint=conv.target_fingerprint, relation="adapter", converter=conv.id,
+                                  stored_fingerprint=conv.target_fingerprint, relation=Relation.ADAPTER, converter=conv.id,
                                   evidence=dict(conv.fit)))
         if not extra:
             return meta
@@ -206,20 +194,13 @@ class CompatClient:
             self._adapter_cache = (stamp, self.registry.list_converters())
         return self._adapter_cache[1]
 
-    @staticmethod
-    def _vector_params(info: models.CollectionInfo) -> dict[str, models.VectorParams]:
-        v = info.config.params.vectors
-        if isinstance(v, models.VectorParams):
-            return {"": v}
-        return dict(v or {})
-
     # ---------------------------------------------------------- collections
     def create_collection(
         self, name: str, model: ModelCard | str, *, exist_ok: bool = False, on_disk: bool | None = None
     ) -> CompatMeta:
         """Create a collection with one named vector for ``model`` (named ``name@version``)."""
         card = self.card(model)
-        if self._exists(name):
+        if self.store.exists(name):
             if exist_ok:
                 meta = self.get_meta(name)
                 check_fingerprint(card, meta, name)
@@ -231,11 +212,7 @@ class CompatClient:
                 return meta
             raise InvalidArgumentError(f"collection '{name}' already exists (use exist_ok / --exist-ok)")
         meta = CompatMeta(vectors={card.ref: VectorEntry.for_card(card)}, read=card.ref, write=[card.ref])
-        self.qdrant.create_collection(
-            name,
-            vectors_config={card.ref: models.VectorParams(size=card.dim, distance=_DISTANCES[card.distance], on_disk=on_disk)},
-            metadata={META_KEY: meta.to_dict()},
-        )
+        self.store.create(name, {card.ref: (card.dim, card.distance)}, metadata={META_KEY: meta.to_dict()}, on_disk=on_disk)
         log.info("created collection %s for %s", name, card.ref)
         return meta
 
@@ -246,10 +223,9 @@ class CompatClient:
             InvalidArgumentError: the vector does not exist, or its size/distance differ from the model's.
         """
         card = self.card(model)
-        info = self._info(name)
-        if read_block(info.config.metadata) is not None:
+        if read_block(self.store.metadata(name)) is not None:
             raise InvalidArgumentError(f"collection '{name}' is already managed by qdrant-compat (see collection info)")
-        params = self._vector_params(info)
+        params = self.store.vector_params(name)
         if vector_name is None:
             if len(params) != 1:
                 raise InvalidArgumentError(
@@ -263,7 +239,7 @@ class CompatClient:
             raise IncompatibleModelError(
                 f"vector '{vector_name}' of '{name}' has dimension {p.size} but {card.ref} makes {card.dim}-d vectors"
             )
-        if p.distance != _DISTANCES[card.distance]:
+        if p.distance != DISTANCES[card.distance]:
             raise IncompatibleModelError(
                 f"vector '{vector_name}' of '{name}' uses {p.distance.value} but {card.ref} is a {card.distance} model"
             )
@@ -272,32 +248,26 @@ class CompatClient:
         log.info("adopted collection %s: vector '%s' = %s", name, vector_name, card.ref)
         return meta
 
-    def list_collections(self) -> list[dict[str, Any]]:
+    def list_collections(self) -> list[CollectionSummary]:
         out = []
-        for c in sorted(self.qdrant.get_collections().collections, key=lambda c: c.name):
-            meta = read_block(self.qdrant.get_collection(c.name).config.metadata)
-            out.append(
-                {"name": c.name, "managed": meta is not None,
-                 "models": sorted({v.model for v in meta.vectors.values()}) if meta else []}
-            )
+        for name in self.store.names():
+            meta = read_block(self.store.metadata(name))
+            out.append(CollectionSummary(name=name, managed=meta is not None,
+                                         models=sorted({v.model for v in meta.vectors.values()}) if meta else []))
         return out
 
-    def info(self, name: str) -> dict[str, Any]:
+    def info(self, name: str) -> CollectionReport:
         """Metadata block plus live counts per named vector."""
         meta = self.get_meta(name)
-        total = self.qdrant.count(name, exact=True).count
-        vectors = {}
-        for vname, entry in meta.vectors.items():
-            filled = self.count_with_vector(name, vname) if vname else total
-            vectors[vname] = {**entry.__dict__, "points": filled}
-        return {"collection": name, "points": total, "read": meta.read, "write": meta.write,
-                "vectors": vectors, "edges": [e.__dict__ for e in meta.edges], "job": meta.job}
+        total = self.store.count(name)
+        vectors = {v: VectorInfo(model=e.model, fingerprint=e.fingerprint, dim=e.dim, distance=e.distance, state=e.state,
+                                 filled=e.filled, points=self.store.count_with_vector(name, v))
+                   for v, e in meta.vectors.items()}
+        return CollectionReport(collection=name, points=total, read=meta.read, write=list(meta.write), vectors=vectors,
+                                edges=list(meta.edges), job=meta.job)
 
     def count_with_vector(self, name: str, vector: str) -> int:
-        if vector == "":
-            return self.qdrant.count(name, exact=True).count
-        flt = models.Filter(must=[models.HasVectorCondition(has_vector=vector)])
-        return self.qdrant.count(name, count_filter=flt, exact=True).count
+        return self.store.count_with_vector(name, vector)
 
     def record_edge(self, name: str, edge: Edge) -> CompatMeta:
         """Add (or replace) a compatibility edge in the collection's metadata."""
@@ -339,15 +309,13 @@ class CompatClient:
         from qdrant_compat.upgrade.state import provenance_key
 
         converted = {t.vector: self.transform(t, arr) for t in targets}
-        prov = {provenance_key(t.vector): "extracted" if t.via in ("direct", "bct") else "converted" for t in targets}
+        prov = {provenance_key(t.vector): (Mark.EXTRACTED if t.via in (Via.DIRECT, Via.BCT) else Mark.CONVERTED).value
+                for t in targets}
         for s in range(0, n, batch_size):
-            points = []
-            for j in range(s, min(n, s + batch_size)):
-                payload = dict(payloads[j]) if payloads is not None else {}
-                payload[PROVENANCE_KEY] = prov
-                vec = {t.vector: converted[t.vector][j].tolist() for t in targets}
-                points.append(models.PointStruct(id=ids[j], vector=vec, payload=payload))
-            self.qdrant.upsert(name, points=points, wait=True)
+            rows = range(s, min(n, s + batch_size))
+            self.store.upsert(name, [ids[j] for j in rows],
+                              [{t.vector: converted[t.vector][j].tolist() for t in targets} for j in rows],
+                              [{**(dict(payloads[j]) if payloads is not None else {}), PROVENANCE_KEY: prov} for j in rows])
         return ids
 
     def write_targets(self, card: ModelCard, meta: CompatMeta, name: str) -> list[Route]:
@@ -367,21 +335,15 @@ class CompatClient:
                 f"Write with {' or '.join(sorted({meta.vectors[v].model for v in meta.write}))}, or record a bct "
                 "edge / register an adapter first"
             )
-        extra = [r for v, r in routes.items() if v not in meta.write and meta.vectors[v].state == "filling"]
+        extra = [r for v, r in routes.items() if v not in meta.write and meta.vectors[v].state == VectorState.FILLING]
         return [routes[v] for v in meta.write] + extra
 
     # -------------------------------------------------------------- queries
     def transform(self, route: Route, vec: np.ndarray) -> np.ndarray:
         """Apply the route's adapter (if any) to query vectors."""
-        if route.via != "adapter" or route.converter is None:
+        if route.via != Via.ADAPTER or route.converter is None:
             return vec
-        sess = self._converters.get(route.converter)
-        if sess is None:
-            from qdrant_compat.export.onnx import ort_session
-
-            sess = ort_session(self.registry.get_converter(route.converter).onnx_path, ["CPUExecutionProvider"])
-            self._converters[route.converter] = sess
-        return np.asarray(sess.run(None, {sess.get_inputs()[0].name: vec.astype(np.float32)})[0])
+        return self.converters.apply(route.converter, vec)
 
     def route(self, name: str, model: ModelCard | str) -> Route:
         card = self.card(model)
@@ -415,19 +377,15 @@ class CompatClient:
                 with_payload: bool | list[str]) -> list[models.ScoredPoint]:
         if plan.partial is None:
             qv = self.transform(plan.route, q[None])[0].tolist()
-            res = self.qdrant.query_points(name, query=qv, using=plan.route.vector or None, limit=limit,
-                                           query_filter=query_filter, with_payload=with_payload)
-            return list(res.points)
+            return self.store.search(name, qv, using=plan.route.vector, limit=limit, flt=query_filter,
+                                     with_payload=with_payload)
         # partial fill: the filled points through the new vector, the rest through the compatible route
         own = plan.partial
-        has_new = models.HasVectorCondition(has_vector=own)
-        f_new = _and(query_filter, models.Filter(must=[has_new]))
-        f_old = _and(query_filter, models.Filter(must_not=[has_new]))
-        a = self.qdrant.query_points(name, query=q.tolist(), using=own, limit=limit, query_filter=f_new,
-                                     with_payload=with_payload).points
+        a = self.store.search(name, q.tolist(), using=own, limit=limit, flt=both(query_filter, has_vector(own)),
+                              with_payload=with_payload)
         qv = self.transform(plan.route, q[None])[0].tolist()
-        b = self.qdrant.query_points(name, query=qv, using=plan.route.vector or None, limit=limit, query_filter=f_old,
-                                     with_payload=with_payload).points
+        b = self.store.search(name, qv, using=plan.route.vector, limit=limit, flt=both(query_filter, lacks_vector(own)),
+                              with_payload=with_payload)
         if plan.route.calibration is not None:  # put the route's scores on the new space's scale
             ca, cb = plan.route.calibration
             b = [p.model_copy(update={"score": ca * p.score + cb}) for p in b]
@@ -443,21 +401,14 @@ class CompatClient:
         if plan.partial is not None:
             return [self._search(name, plan, v, limit=limit, query_filter=None, with_payload=with_payload) for v in q]
         qv = self.transform(plan.route, q)
-        reqs = [models.QueryRequest(query=v.tolist(), using=plan.route.vector or None, limit=limit, with_payload=with_payload)
-                for v in qv]
-        return [list(r.points) for r in self.qdrant.query_batch_points(name, requests=reqs)]
+        return self.store.search_batch(name, [v.tolist() for v in qv], using=plan.route.vector, limit=limit,
+                                       with_payload=with_payload)
 
     def scroll_all(self, name: str, *, with_vectors: bool | list[str] = False, batch: int = 512) -> Iterable[Any]:
-        offset = None
-        while True:
-            recs, offset = self.qdrant.scroll(name, limit=batch, offset=offset, with_vectors=with_vectors, with_payload=True)
-            yield from recs
-            if offset is None:
-                break
+        return self.store.scroll_all(name, with_vectors=with_vectors, batch=batch)
 
     def delete_collection(self, name: str) -> None:
-        self._info(name)
-        self.qdrant.delete_collection(name)
+        self.store.delete(name)
 
     def close(self) -> None:
-        self.qdrant.close()
+        self.store.close()

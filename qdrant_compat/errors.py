@@ -47,6 +47,37 @@ class JobLockedError(UpgradeError):
     """Another process holds the lock of an upgrade job."""
 
 
+
+
+class MissingExtraError(QdrantCompatError, ImportError):
+    """A feature needs an optional extra that is not installed (the message names the pip command)."""
+
+
+def require_extra(extra: str, *modules: str, feature: str) -> None:
+    """Raise :class:`MissingExtraError` unless every module of ``modules`` can be imported.
+
+    Example: ``require_extra("train", "torch", "torchvision", feature="'train'")``.
+    """
+    import importlib
+
+    missing = []
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError:
+            missing.append(m)
+    if missing:
+        raise MissingExtraError(
+            f"{feature} needs {', '.join(missing)}, which is not installed; install the extra: "
+            f"pip install \"qdrant-compat[{extra}]\""
+        )
+
+
+def require_torch(feature: str) -> None:
+    """The training side (train, export, converter fit, model import from torch) needs the 'train' extra."""
+    require_extra("train", "torch", "torchvision", "onnx", feature=feature)
+
+
 __all__ = [
     "QdrantCompatError",
     "InvalidArgumentError",
@@ -58,4 +89,7 @@ __all__ = [
     "IncompatibleModelError",
     "UpgradeError",
     "JobLockedError",
+    "MissingExtraError",
+    "require_extra",
+    "require_torch",
 ]

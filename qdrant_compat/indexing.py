@@ -10,7 +10,7 @@ from typing import Any
 
 from qdrant_compat.client import CompatClient
 from qdrant_compat.data.images import ImageFolder
-from qdrant_compat.embedder import Embedder
+from qdrant_compat.runtime.embedder import Embedder
 
 log = logging.getLogger(__name__)
 _NS = uuid.UUID("5b0f3a5e-4b9a-4b8e-9d7e-1c1a6a0c7f10")
@@ -37,7 +37,7 @@ def index_folder(
     """
     src = ImageFolder(folder)
     card = client.card(model)
-    if create and not client.qdrant.collection_exists(collection):
+    if create and not client.store.exists(collection):
         client.create_collection(collection, card)
     emb = Embedder(client.registry.get_model(card.ref), batch_size=batch_size)
     n = len(src)

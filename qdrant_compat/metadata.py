@@ -14,16 +14,17 @@ Example (``collection info --json``)::
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from qdrant_compat._config import from_dict, to_dict
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
+from qdrant_compat.enums import Phase, Priority, Relation, Strategy, VectorState
+from qdrant_compat.errors import CorruptArtifactError
 
 META_KEY = "qdrant_compat"
 META_SCHEMA = 1
-VECTOR_STATES = ("active", "filling", "retired")
 
 
 @dataclass
@@ -34,15 +35,14 @@ class VectorEntry:
     fingerprint: str
     dim: int
     distance: str = "Cosine"
-    state: str = "active"
+    state: VectorState = VectorState.ACTIVE
     filled: int | None = None
 
     def __post_init__(self) -> None:
-        if self.state not in VECTOR_STATES:
-            raise InvalidArgumentError(f"vector state {self.state!r} unknown; allowed: {list(VECTOR_STATES)}")
+        self.state = VectorState.parse(self.state, "vector state")  # type: ignore[assignment]
 
     @classmethod
-    def for_card(cls, card: ModelCard, state: str = "active") -> VectorEntry:
+    def for_card(cls, card: ModelCard, state: VectorState = VectorState.ACTIVE) -> VectorEntry:
         return cls(model=card.ref, fingerprint=card.fingerprint, dim=card.dim, distance=card.distance, state=state)
 
 
@@ -54,9 +54,76 @@ class Edge:
     query_fingerprint: str
     stored: str
     stored_fingerprint: str
-    relation: str  # "bct" or "adapter"
+    relation: Relation
     converter: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.relation = Relation.parse(self.relation, "edge relation")  # type: ignore[assignment]
+
+
+@dataclass
+class Lock:
+    """Who runs a job, until when (a dead holder never blocks forever)."""
+
+    owner: str
+    expires_at: float
+
+
+@dataclass
+class CleanupRecord:
+    """Cleanup's journal: the backup is recorded *before* the old vector is dropped, so an interrupted
+    cleanup resumes the drop and never backs up a half-dropped collection again."""
+
+    vector: str
+    backup: str
+    started: float = field(default_factory=time.time)
+    dropped: bool = False
+
+
+@dataclass
+class JobState:
+    """One upgrade job, kept in the collection's metadata so any machine can see and resume it."""
+
+    id: str
+    source: str
+    source_model: str
+    target: str
+    target_model: str
+    target_fingerprint: str
+    strategy: Strategy
+    converter: str | None = None
+    priority: Priority = Priority.UNCERTAINTY
+    image_field: str = "image_path"
+    phase: Phase = Phase.PLANNED
+    lock: Lock | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    cleanup: CleanupRecord | None = None
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    ERROR_LIMIT = 20  # a sample for the user; every point's own mark carries its reason
+
+    def __post_init__(self) -> None:
+        from qdrant_compat.errors import UpgradeError
+
+        for name, enum in (("strategy", Strategy), ("phase", Phase), ("priority", Priority)):
+            try:
+                setattr(self, name, enum(getattr(self, name)))
+            except ValueError:
+                raise UpgradeError(f"{name} {getattr(self, name)!r} unknown; allowed: {[m.value for m in enum]}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobState:
+        return from_dict(cls, d, where="collection metadata job")
+
+    def add_error(self, msg: str) -> None:
+        if len(self.errors) < self.ERROR_LIMIT:
+            self.errors.append(msg)
 
 
 @dataclass
@@ -65,7 +132,7 @@ class CompatMeta:
     read: str = ""
     write: list[str] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
-    job: dict[str, Any] | None = None
+    job: JobState | None = None
     schema: int = META_SCHEMA
 
     def __post_init__(self) -> None:
@@ -73,6 +140,14 @@ class CompatMeta:
             raise CorruptArtifactError(
                 f"collection metadata schema {self.schema} is not supported by this qdrant-compat (reads {META_SCHEMA})"
             )
+        named = sorted(self.vectors)
+        for what, names in (("read", [self.read] if self.vectors else []), ("write", self.write)):
+            unknown = [n for n in names if n not in self.vectors]
+            if unknown:
+                raise CorruptArtifactError(
+                    f"collection metadata '{META_KEY}': {what} names vector(s) {unknown} that it does not describe "
+                    f"(vectors: {named})"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)  # type: ignore[no-any-return]
@@ -82,7 +157,7 @@ class CompatMeta:
         return from_dict(cls, data, where=f"collection metadata '{META_KEY}'")
 
     def vectors_of(self, model_ref: str) -> list[str]:
-        return [name for name, v in self.vectors.items() if v.model == model_ref and v.state != "retired"]
+        return [name for name, v in self.vectors.items() if v.model == model_ref and v.state != VectorState.RETIRED]
 
     def vector_for(self, card: ModelCard) -> str | None:
         """The named vector holding ``card``'s vectors (preferring the read vector)."""

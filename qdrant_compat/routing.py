@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qdrant_compat.cards import ModelCard
+from qdrant_compat.enums import Relation, VectorState, Via
 from qdrant_compat.errors import FingerprintMismatchError, IncompatibleModelError
 from qdrant_compat.metadata import CompatMeta
 
@@ -25,14 +26,14 @@ from qdrant_compat.metadata import CompatMeta
 class Route:
     vector: str
     stored_model: str
-    via: str  # "direct" | "bct" | "adapter"
+    via: Via
     converter: str | None = None
     calibration: tuple[float, float] | None = None  # a, b: route scores -> the query model's own scale
 
     def describe(self) -> str:
-        if self.via == "direct":
+        if self.via == Via.DIRECT:
             return f"vector '{self.vector}' directly"
-        if self.via == "bct":
+        if self.via == Via.BCT:
             return f"vector '{self.vector}' ({self.stored_model}) through the measured bct edge"
         return f"vector '{self.vector}' ({self.stored_model}) through adapter {self.converter}"
 
@@ -53,20 +54,20 @@ def candidate_routes(card: ModelCard, meta: CompatMeta) -> list[Route]:
     order = sorted(meta.vectors, key=lambda n: n != meta.read)  # the read vector first
     for name in order:
         entry = meta.vectors[name]
-        if entry.state == "retired":
+        if entry.state == VectorState.RETIRED:
             continue
         if entry.model == card.ref and entry.fingerprint == card.fingerprint:
-            routes.append(Route(name, entry.model, "direct"))
+            routes.append(Route(name, entry.model, Via.DIRECT))
     for edge in meta.edges:
         if edge.query != card.ref or edge.query_fingerprint != card.fingerprint:
             continue
-        if edge.relation == "bct" and edge.evidence.get("criterion_met") is False:
+        if edge.relation == Relation.BCT and edge.evidence.get("criterion_met") is False:
             continue
         for name in order:
             entry = meta.vectors[name]
-            if entry.state != "retired" and entry.model == edge.stored and entry.fingerprint == edge.stored_fingerprint:
+            if entry.state != VectorState.RETIRED and entry.model == edge.stored and entry.fingerprint == edge.stored_fingerprint:
                 cal = edge.evidence.get("score_calibration")
-                routes.append(Route(name, entry.model, edge.relation, edge.converter,
+                routes.append(Route(name, entry.model, Via(edge.relation.value), edge.converter,
                                     (float(cal["a"]), float(cal["b"])) if isinstance(cal, dict) else None))
     return routes
 
@@ -80,15 +81,15 @@ def resolve_route(card: ModelCard, meta: CompatMeta, collection: str, *, prefer:
     """
     check_fingerprint(card, meta, collection)
     routes = candidate_routes(card, meta)
-    complete = [r for r in routes if meta.vectors[r.vector].state == "active"]
+    complete = [r for r in routes if meta.vectors[r.vector].state == VectorState.ACTIVE]
     if prefer:
         complete = [r for r in complete if r.vector == prefer] or complete
     if complete:
         return complete[0]
-    stored = sorted({v.model for v in meta.vectors.values() if v.state != "retired"})
+    stored = sorted({v.model for v in meta.vectors.values() if v.state != VectorState.RETIRED})
     refused = [
         e for e in meta.edges
-        if e.query == card.ref and e.relation == "bct" and e.evidence.get("criterion_met") is False
+        if e.query == card.ref and e.relation == Relation.BCT and e.evidence.get("criterion_met") is False
     ]
     why = ""
     if refused:
@@ -123,14 +124,14 @@ def plan_query(card: ModelCard, meta: CompatMeta, collection: str) -> QueryPlan:
     """
     check_fingerprint(card, meta, collection)
     routes = candidate_routes(card, meta)
-    own_filling = [r.vector for r in routes if r.via == "direct" and meta.vectors[r.vector].state == "filling"]
-    complete = [r for r in routes if meta.vectors[r.vector].state == "active"]
-    if complete and complete[0].via == "direct":
+    own_filling = [r.vector for r in routes if r.via == Via.DIRECT and meta.vectors[r.vector].state == VectorState.FILLING]
+    complete = [r for r in routes if meta.vectors[r.vector].state == VectorState.ACTIVE]
+    if complete and complete[0].via == Via.DIRECT:
         return QueryPlan(complete[0])
     if own_filling:
         if complete:
             return QueryPlan(complete[0], partial=own_filling[0])
-        stored = sorted({v.model for v in meta.vectors.values() if v.state == "active"})
+        stored = sorted({v.model for v in meta.vectors.values() if v.state == VectorState.ACTIVE})
         raise IncompatibleModelError(
             f"collection '{collection}': vector '{own_filling[0]}' for {card.ref} is still being filled and no "
             f"compatible route from {card.ref} reaches the other points ({', '.join(stored)}); query with "

@@ -35,7 +35,7 @@ def test_upsert_and_query_roundtrip(client, random_vectors):
     assert ids == list(range(20))
     hits = client.query("g", "omni@1", v[7], limit=3)
     assert hits[0].id == 7 and hits[0].payload["i"] == 7
-    assert client.info("g")["vectors"]["omni@1"]["points"] == 20
+    assert client.info("g").vectors["omni@1"].points == 20
 
 
 def test_wrong_dimension(client, random_vectors):

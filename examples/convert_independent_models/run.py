@@ -22,7 +22,7 @@ from p1_models import NEW_BACKBONE, OLD_BACKBONE, SEEN, load, top1_through_qdran
 
 from qdrant_compat import CompatClient, Registry  # noqa: E402
 from qdrant_compat.bridges import fit_and_register  # noqa: E402
-from qdrant_compat.embedder import Embedder  # noqa: E402
+from qdrant_compat.runtime.embedder import Embedder  # noqa: E402
 from qdrant_compat.upgrade import cutover, run_upgrade  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from qdrant_compat import CompatClient, IncompatibleModelError, InputSpec, Registry
 from qdrant_compat.bridges import fit_and_register
 from qdrant_compat.data import ImageFolder, load_npz, write_image_folder
-from qdrant_compat.embedder import Embedder
+from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.evaluation import evaluate_registered, record_bct_evidence
 from qdrant_compat.indexing import index_folder
 from qdrant_compat.models import ModelConfig
@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     client = CompatClient(path=str(out / "qdrant"), registry=registry)
     for coll in ("gallery", "gallery-b"):
         index_folder(client, coll, "omniglot@1", gallery_dir)
-    v = client.info("gallery")["vectors"]["omniglot@1"]
-    print(f"collections 'gallery' and 'gallery-b': {v['points']} points each in vector 'omniglot@1' "
-          f"(metadata: model {v['model']}, fingerprint {v['fingerprint'][:12]}…, dim {v['dim']}, {v['distance']})")
+    v = client.info("gallery").vectors["omniglot@1"]
+    print(f"collections 'gallery' and 'gallery-b': {v.points} points each in vector 'omniglot@1' "
+          f"(metadata: model {v.model}, fingerprint {v.fingerprint[:12]}…, dim {v.dim}, {v.distance})")
     old_old = top1_through_qdrant(client, "gallery", "omniglot@1", paths)
     chance = 100.0 * 4 / (len(paths) - 1)
     print(f"v1 queries on the v1 gallery (old/old): top-1 {old_old:.1f}%   (chance {chance:.1f}%)")
@@ -155,17 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"after conversion (no image touched): indep/convert(old) top-1 "
           f"{top1_through_qdrant(client, 'gallery-b', 'omniglot-indep@2', paths):.1f}%")
     run_upgrade(client, "gallery-b", "omniglot-indep@2", strategy="convert+backfill", batch_size=len(paths) // 4, max_batches=2)
-    st = upgrade_status(client, "gallery-b")["vectors"]["omniglot-indep@2"]
-    print(f"backfill half done ({st['extracted']} extracted, {st['converted']} converted), queries running: top-1 "
+    st = upgrade_status(client, "gallery-b").vectors["omniglot-indep@2"]
+    print(f"backfill half done ({st.extracted} extracted, {st.converted} converted), queries running: top-1 "
           f"{top1_through_qdrant(client, 'gallery-b', 'omniglot-indep@2', paths):.1f}%")
     run_upgrade(client, "gallery-b", batch_size=128)
     cutover(client, "gallery-b")
     new_new = top1_through_qdrant(client, "gallery-b", "omniglot-indep@2", paths)
     print(f"backfill complete, cut over: new/new top-1 {new_new:.1f}% (v1 was {old_old:.1f}%)")
-    client.close()
-    client = CompatClient(path=str(out / "qdrant"), registry=registry)
     res = cleanup(client, "gallery-b", yes=True)
-    print(f"cleanup dropped vector '{res['drops']}' after a backup at {res['backup']}")
+    print(f"cleanup dropped vector '{res.drops}' after a backup at {res.backup}")
     print(f"final metadata of 'gallery-b': vectors {list(client.get_meta('gallery-b').vectors)}")
     client.close()
     print(f"\ndemo finished in {time.time() - t0:.0f}s")

@@ -44,14 +44,14 @@ def info(state: CliState, name: str) -> None:
     d = state.client.info(name)
 
     def human() -> str:
-        lines = [f"collection '{name}': {d['points']} points; queries read '{d['read']}', writes go to {d['write']}"]
-        for v, e in d["vectors"].items():
-            lines.append(f"  vector '{v}': {e['model']} ({e['fingerprint'][:12]}…) dim {e['dim']} {e['distance']} "
-                         f"{e['state']}, {e['points']}/{d['points']} points")
-        for e in d["edges"]:
-            lines.append(f"  edge {e['query']} -> {e['stored']} ({e['relation']}): {json.dumps(e['evidence'])}")
-        if d["job"]:
-            lines.append(f"  job: {json.dumps(d['job'])}")
+        lines = [f"collection '{name}': {d.points} points; queries read '{d.read}', writes go to {d.write}"]
+        for v, e in d.vectors.items():
+            lines.append(f"  vector '{v}': {e.model} ({e.fingerprint[:12]}…) dim {e.dim} {e.distance} "
+                         f"{e.state}, {e.points}/{d.points} points")
+        for edge in d.edges:
+            lines.append(f"  edge {edge.query} -> {edge.stored} ({edge.relation}): {json.dumps(edge.evidence)}")
+        if d.job is not None:
+            lines.append(f"  job: {json.dumps(d.job.to_dict())}")
         return "\n".join(lines)
 
     state.emit(d, human)
@@ -63,7 +63,7 @@ def list_collections(state: CliState) -> None:
     """All collections, and which are managed by qdrant-compat."""
     rows = state.client.list_collections()
     state.emit(rows, lambda: "\n".join(
-        f"{r['name']:<24} {'managed: ' + ', '.join(r['models']) if r['managed'] else 'not managed'}" for r in rows)
+        f"{r.name:<24} {'managed: ' + ', '.join(r.models) if r.managed else 'not managed'}" for r in rows)
         or "no collections")
 
 
@@ -92,15 +92,13 @@ def index(state: CliState, folder: str, collection: str, model: str, batch_size:
 @pass_state
 def search(state: CliState, image: str, collection: str, model: str, limit: int) -> None:
     """Search COLLECTION with an IMAGE file; prints the top-k hits with their payloads."""
-    from qdrant_compat.client import PROVENANCE_KEY
+    from qdrant_compat.client import user_payload
     from qdrant_compat.indexing import search_image
 
     hits = search_image(state.client, collection, model, image, limit=limit)
-    rows = [{"id": str(h.id), "score": h.score,
-             "payload": {k: v for k, v in (h.payload or {}).items() if k != PROVENANCE_KEY}} for h in hits]
+    rows = [{"id": str(h.id), "score": h.score, "payload": user_payload(h.payload)} for h in hits]
     state.emit(rows, lambda: "\n".join(
         f"{i + 1:>2}. {r['score']:.4f}  {r['payload'].get('class', '')}  {r['payload'].get('image_path', r['id'])}"
         for i, r in enumerate(rows)) or "no hits")
 
 
-COMMANDS = [collection_group, index, search]

@@ -8,12 +8,13 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from qdrant_compat.client import CompatClient
-from qdrant_compat.registry import Registry
+if TYPE_CHECKING:  # imported on first use: `--help` must not load qdrant-client
+    from qdrant_compat.client import CompatClient
+    from qdrant_compat.registry import Registry
 
 
 @dataclass
@@ -28,11 +29,15 @@ class CliState:
 
     @property
     def registry(self) -> Registry:
+        from qdrant_compat.registry import Registry
+
         return Registry(self.registry_root)
 
     @property
     def client(self) -> CompatClient:
         if self._client is None:
+            from qdrant_compat.client import CompatClient
+
             self._client = CompatClient(path=self.path, url=self.url, api_key=self.api_key, registry=self.registry)
         return self._client
 
@@ -42,8 +47,12 @@ class CliState:
                 self._client.close()
 
     def emit(self, obj: Any, human: str | Callable[[], str]) -> None:
-        """``--json``: one JSON document on stdout; otherwise the human text."""
+        """``--json``: one JSON document on stdout (a typed result's ``to_dict()``); otherwise the human text."""
         if self.json:
+            if hasattr(obj, "to_dict"):
+                obj = obj.to_dict()
+            elif isinstance(obj, list):
+                obj = [o.to_dict() if hasattr(o, "to_dict") else o for o in obj]
             click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
         else:
             click.echo(human() if callable(human) else human)

@@ -6,13 +6,9 @@ import json
 
 import click
 
+from converters.kinds import list_converters
 from qdrant_compat.cli.context import CliState, pass_state
-
-
-def _kinds() -> list[str]:
-    from converters import list_converters
-
-    return list_converters()
+from qdrant_compat.enums import Direction, choices
 
 
 @click.group("converter")
@@ -24,21 +20,23 @@ def converter_group() -> None:
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--source", required=True, help="NAME@VERSION whose vectors are transformed.")
 @click.option("--target", required=True, help="NAME@VERSION whose space they are mapped into.")
-@click.option("--kind", type=click.Choice(_kinds()), default="mlp", show_default=True)
-@click.option("--direction", type=click.Choice(["old_to_new", "new_to_old"]), default="old_to_new", show_default=True,
+@click.option("--kind", type=click.Choice(list_converters()), default="mlp", show_default=True)
+@click.option("--direction", type=click.Choice(choices(Direction)), default=Direction.OLD_TO_NEW.value, show_default=True,
               help="old_to_new rewrites stored vectors; new_to_old adapts queries.")
 @click.option("--id", "conv_id", default=None, help="Converter id (default derived from the models and kind).")
 @click.option("--split", default="train", show_default=True, help="Split of an .npz bundle.")
 @click.option("--max-classes", type=int, default=None)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--option", "options", multiple=True, help="KEY=VALUE head option (e.g. rank=32, hidden=512).")
+@click.option("--option", "options", multiple=True, help="KEY=VALUE head option (rank=32, hidden=512; class_weight=0.5: target classifier term).")
 @pass_state
 def fit(state: CliState, data: str, source: str, target: str, kind: str, direction: str, conv_id: str | None,
         split: str, max_classes: int | None, seed: int, options: tuple[str, ...]) -> None:
     """Fit a head on the images of DATA (both models are run over them), export and register it."""
+    from qdrant_compat.errors import InvalidArgumentError, require_torch
+
+    require_torch("'converter fit'")
     from qdrant_compat.bridges import fit_and_register
     from qdrant_compat.data.images import open_source
-    from qdrant_compat.errors import InvalidArgumentError
 
     opts = {}
     for o in options:
@@ -88,11 +86,10 @@ def convert(state: CliState, collection: str, conv_id: str, batch_size: int, dry
     from qdrant_compat.upgrade import run_upgrade
 
     conv = state.registry.get_converter(conv_id).card
-    with state.progress("converting", state.client.qdrant.count(collection).count) as bar:
+    with state.progress("converting", state.client.store.count(collection)) as bar:
         rep = run_upgrade(state.client, collection, conv.target, strategy="convert", converter=conv_id,
                           batch_size=batch_size, progress=bar, dry_run=dry_run)
-    state.emit(rep.__dict__, f"{'would convert' if dry_run else 'converted'} {rep.processed if not dry_run else rep.remaining} "
+    state.emit(rep, f"{'would convert' if dry_run else 'converted'} {rep.processed if not dry_run else rep.remaining} "
                f"point(s) of '{collection}' into '{conv.target}'; {rep.remaining} without it")
 
 
-COMMANDS = [converter_group, convert]

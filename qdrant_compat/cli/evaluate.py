@@ -59,4 +59,3 @@ def evaluate(state: CliState, data: str, models_: tuple[str, ...], adapters: tup
     state.emit(out, human)
 
 
-COMMANDS = [evaluate]

@@ -1,17 +1,49 @@
-"""The ``qdrant-compat`` command line."""
+"""The ``qdrant-compat`` command line.
+
+Subcommands load lazily (click's documented ``LazyGroup`` pattern): ``--help`` and every serving command
+import neither torch nor anything they do not use; ``train``/``export``/``converter fit`` need the ``train``
+extra and say so when it is missing.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 import click
 
 from qdrant_compat.cli.context import CliState, setup_logging
 from qdrant_compat.errors import QdrantCompatError
 
+# command name -> "module:attribute"; the modules import only click at load time
+COMMANDS = {
+    "train": "qdrant_compat.cli.training:train",
+    "export": "qdrant_compat.cli.training:export",
+    "model": "qdrant_compat.cli.models:model_group",
+    "collection": "qdrant_compat.cli.collections:collection_group",
+    "index": "qdrant_compat.cli.collections:index",
+    "search": "qdrant_compat.cli.collections:search",
+    "evaluate": "qdrant_compat.cli.evaluate:evaluate",
+    "converter": "qdrant_compat.cli.converters:converter_group",
+    "convert": "qdrant_compat.cli.converters:convert",
+    "upgrade": "qdrant_compat.cli.upgrade:upgrade_group",
+}
+
 
 class CompatGroup(click.Group):
-    """Turns library errors into one clean line on stderr and exit code 1."""
+    """Loads subcommands on demand and turns library errors into one clean line on stderr, exit code 1."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name].split(":")
+            cmd = getattr(importlib.import_module(module), attr)
+            return cmd if isinstance(cmd, click.Command) else None
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except QdrantCompatError as exc:
@@ -44,17 +76,6 @@ def cli(ctx: click.Context, path: str | None, url: str | None, api_key: str | No
     setup_logging(verbose)
     ctx.obj = CliState(path=path, url=url, api_key=api_key, registry_root=registry_root, json=as_json,
                        show_progress=not no_progress)
-
-
-def _register_commands() -> None:
-    from qdrant_compat.cli import collections, converters, evaluate, models, training, upgrade
-
-    for mod in (training, models, collections, evaluate, converters, upgrade):
-        for cmd in mod.COMMANDS:
-            cli.add_command(cmd)
-
-
-_register_commands()
 
 
 def main() -> None:

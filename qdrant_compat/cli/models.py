@@ -55,4 +55,3 @@ def inspect(state: CliState, ref: str) -> None:
                json.dumps(d, indent=2))
 
 
-COMMANDS = [model_group]

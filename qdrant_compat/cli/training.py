@@ -58,6 +58,9 @@ def train(state: CliState, data: str, out_dir: str, split: str, max_classes: int
           mean: str | None, std: str | None, epochs: int, batch_size: int, lr: float, seed: int, device: str,
           old_model: str | None, losses: tuple[str, ...], register_as: str | None) -> None:
     """Train an embedding model on DATA (an image folder root/<class>/<image>, or an .npz bundle)."""
+    from qdrant_compat.errors import require_torch
+
+    require_torch("'train'")
     from qdrant_compat.cards import InputSpec, parse_ref
     from qdrant_compat.data.images import open_source
     from qdrant_compat.models import ModelConfig
@@ -117,6 +120,9 @@ def train(state: CliState, data: str, out_dir: str, split: str, max_classes: int
 @pass_state
 def export(state: CliState, checkpoint: str, name: str, version: str, onnx_out: str | None) -> None:
     """Export CHECKPOINT to ONNX (parity-checked) and register it as NAME@VERSION."""
+    from qdrant_compat.errors import require_torch
+
+    require_torch("'export'")
     from qdrant_compat.training import export_and_register
 
     card, diff = export_and_register(checkpoint, state.registry, name, version, onnx_out=onnx_out)
@@ -124,4 +130,3 @@ def export(state: CliState, checkpoint: str, name: str, version: str, onnx_out: 
                f"registered {card.ref} ({card.fingerprint[:12]}…), ONNX parity max |diff| {diff:.1e}")
 
 
-COMMANDS = [train, export]

@@ -7,6 +7,7 @@ import json
 import click
 
 from qdrant_compat.cli.context import CliState, pass_state
+from qdrant_compat.enums import Priority, Strategy, choices
 
 
 @click.group("upgrade")
@@ -17,7 +18,7 @@ def upgrade_group() -> None:
 @upgrade_group.command("plan")
 @click.argument("collection")
 @click.option("--to", "target", required=True, help="NAME@VERSION to upgrade to.")
-@click.option("--strategy", type=click.Choice(["adopt", "convert", "backfill", "convert+backfill"]), default=None)
+@click.option("--strategy", type=click.Choice(choices(Strategy)), default=None)
 @click.option("--converter", default=None)
 @click.option("--image-field", default="image_path", show_default=True)
 @pass_state
@@ -26,7 +27,7 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
     from qdrant_compat.upgrade import plan_upgrade
 
     p = plan_upgrade(state.client, collection, target, strategy=strategy, converter=converter, image_field=image_field)
-    state.emit(p.to_dict(), lambda: "\n".join([
+    state.emit(p, lambda: "\n".join([
         f"upgrade '{collection}': {p.source_model} (vector '{p.source}') -> {p.target_model}",
         f"strategy: {p.strategy}" + (f" (converter {p.converter})" if p.converter else ""),
         *[f"  - {r}" for r in p.reasons],
@@ -38,9 +39,9 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @upgrade_group.command("run")
 @click.argument("collection")
 @click.option("--to", "target", default=None, help="NAME@VERSION (omit to resume the recorded job).")
-@click.option("--strategy", type=click.Choice(["adopt", "convert", "backfill", "convert+backfill"]), default=None)
+@click.option("--strategy", type=click.Choice(choices(Strategy)), default=None)
 @click.option("--converter", default=None)
-@click.option("--priority", type=click.Choice(["uncertainty", "random", "id"]), default="uncertainty", show_default=True)
+@click.option("--priority", type=click.Choice(choices(Priority)), default=Priority.UNCERTAINTY.value, show_default=True)
 @click.option("--image-field", default="image_path", show_default=True)
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--max-batches", type=int, default=None, help="Stop after N batches (resume later).")
@@ -54,7 +55,8 @@ def run(state: CliState, collection: str, target: str | None, strategy: str | No
     """Execute (or resume) the upgrade in batches, with progress and ETA."""
     from qdrant_compat.upgrade import run_upgrade
 
-    total = state.client.qdrant.count(collection).count if state.client.qdrant.collection_exists(collection) else 0
+    store = state.client.store
+    total = store.count(collection) if store.exists(collection) else 0
     with state.progress("upgrading", total) as bar:
         rep = run_upgrade(state.client, collection, target, strategy=strategy, converter=converter, priority=priority,
                           image_field=image_field, batch_size=batch_size, progress=bar, max_batches=max_batches,
@@ -62,17 +64,16 @@ def run(state: CliState, collection: str, target: str | None, strategy: str | No
     job = rep.job
 
     def human() -> str:
-        if rep.dry_run:
+        if rep.dry_run or job is None:
             return f"dry run: {rep.remaining} point(s) to fill" + (f"; plan: {rep.plan['strategy']}" if rep.plan else "")
-        c = job.get("counts", {})
-        if job["strategy"] == "adopt":
-            return (f"job {job['id']}: adopted {job['target_model']} through its measured bct edge; it queries and writes "
-                    f"vector '{job['source']}' directly, nothing was rewritten")
-        return (f"job {job['id']} ({job['strategy']}, {job['source_model']} -> {job['target_model']}): phase {job['phase']}; "
-                f"this run {rep.processed} point(s) in {rep.seconds:.1f}s; totals {json.dumps(c)}; "
-                f"{rep.remaining} point(s) without '{job['target']}'" + (" (stopped early: run again)" if rep.stopped_early else ""))
+        if job.strategy == Strategy.ADOPT:
+            return (f"job {job.id}: adopted {job.target_model} through its measured bct edge; it queries and writes "
+                    f"vector '{job.source}' directly, nothing was rewritten")
+        return (f"job {job.id} ({job.strategy}, {job.source_model} -> {job.target_model}): phase {job.phase}; "
+                f"this run {rep.processed} point(s) in {rep.seconds:.1f}s; totals {json.dumps(job.counts)}; "
+                f"{rep.remaining} point(s) without '{job.target}'" + (" (stopped early: run again)" if rep.stopped_early else ""))
 
-    state.emit(rep.__dict__, human)
+    state.emit(rep, human)
 
 
 @upgrade_group.command("status")
@@ -85,15 +86,17 @@ def status(state: CliState, collection: str) -> None:
     s = upgrade_status(state.client, collection)
 
     def human() -> str:
-        lines = [f"'{collection}': {s['points']} points; read '{s['read']}', write {s['write']}"]
-        for v, e in s["vectors"].items():
-            lines.append(f"  {v}: {e['model']} [{e['state']}] {e['points']} points: {e['extracted']} extracted, "
-                         f"{e['converted']} converted, {e['missing']} missing, {e['failed']} failed")
-        if s["job"]:
-            j = s["job"]
-            lines.append(f"  job {j['id']}: {j['strategy']} {j['source_model']} -> {j['target_model']}, phase {j['phase']}"
-                         + (f", locked by {j['lock']['owner']}" if j.get("lock") else ""))
-            lines += [f"    {e}" for e in j.get("errors", [])[:5]]
+        lines = [f"'{collection}': {s.points} points; read '{s.read}', write {s.write}"]
+        for v, e in s.vectors.items():
+            lines.append(f"  {v}: {e.model} [{e.state}] {e.points} points: {e.extracted} extracted, "
+                         f"{e.converted} converted, {e.missing} missing, {e.failed} failed")
+        j = s.job
+        if j is not None:
+            lines.append(f"  job {j.id}: {j.strategy} {j.source_model} -> {j.target_model}, phase {j.phase}"
+                         + (f", locked by {j.lock.owner}" if j.lock else ""))
+            if j.cleanup is not None:
+                lines.append(f"  cleanup: backup {j.cleanup.backup}" + ("" if j.cleanup.dropped else " (drop not finished)"))
+            lines += [f"    {e}" for e in j.errors[:5]]
         return "\n".join(lines)
 
     state.emit(s, human)
@@ -109,7 +112,8 @@ def cutover_cmd(state: CliState, collection: str, allow_partial: bool, dry_run: 
     from qdrant_compat.upgrade import cutover
 
     out = cutover(state.client, collection, allow_partial=allow_partial, dry_run=dry_run)
-    state.emit(out, f"{'would cut' if dry_run else 'cut'} '{collection}' over to '{out.get('to', out.get('read'))}'")
+    state.emit(out, f"{'would cut' if dry_run else 'cut'} '{collection}' over to '{out.read}'"
+               + (" (it already was)" if out.already else ""))
 
 
 @upgrade_group.command("rollback")
@@ -121,7 +125,7 @@ def rollback_cmd(state: CliState, collection: str, dry_run: bool) -> None:
     from qdrant_compat.upgrade import rollback
 
     out = rollback(state.client, collection, dry_run=dry_run)
-    state.emit(out, f"{'would roll' if dry_run else 'rolled'} '{collection}' back to '{out['read']}'")
+    state.emit(out, f"{'would roll' if dry_run else 'rolled'} '{collection}' back to '{out.read}'")
 
 
 @upgrade_group.command("cleanup")
@@ -134,11 +138,8 @@ def cleanup_cmd(state: CliState, collection: str, yes: bool, backup_dir: str | N
     """Drop the old model's vector after cutover, backing it up first."""
     from qdrant_compat.upgrade import cleanup
 
-    state.close()  # an embedded store must be closed before it is copied
-    state._client = None
     out = cleanup(state.client, collection, yes=yes, backup_dir=backup_dir, dry_run=dry_run)
-    state.emit(out, f"{'would drop' if dry_run else 'dropped'} vector '{out['drops']}' of '{collection}'"
-               + (f"; backup: {out['backup']}" if out.get("backup") else ""))
+    state.emit(out, f"{'would drop' if dry_run else 'dropped'} vector '{out.drops}' of '{collection}'"
+               + (f"; backup: {out.backup}" if out.backup else "") + (" (resumed)" if out.resumed else ""))
 
 
-COMMANDS = [upgrade_group]

@@ -3,8 +3,11 @@
 from qdrant_compat.data.images import (
     ArrayImages,
     ImageFolder,
+    ImageMissingError,
+    ImageReader,
     ImageSource,
     JpegBytesImages,
+    LocalImages,
     load_image,
     load_npz,
     open_source,
@@ -15,8 +18,11 @@ from qdrant_compat.data.transforms import preprocess
 __all__ = [
     "ArrayImages",
     "ImageFolder",
+    "ImageMissingError",
+    "ImageReader",
     "ImageSource",
     "JpegBytesImages",
+    "LocalImages",
     "load_image",
     "load_npz",
     "open_source",

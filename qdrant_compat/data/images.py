@@ -15,22 +15,50 @@ from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+class ImageMissingError(InvalidArgumentError):
+    """A referenced image does not exist."""
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open an image file fully (so errors surface here, not later).
 
     Raises:
-        InvalidArgumentError: the file does not exist.
-        CorruptArtifactError: the file is not a readable image.
+        ImageMissingError: the file does not exist.
+        CorruptArtifactError: the file is not a readable image, or is a decompression bomb.
     """
     p = Path(path)
     if not p.is_file():
-        raise InvalidArgumentError(f"image file {p} does not exist")
+        raise ImageMissingError(f"image file {p} does not exist")
     try:
         with Image.open(p) as im:
             im.load()
             return im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise CorruptArtifactError(f"image file {p} cannot be read as an image ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise CorruptArtifactError(f"image file {p} cannot be read as an image ({type(exc).__name__}: {exc})") from None
+
+
+class ImageReader(Protocol):
+    """The seam for images that points reference by a payload value (a path today; URLs later).
+
+    ``read`` returns the decoded image, or raises :class:`ImageMissingError` (nothing there) or
+    :class:`CorruptArtifactError` (something there, not a usable image).
+    """
+
+    def exists(self, ref: Any) -> bool: ...
+
+    def read(self, ref: Any) -> Image.Image: ...
+
+
+class LocalImages:
+    """Images referenced by local file paths."""
+
+    def exists(self, ref: Any) -> bool:
+        return isinstance(ref, str) and bool(ref) and Path(ref).is_file()
+
+    def read(self, ref: Any) -> Image.Image:
+        if not isinstance(ref, str) or not ref:
+            raise ImageMissingError(f"image reference {ref!r} is not a path")
+        return load_image(ref)
 
 
 class ImageSource(Protocol):

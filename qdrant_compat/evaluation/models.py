@@ -25,7 +25,7 @@ def evaluate_registered(
     ``adapters`` (converter ids) add cells ``adapt:<kind>(<src>)/<dst>`` (new->old) or
     ``<dst>/convert:<kind>(<src>)`` (old->new).
     """
-    from qdrant_compat.embedder import Embedder
+    from qdrant_compat.runtime.embedder import Embedder
 
     labels = np.asarray(images.labels)
     emb = {ref: Embedder(registry.get_model(ref)).embed_source(images) for ref in refs}
@@ -34,15 +34,17 @@ def evaluate_registered(
         for g in refs:
             if emb[q].shape[1] == emb[g].shape[1]:
                 rep.cells[f"{q}/{g}"] = evaluate_pair(emb[q], emb[g], labels, seen_classes=seen_classes)
-    for cid in adapters or []:
-        from converters import load_converter
+    from qdrant_compat.runtime.onnx import ConverterRuntime
 
-        rc = registry.get_converter(cid)
-        conv = load_converter(rc.head_dir)
-        c = rc.card
+    runtime = ConverterRuntime(registry)
+    for cid in adapters or []:
+        c = registry.get_converter(cid).card
         if c.source not in emb or c.target not in emb:
-            continue
-        moved = conv.transform(emb[c.source])
+            from qdrant_compat.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"adapter {cid} maps {c.source} -> {c.target}; evaluate it with --model {c.source} "
+                                       f"--model {c.target} (models given: {', '.join(refs)})")
+        moved = runtime.apply(cid, emb[c.source])
         if c.direction == "new_to_old":
             rep.cells[f"adapt:{c.kind}({c.source})/{c.target}"] = evaluate_pair(moved, emb[c.target], labels,
                                                                                 seen_classes=seen_classes)

@@ -1,6 +1,11 @@
 """Verified ONNX export."""
 
-from qdrant_compat.export.onnx import (
+from qdrant_compat.errors import require_extra
+
+require_extra("train", "torch", "onnx", feature="qdrant_compat.export")
+
+
+from qdrant_compat.export.onnx import (  # noqa: E402
     ExportError,
     ExportReport,
     export_embedding_model,

@@ -14,10 +14,9 @@ from torch import nn
 
 from qdrant_compat.cards import InputSpec
 from qdrant_compat.errors import CorruptArtifactError, QdrantCompatError
+from qdrant_compat.runtime.onnx import INPUT_NAME, OUTPUT_NAME, ort_session
 
 log = logging.getLogger(__name__)
-INPUT_NAME = "input"
-OUTPUT_NAME = "embedding"
 PARITY_ATOL = 1e-4
 
 
@@ -30,19 +29,6 @@ class ExportReport:
     path: Path
     max_abs_diff: float
     batch_sizes: tuple[int, ...]
-
-
-def ort_session(path: str | Path, providers: list[str] | None = None):  # type: ignore[no-untyped-def]
-    """An ONNX Runtime session; CUDA when available unless ``providers`` says otherwise."""
-    import onnxruntime as ort
-
-    avail = ort.get_available_providers()
-    if providers is None:
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
-    try:
-        return ort.InferenceSession(str(path), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise CorruptArtifactError(f"{path} cannot be loaded by ONNX Runtime ({exc})") from None
 
 
 def export_module(

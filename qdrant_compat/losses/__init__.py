@@ -1,7 +1,12 @@
 """Training losses, one per file, behind :class:`BaseLoss`; build them by name with :func:`create_loss`."""
 
-from qdrant_compat.losses.alignment import AlignmentLoss
-from qdrant_compat.losses.base import (
+from qdrant_compat.errors import require_extra
+
+require_extra("train", "torch", feature="qdrant_compat.losses")
+
+
+from qdrant_compat.losses.alignment import AlignmentLoss  # noqa: E402
+from qdrant_compat.losses.base import (  # noqa: E402
     BaseLoss,
     CompositeLoss,
     LossInputs,
@@ -9,10 +14,10 @@ from qdrant_compat.losses.base import (
     list_losses,
     register_loss,
 )
-from qdrant_compat.losses.cross_contrastive import CrossModelContrastiveLoss
-from qdrant_compat.losses.cross_distill import CrossModelDistillationLoss
-from qdrant_compat.losses.influence import InfluenceLoss
-from qdrant_compat.losses.norm_softmax import NormSoftmaxLoss
+from qdrant_compat.losses.cross_contrastive import CrossModelContrastiveLoss  # noqa: E402
+from qdrant_compat.losses.cross_distill import CrossModelDistillationLoss  # noqa: E402
+from qdrant_compat.losses.influence import InfluenceLoss  # noqa: E402
+from qdrant_compat.losses.norm_softmax import NormSoftmaxLoss  # noqa: E402
 
 __all__ = [
     "AlignmentLoss",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from qdrant_compat._registry import NamedRegistry
 from qdrant_compat.errors import InvalidArgumentError
 
 
@@ -63,19 +64,15 @@ class BaseLoss(nn.Module, abc.ABC):
         return self.compute(inputs)
 
 
-_REGISTRY: dict[str, type[BaseLoss]] = {}
+REGISTRY: NamedRegistry[type[BaseLoss]] = NamedRegistry("loss")
 
 
 def register_loss(name: str) -> Callable[[type[BaseLoss]], type[BaseLoss]]:
-    def deco(cls: type[BaseLoss]) -> type[BaseLoss]:
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return REGISTRY.register(name)
 
 
 def list_losses() -> list[str]:
-    return sorted(_REGISTRY)
+    return REGISTRY.names()
 
 
 def create_loss(name: str, **kwargs: float) -> BaseLoss:
@@ -84,12 +81,7 @@ def create_loss(name: str, **kwargs: float) -> BaseLoss:
     Raises:
         InvalidArgumentError: unknown name (lists the valid ones) or unknown keyword.
     """
-    if name not in _REGISTRY:
-        raise InvalidArgumentError(f"unknown loss {name!r}; choose one of {list_losses()}")
-    try:
-        return _REGISTRY[name](**kwargs)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"loss {name!r}: {exc}") from None
+    return REGISTRY.create(name, **kwargs)  # type: ignore[no-any-return]
 
 
 def margin_cross_entropy(cos: torch.Tensor, labels: torch.Tensor, scale: float, margin: float) -> torch.Tensor:

@@ -14,25 +14,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from qdrant_compat._registry import NamedRegistry
 from qdrant_compat.errors import InvalidArgumentError
 
 BackboneFactory = Callable[..., nn.Module]
-_REGISTRY: dict[str, BackboneFactory] = {}
+REGISTRY: NamedRegistry[BackboneFactory] = NamedRegistry("backbone")
 
 
 def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    def deco(fn: BackboneFactory) -> BackboneFactory:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    return REGISTRY.register(name)
 
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`create_backbone` (torchvision classification models included)."""
     import torchvision
 
-    return sorted(_REGISTRY) + sorted(torchvision.models.list_models(module=torchvision.models))
+    return REGISTRY.names() + sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -173,8 +170,8 @@ def create_backbone(
     Raises:
         InvalidArgumentError: unknown name (the message lists valid ones) or unreadable weights.
     """
-    if name in _REGISTRY:
-        return _REGISTRY[name](in_channels=in_channels, weights=weights, pretrained=pretrained)
+    if name in REGISTRY:
+        return REGISTRY.create(name, in_channels=in_channels, weights=weights, pretrained=pretrained)  # type: ignore[no-any-return]
     import torchvision
 
     if name in torchvision.models.list_models(module=torchvision.models):
@@ -184,6 +181,6 @@ def create_backbone(
             m.net.load_state_dict(state, strict=False)  # type: ignore[union-attr]
         return m if in_channels == 3 else _ChannelRepeat(m)
     raise InvalidArgumentError(
-        f"unknown backbone {name!r}; choose one of {sorted(_REGISTRY)} or a torchvision classification model "
+        f"unknown backbone {name!r}; choose one of {REGISTRY.names()} or a torchvision classification model "
         "(e.g. resnet18, mobilenet_v3_small)"
     )

@@ -1,13 +1,18 @@
 """Training: plain extractors and backward-compatible ones (the old model frozen behind ONNX)."""
 
-from qdrant_compat.training.config import BCT_LOSSES, PLAIN_LOSSES, TrainConfig
-from qdrant_compat.training.old_model import (
+from qdrant_compat.errors import require_extra
+
+require_extra("train", "torch", "torchvision", feature="qdrant_compat.training")
+
+
+from qdrant_compat.training.config import BCT_LOSSES, PLAIN_LOSSES, TrainConfig  # noqa: E402
+from qdrant_compat.training.old_model import (  # noqa: E402
     OldTargets,
     build_old_targets,
     prepare_old_targets,
     synthesize_rows,
 )
-from qdrant_compat.training.trainer import TrainResult, compute_features, fit, train_model
+from qdrant_compat.training.trainer import TrainResult, compute_features, fit, train_model  # noqa: E402
 
 __all__ = [
     "BCT_LOSSES",

@@ -101,7 +101,7 @@ def build_old_targets(
 
 def prepare_old_targets(old: RegisteredModel, source, *, synthesize: str = "missing", batch_size: int = 128) -> OldTargets:  # type: ignore[no-untyped-def]
     """Run the registered old ONNX model over ``source`` and build :class:`OldTargets`."""
-    from qdrant_compat.embedder import Embedder
+    from qdrant_compat.runtime.embedder import Embedder
 
     log.info("embedding %d training images with the old model %s", len(source), old.card.ref)
     emb = Embedder(old, batch_size=batch_size).embed_source(source)

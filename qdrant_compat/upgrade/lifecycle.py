@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import shutil
 from pathlib import Path
-from typing import Any
-
-from qdrant_client import models
 
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
+from qdrant_compat.enums import Mark, Phase, Strategy, VectorState
 from qdrant_compat.errors import UpgradeError
-from qdrant_compat.metadata import CompatMeta
+from qdrant_compat.metadata import CleanupRecord, CompatMeta
+from qdrant_compat.results import CleanupResult, CutoverResult, RollbackResult, StatusReport, VectorStatus
 from qdrant_compat.routing import candidate_routes
+from qdrant_compat.store import mark_is
 from qdrant_compat.upgrade.state import JobState, check_lock, make_owner, provenance_key
 
 log = logging.getLogger(__name__)
@@ -22,34 +20,32 @@ log = logging.getLogger(__name__)
 def _job(meta: CompatMeta, collection: str) -> JobState:
     if meta.job is None:
         raise UpgradeError(f"collection '{collection}' has no upgrade job (start one with 'upgrade run')")
-    return JobState.from_dict(meta.job)
+    return meta.job
 
 
-def _prov_count(client: CompatClient, collection: str, vector: str, value: str) -> int:
-    key = f"{PROVENANCE_KEY}.{provenance_key(vector)}"
-    flt = models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
-    return client.qdrant.count(collection, count_filter=flt, exact=True).count
+def _prov_count(client: CompatClient, collection: str, vector: str, value: Mark) -> int:
+    return client.store.count(collection, mark_is(f"{PROVENANCE_KEY}.{provenance_key(vector)}", value.value))
 
 
-def upgrade_status(client: CompatClient, collection: str) -> dict[str, Any]:
+def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
     """Per named vector: points holding it, and how many were extracted, converted, missing, failed.
 
     For the vector a collection was created or adopted with, ``converted`` counts points indexed before
     provenance was tracked; it only matters for vectors filled by an upgrade."""
     meta = client.get_meta(collection)
-    total = client.qdrant.count(collection, exact=True).count
     vectors = {}
     for name, entry in meta.vectors.items():
         have = client.count_with_vector(collection, name)
-        marks = {k: _prov_count(client, collection, name, k) for k in ("extracted", "missing", "failed")}
+        marks = {k: _prov_count(client, collection, name, k) for k in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED)}
         # a vector without an 'extracted' mark was written through a converter (rewrites carry no mark)
-        vectors[name] = {"model": entry.model, "state": entry.state, "points": have,
-                         "converted": max(have - marks["extracted"], 0), **marks}
-    return {"collection": collection, "points": total, "read": meta.read, "write": meta.write, "vectors": vectors,
-            "job": meta.job}
+        vectors[name] = VectorStatus(model=entry.model, state=entry.state, points=have,
+                                     extracted=marks[Mark.EXTRACTED], converted=max(have - marks[Mark.EXTRACTED], 0),
+                                     missing=marks[Mark.MISSING], failed=marks[Mark.FAILED])
+    return StatusReport(collection=collection, points=client.store.count(collection), read=meta.read,
+                        write=list(meta.write), vectors=vectors, job=meta.job)
 
 
-def cutover(client: CompatClient, collection: str, *, allow_partial: bool = False, dry_run: bool = False) -> dict[str, Any]:
+def cutover(client: CompatClient, collection: str, *, allow_partial: bool = False, dry_run: bool = False) -> CutoverResult:
     """Make the job's target the vector queries read and writes fill.
 
     Checks: the job is filled; every point holds a target vector (else those points would become
@@ -62,45 +58,45 @@ def cutover(client: CompatClient, collection: str, *, allow_partial: bool = Fals
     meta = client.get_meta(collection)
     job = _job(meta, collection)
     check_lock(job, make_owner())
-    if job.phase == "cut_over":
-        return {"collection": collection, "already": True, "read": meta.read}
-    if job.strategy == "adopt":
+    if job.phase == Phase.CUT_OVER:
+        return CutoverResult(collection=collection, read=meta.read, source=job.source, target=job.target, already=True)
+    if job.strategy == Strategy.ADOPT:
         raise UpgradeError(f"job {job.id} adopted {job.target_model} through its bct edge: queries and writes with it "
                            "already work; to give it its own vector run 'upgrade run --strategy backfill'")
-    total = client.qdrant.count(collection, exact=True).count
+    total = client.store.count(collection)
     have = client.count_with_vector(collection, job.target)
     if have < total:
         raise UpgradeError(
             f"cutover refused: {total - have} of {total} points have no '{job.target}' vector yet and would become "
             "unfindable; run 'upgrade run' to finish (points with missing images need a converter or their images)"
         )
-    pending = total - _prov_count(client, collection, job.target, "extracted")
-    if pending and job.strategy != "convert" and not allow_partial:
+    pending = total - _prov_count(client, collection, job.target, Mark.EXTRACTED)
+    if pending and job.strategy != Strategy.CONVERT and not allow_partial:
         raise UpgradeError(
             f"cutover refused: {pending} of {total} points hold converted vectors or have missing/failed images "
             "instead of re-extracted ones; finish the backfill or pass --allow-partial to accept them"
         )
-    out = {"collection": collection, "from": job.source, "to": job.target, "points": total,
-           "not_extracted": pending, "dry_run": dry_run}
+    out = CutoverResult(collection=collection, read=job.target, source=job.source, target=job.target, points=total,
+                        not_extracted=pending, dry_run=dry_run)
     if dry_run:
         return out
-    meta.vectors[job.target].state = "active"
+    meta.vectors[job.target].state = VectorState.ACTIVE
     meta.vectors[job.target].filled = have
     tgt_card = client.registry.get_model(job.target_model).card
     back = [r for r in candidate_routes(tgt_card, meta) if r.vector == job.source]
     meta.read = job.target
     meta.write = [job.target] + ([job.source] if back else [])
     if not back:
-        meta.vectors[job.source].state = "retired"  # its model's queries would miss new points: refuse them
-    job.phase = "cut_over"
-    meta.job = job.to_dict()
+        meta.vectors[job.source].state = VectorState.RETIRED  # its model's queries would miss new points: refuse them
+    job.phase = Phase.CUT_OVER
+    meta.job = job
     client.put_meta(collection, meta)
-    out["source_kept_in_sync"] = bool(back)
+    out.source_kept_in_sync = bool(back)
     log.info("cut over %s from %s to %s", collection, job.source, job.target)
     return out
 
 
-def rollback(client: CompatClient, collection: str, *, dry_run: bool = False) -> dict[str, Any]:
+def rollback(client: CompatClient, collection: str, *, dry_run: bool = False) -> RollbackResult:
     """Return queries and writes to the job's source vector while it still exists.
 
     Raises:
@@ -109,69 +105,78 @@ def rollback(client: CompatClient, collection: str, *, dry_run: bool = False) ->
     meta = client.get_meta(collection)
     job = _job(meta, collection)
     check_lock(job, make_owner())
-    if job.phase == "cleaned" or job.source not in meta.vectors:
+    if job.phase == Phase.CLEANED or job.source not in meta.vectors or (job.cleanup is not None):
+        where = f" (backup: {job.cleanup.backup})" if job.cleanup is not None else ""
         raise UpgradeError(f"cannot roll back: vector '{job.source}' ({job.source_model}) was dropped by cleanup; "
-                           "restore the backup named in the job's cleanup record")
-    total = client.qdrant.count(collection, exact=True).count
+                           f"restore the backup named in the job's cleanup record{where}")
+    total = client.store.count(collection)
     have = client.count_with_vector(collection, job.source)
     if have < total:
         raise UpgradeError(f"cannot roll back: {total - have} point(s) written since cutover have no "
                            f"'{job.source}' vector; re-run an upgrade towards {job.source_model} for them first")
-    out = {"collection": collection, "read": job.source, "dry_run": dry_run}
+    out = RollbackResult(collection=collection, read=job.source, dry_run=dry_run)
     if dry_run:
         return out
     meta.read = job.source
     meta.write = [job.source]
-    meta.vectors[job.source].state = "active"
-    if job.target in meta.vectors and job.strategy != "adopt":
-        meta.vectors[job.target].state = "filling"  # kept: a later run only catches up
-    if job.strategy == "adopt":
+    meta.vectors[job.source].state = VectorState.ACTIVE
+    if job.target in meta.vectors and job.strategy != Strategy.ADOPT:
+        meta.vectors[job.target].state = VectorState.FILLING  # kept: a later run only catches up
+    if job.strategy == Strategy.ADOPT:
         meta.edges = [e for e in meta.edges if not (e.query == job.target_model and e.stored == job.source_model)]
-    job.phase = "rolled_back"
-    meta.job = job.to_dict()
+    job.phase = Phase.ROLLED_BACK
+    meta.job = job
     client.put_meta(collection, meta)
     return out
 
 
 def cleanup(client: CompatClient, collection: str, *, yes: bool = False, backup_dir: str | Path | None = None,
-            dry_run: bool = False) -> dict[str, Any]:
-    """Drop the old vector after cutover, backed up first (server snapshot, or a copy of the embedded store).
+            dry_run: bool = False) -> CleanupResult:
+    """Drop the old vector after cutover, backed up first (a server snapshot, or a backup file for the
+    embedded store; see :meth:`~qdrant_compat.store.Store.backup`).
+
+    Journaled: the backup is recorded in the job (``job.cleanup``) *before* the drop, so a cleanup that was
+    interrupted resumes the drop and never backs up the half-dropped collection again.
 
     Raises:
         UpgradeError: not cut over yet, or ``yes`` not given.
     """
     meta = client.get_meta(collection)
     job = _job(meta, collection)
-    if job.phase != "cut_over":
+    check_lock(job, make_owner())
+    if job.phase == Phase.CLEANED:
+        return CleanupResult(collection=collection, drops=job.source,
+                             backup=job.cleanup.backup if job.cleanup else None, resumed=True)
+    if job.phase != Phase.CUT_OVER:
         raise UpgradeError(f"cleanup needs a cut-over job; job {job.id} is '{job.phase}'")
     if job.source == "":
         raise UpgradeError("the source is the collection's unnamed vector, which Qdrant cannot drop; it stays")
-    out: dict[str, Any] = {"collection": collection, "drops": job.source, "dry_run": dry_run}
+    resumed = job.cleanup is not None
+    out = CleanupResult(collection=collection, drops=job.source, backup=job.cleanup.backup if job.cleanup else None,
+                        resumed=resumed, dry_run=dry_run)
     if dry_run:
         return out
     if not yes:
         raise UpgradeError(f"cleanup drops vector '{job.source}' for good; pass --yes (a backup is made first)")
-    out["backup"] = _backup(client, collection, backup_dir)
-    client.qdrant.delete_vector_name(collection, job.source)
+    if job.cleanup is None:
+        # step 1: the backup, recorded before anything is dropped
+        job.cleanup = CleanupRecord(vector=job.source, backup=client.store.backup(collection, backup_dir))
+        meta.job = job
+        client.put_meta(collection, meta)
+        out.backup = job.cleanup.backup
+    else:
+        log.info("resuming the cleanup of %s: backup %s already made", collection, job.cleanup.backup)
+    # step 2: the drop (idempotent: a vector already gone is not dropped twice)
+    if job.source in client.store.vector_params(collection):
+        client.store.drop_vector(collection, job.source)
     meta = client.get_meta(collection)
+    job = _job(meta, collection)
+    assert job.cleanup is not None
     meta.vectors.pop(job.source, None)
     meta.write = [w for w in meta.write if w != job.source]
     meta.edges = [e for e in meta.edges if e.stored != job.source_model]
-    job.phase = "cleaned"
-    job.add_error(f"backup: {out['backup']}")
-    meta.job = job.to_dict()
+    job.cleanup.dropped = True
+    job.phase = Phase.CLEANED
+    meta.job = job
     client.put_meta(collection, meta)
     return out
-
-
-def _backup(client: CompatClient, collection: str, backup_dir: str | Path | None) -> str:
-    local_path = getattr(getattr(client.qdrant, "_client", None), "location", None)
-    if local_path and local_path != ":memory:" and Path(local_path).is_dir():
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        dest = Path(backup_dir or f"{local_path.rstrip('/')}.backup-{collection}-{stamp}")
-        shutil.copytree(local_path, dest)
-        return str(dest)
-    if local_path == ":memory:":
-        return "none (in-memory store)"
-    snap = client.qdrant.create_snapshot(collection, wait=True)
-    return f"snapshot {snap.name}" if snap else "snapshot"

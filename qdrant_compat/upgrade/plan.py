@@ -5,27 +5,32 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import CompatClient
-from qdrant_compat.errors import InvalidArgumentError, UpgradeError
+from qdrant_compat.data.images import ImageReader, LocalImages
+from qdrant_compat.enums import Relation, Strategy
+from qdrant_compat.errors import CorruptArtifactError, FingerprintMismatchError, InvalidArgumentError, UpgradeError
 from qdrant_compat.metadata import CompatMeta
+from qdrant_compat.results import Result
+from qdrant_compat.store import record_vector
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class UpgradePlan:
+class UpgradePlan(Result):
+    """``upgrade plan``: the strategy chosen, why, and the work it means. Nothing is changed by planning."""
+
     collection: str
     source: str
     source_model: str
     target: str
     target_model: str
-    strategy: str
+    strategy: Strategy
     converter: str | None
     reasons: list[str] = field(default_factory=list)
     points: int = 0
@@ -36,14 +41,29 @@ class UpgradePlan:
     estimated_seconds: float = 0.0
     bct_edge: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+
+def check_source_fingerprint(client: CompatClient, meta: CompatMeta, collection: str, vector: str) -> ModelCard:
+    """The registry's card of the model recorded for ``vector``, which must have the recorded fingerprint.
+
+    Raises:
+        FingerprintMismatchError: the collection's vectors were made by other bytes than the registry's model
+            of that name and version (converting or adopting from them would write vectors of the wrong space).
+    """
+    entry = meta.vectors[vector]
+    card = client.registry.get_model(entry.model).card
+    if card.fingerprint != entry.fingerprint:
+        raise FingerprintMismatchError(
+            f"collection '{collection}' records vector '{vector}' as {entry.model} with fingerprint "
+            f"{entry.fingerprint[:12]}…, but the registry's {entry.model} is {card.fingerprint[:12]}…: the stored "
+            "vectors are not that model's; fix the metadata (collection adopt) or register the right model"
+        )
+    return card
 
 
 def bct_evidence(card: ModelCard, stored: ModelCard) -> dict[str, Any] | None:
     """The evidence of a measured bct edge from ``card`` to ``stored`` (from the card's lineage), if any."""
     lin = card.lineage
-    if lin.relation == "bct" and lin.parent == stored.ref and lin.parent_fingerprint == stored.fingerprint:
+    if lin.relation == Relation.BCT and lin.parent == stored.ref and lin.parent_fingerprint == stored.fingerprint:
         return dict(lin.evidence)
     return None
 
@@ -57,10 +77,11 @@ def plan_upgrade(
     collection: str,
     target: ModelCard | str,
     *,
-    strategy: str | None = None,
+    strategy: Strategy | str | None = None,
     converter: str | None = None,
     image_field: str = "image_path",
     sample: int = 200,
+    images: ImageReader | None = None,
 ) -> UpgradePlan:
     """Choose a strategy to move ``collection`` to ``target``; nothing is changed.
 
@@ -75,7 +96,9 @@ def plan_upgrade(
     meta = client.get_meta(collection)
     src = source_vector(meta)
     src_entry = meta.vectors[src]
-    src_card = client.registry.get_model(src_entry.model).card
+    src_card = check_source_fingerprint(client, meta, collection, src)
+    strategy = Strategy.parse(strategy, "strategy") if strategy is not None else None
+    reader = images or LocalImages()
     if src_entry.model == card.ref:
         raise UpgradeError(f"collection '{collection}' already serves {card.ref} from vector '{src}'")
     reasons: list[str] = []
@@ -98,41 +121,41 @@ def plan_upgrade(
                        "(run 'evaluate --record' first to adopt without rewriting)")
     if strategy is None:
         if bct_ok and ev is not None:
-            strategy = "adopt"
+            strategy = Strategy.ADOPT
             reasons.append(f"{card.ref} is backward-compatible with {src_card.ref} (measured: cross top-1 "
                            f"{ev.get('cross_top1'):.1f} > old/old {ev.get('old_top1'):.1f}): new queries search the "
                            "stored vectors directly, nothing is rewritten; backfill later for full new/new quality")
         elif converter:
-            strategy = "convert+backfill"
+            strategy = Strategy.CONVERT_BACKFILL
             reasons.append(f"converter {converter} maps {src_card.ref} -> {card.ref}: stored vectors are rewritten "
                            "without images first, then re-extracted from images in priority order where they exist")
         else:
-            strategy = "backfill"
+            strategy = Strategy.BACKFILL
             reasons.append(f"no bct edge and no converter from {src_card.ref} to {card.ref}: every point is "
                            f"re-extracted from the image named in payload field '{image_field}'")
-    if strategy in ("convert", "convert+backfill") and not converter:
+    if strategy.converts and not converter:
         raise UpgradeError(f"strategy {strategy} needs a converter from {src_card.ref} to {card.ref}; fit one with "
                            "'converter fit' or choose --strategy backfill")
-    if strategy == "adopt" and not bct_ok:
+    if strategy == Strategy.ADOPT and not bct_ok:
         raise UpgradeError(f"strategy adopt needs a measured bct edge from {card.ref} to {src_card.ref} whose "
                            "criterion held; run 'evaluate --record' or choose convert/backfill")
-    total = client.qdrant.count(collection, exact=True).count
+    total = client.store.count(collection)
     filled = client.count_with_vector(collection, card.ref) if card.ref in meta.vectors else 0
     plan = UpgradePlan(collection=collection, source=src, source_model=src_card.ref, target=card.ref,
                        target_model=card.ref, strategy=strategy, converter=converter, reasons=reasons,
                        points=total, already_filled=filled, bct_edge=bct_ok)
-    if strategy in ("backfill", "convert+backfill"):
-        _check_images(client, collection, image_field, plan, sample)
-    _estimate(client, collection, plan, card, image_field)
+    if strategy.extracts:
+        _check_images(client, collection, image_field, plan, sample, reader)
+    _estimate(client, collection, plan, card, image_field, reader)
     return plan
 
 
-def _check_images(client: CompatClient, collection: str, field_: str, plan: UpgradePlan, sample: int) -> None:
+def _check_images(client: CompatClient, collection: str, field_: str, plan: UpgradePlan, sample: int,
+                  reader: ImageReader) -> None:
     """Count points whose source image is missing (all of them for small collections, else a sample)."""
-    recs, _ = client.qdrant.scroll(collection, limit=max(plan.points, 1) if plan.points <= 20000 else sample,
-                                   with_payload=[field_], with_vectors=False)
-    missing = sum(1 for r in recs if not isinstance((r.payload or {}).get(field_), str)
-                  or not Path((r.payload or {})[field_]).is_file())
+    recs, _ = client.store.scroll(collection, limit=max(plan.points, 1) if plan.points <= 20000 else sample,
+                                  with_payload=[field_], with_vectors=False)
+    missing = sum(1 for r in recs if not reader.exists((r.payload or {}).get(field_)))
     plan.images_checked = len(recs)
     plan.images_missing = missing if len(recs) == plan.points else int(round(missing / max(len(recs), 1) * plan.points))
     if missing:
@@ -141,32 +164,36 @@ def _check_images(client: CompatClient, collection: str, field_: str, plan: Upgr
                             "being served through the compatible route and are reported, never dropped")
 
 
-def _estimate(client: CompatClient, collection: str, plan: UpgradePlan, card: ModelCard, image_field: str) -> None:
-    if plan.strategy == "adopt":
+def _estimate(client: CompatClient, collection: str, plan: UpgradePlan, card: ModelCard, image_field: str,
+              reader: ImageReader) -> None:
+    """Seconds per point, measured on a sample (unreadable images in the sample are skipped, not fatal)."""
+    if plan.strategy == Strategy.ADOPT:
         plan.seconds_per_point, plan.estimated_seconds = 0.0, 0.0
         return
-    from qdrant_compat.embedder import Embedder
+    from qdrant_compat.runtime.embedder import Embedder
 
-    recs, _ = client.qdrant.scroll(collection, limit=32, with_payload=[image_field],
-                                   with_vectors=[plan.source] if plan.source else True)
+    recs, _ = client.store.scroll(collection, limit=32, with_payload=[image_field],
+                                  with_vectors=[plan.source] if plan.source else True)
     if not recs:
         return
     per = 0.0
     if plan.converter:
-        from qdrant_compat.export.onnx import ort_session
-
-        sess = ort_session(client.registry.get_converter(plan.converter).onnx_path, ["CPUExecutionProvider"])
-        vecs = np.asarray([r.vector[plan.source] if isinstance(r.vector, dict) else r.vector for r in recs], np.float32)
+        vecs = np.asarray([record_vector(r, plan.source) for r in recs], np.float32)
         t0 = time.perf_counter()
-        sess.run(None, {sess.get_inputs()[0].name: vecs})
+        client.converters.apply(plan.converter, vecs)
         per += (time.perf_counter() - t0) / len(recs)
-    if plan.strategy != "convert":
-        paths = [str((r.payload or {})[image_field]) for r in recs[:8] if isinstance((r.payload or {}).get(image_field), str)]
-        paths = [p for p in paths if Path(p).is_file()]
-        if paths:
-            emb = Embedder(client.registry.get_model(card.ref))
-            t0 = time.perf_counter()
-            emb.embed(paths)
-            per += (time.perf_counter() - t0) / len(paths)
+    if plan.strategy != Strategy.CONVERT:
+        images = []
+        t0 = time.perf_counter()
+        for r in recs:
+            try:
+                images.append(reader.read((r.payload or {}).get(image_field)))
+            except (CorruptArtifactError, InvalidArgumentError):
+                continue
+            if len(images) == 8:
+                break
+        if images:
+            Embedder(client.registry.get_model(card.ref)).embed(images)
+            per += (time.perf_counter() - t0) / len(images)
     plan.seconds_per_point = per
     plan.estimated_seconds = per * max(plan.points - plan.already_filled, 0)

@@ -11,30 +11,34 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_client import models
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
+from qdrant_compat.data.images import ImageMissingError, ImageReader, LocalImages
+from qdrant_compat.enums import Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
-from qdrant_compat.upgrade.plan import UpgradePlan, bct_evidence, plan_upgrade
+from qdrant_compat.results import Result
+from qdrant_compat.store import MIN_SERVER_FOR_NAMED_VECTORS, mark_not_in, record_vector
+from qdrant_compat.upgrade.plan import UpgradePlan, bct_evidence, check_source_fingerprint, plan_upgrade
 from qdrant_compat.upgrade.state import DEFAULT_LOCK_TTL, JobState, Lock, check_lock, make_owner, new_job_id, provenance_key
 
 log = logging.getLogger(__name__)
-_DISTANCE = {"Cosine": models.Distance.COSINE, "Dot": models.Distance.DOT, "Euclid": models.Distance.EUCLID}
 ProgressFn = Callable[[int, int], None]
+DONE_MARKS = (Mark.EXTRACTED.value, Mark.MISSING.value, Mark.FAILED.value)
 
 
 @dataclass
-class RunReport:
+class RunReport(Result):
+    """``upgrade run``: what this run did and what is left."""
+
     collection: str
-    job: dict[str, Any]
+    job: JobState | None
     processed: int = 0
     remaining: int = 0
     seconds: float = 0.0
@@ -54,12 +58,12 @@ class _Session:
         meta = self.client.get_meta(self.collection)
         if meta.job is None:
             raise UpgradeError(f"collection '{self.collection}' has no upgrade job")
-        return meta, JobState.from_dict(meta.job)
+        return meta, meta.job
 
     def save(self, meta: CompatMeta, job: JobState, *, hold: bool = True) -> None:
         job.lock = Lock(self.owner, time.time() + self.ttl) if hold else None
         job.updated = time.time()
-        meta.job = job.to_dict()
+        meta.job = job
         self.client.put_meta(self.collection, meta)
 
     def heartbeat(self, job: JobState) -> JobState:
@@ -73,21 +77,11 @@ class _Session:
         return current
 
 
-def _count(client: CompatClient, collection: str, flt: models.Filter | None = None) -> int:
-    return client.qdrant.count(collection, count_filter=flt, exact=True).count
-
-
-def _prov_filter(target: str, done: list[str]) -> models.Filter:
-    key = f"{PROVENANCE_KEY}.{provenance_key(target)}"
-    return models.Filter(must_not=[models.FieldCondition(key=key, match=models.MatchAny(any=done))])
-
-
 def _vec(rec: Any, name: str) -> list[float]:
-    v = rec.vector
-    return v[name] if isinstance(v, dict) else v
-
-
-MIN_SERVER_FOR_NAMED_VECTORS = (1, 18)
+    v = record_vector(rec, name)
+    if v is None:
+        raise UpgradeError(f"point {rec.id} has no '{name}' vector")
+    return v
 
 
 def check_server_supports_named_vectors(client: CompatClient) -> None:
@@ -96,15 +90,10 @@ def check_server_supports_named_vectors(client: CompatClient) -> None:
     Raises:
         UpgradeError: an older server, with what to do instead.
     """
-    from qdrant_client.local.qdrant_local import QdrantLocal
-
-    if isinstance(getattr(client.qdrant, "_client", None), QdrantLocal):
-        return
-    version = client.qdrant.info().version
-    parts = tuple(int(p) for p in version.split("-")[0].split(".")[:2] if p.isdigit())
-    if parts < MIN_SERVER_FOR_NAMED_VECTORS:
+    caps = client.store.capabilities()
+    if not caps.named_vector_changes:
         raise UpgradeError(
-            f"this Qdrant server is {version}; adding the new model's vector in place needs >= "
+            f"this Qdrant server is {caps.version}; adding the new model's vector in place needs >= "
             f"{'.'.join(map(str, MIN_SERVER_FOR_NAMED_VECTORS))}. Upgrade the server, or copy the collection "
             "into a new one created with both vectors and switch an alias (not automated here); 'adopt' "
             "(a measured bct edge) needs no new vector and works on any version"
@@ -116,9 +105,9 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
     """Record the job, create the target vector (state ``filling``) or, for adopt, the bct edge."""
     meta = client.get_meta(collection)
     if meta.job is not None:
-        existing = JobState.from_dict(meta.job)
+        existing = meta.job
         check_lock(existing, owner)
-        if existing.phase not in ("cleaned", "rolled_back") and existing.target_model != plan.target_model:
+        if existing.phase not in (Phase.CLEANED, Phase.ROLLED_BACK) and existing.target_model != plan.target_model:
             raise UpgradeError(
                 f"collection '{collection}' has an unfinished upgrade to {existing.target_model} ({existing.phase}); "
                 "finish it (upgrade run / cutover) or roll it back first"
@@ -126,27 +115,22 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
     card = client.registry.get_model(plan.target_model).card
     job = JobState(id=new_job_id(), source=plan.source, source_model=plan.source_model, target=plan.target,
                    target_model=plan.target_model, target_fingerprint=card.fingerprint, strategy=plan.strategy,
-                   converter=plan.converter, priority=priority, image_field=image_field, phase="running")
-    if plan.strategy == "adopt":
+                   converter=plan.converter, priority=Priority.parse(priority, "priority"), image_field=image_field,
+                   phase=Phase.RUNNING)
+    if plan.strategy == Strategy.ADOPT:
         src_card = client.registry.get_model(plan.source_model).card
         ev = bct_evidence(card, src_card) or {}
         meta.edges = [e for e in meta.edges if not (e.query == card.ref and e.stored == src_card.ref)] + [
             Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=src_card.ref,
-                 stored_fingerprint=src_card.fingerprint, relation="bct", evidence=ev)]
-        job.phase = "filled"
-    elif plan.target not in meta.vectors or meta.vectors[plan.target].state == "retired":
+                 stored_fingerprint=src_card.fingerprint, relation=Relation.BCT, evidence=ev)]
+        job.phase = Phase.FILLED
+    elif plan.target not in meta.vectors or meta.vectors[plan.target].state == VectorState.RETIRED:
         check_server_supports_named_vectors(client)
-        info = client.qdrant.get_collection(collection)
-        params = client._vector_params(info)
-        if plan.target not in params:
-            client.qdrant.create_vector_name(
-                collection, plan.target,
-                models.DenseVectorNameConfig(dense=models.DenseVectorConfig(size=card.dim, distance=_DISTANCE[card.distance])),
-            )
-        meta.vectors[plan.target] = VectorEntry.for_card(card, state="filling")
-    meta.job = job.to_dict()
+        if plan.target not in client.store.vector_params(collection):
+            client.store.add_vector(collection, plan.target, card.dim, card.distance)
+        meta.vectors[plan.target] = VectorEntry.for_card(card, state=VectorState.FILLING)
     job.lock = Lock(owner, time.time() + ttl)
-    meta.job = job.to_dict()
+    meta.job = job
     client.put_meta(collection, meta)
     log.info("started upgrade job %s on %s: %s -> %s (%s)", job.id, collection, plan.source_model, plan.target_model,
              plan.strategy)
@@ -159,49 +143,37 @@ def _priority_order(client: CompatClient, job: JobState, recs: list[Any], seed: 
     if not recs:
         return []
     kind, w = job.priority, None
-    if kind == "uncertainty":
+    if kind == Priority.UNCERTAINTY:
         w = client.registry.get_model(job.source_model).classifier_weight()
         if w is None:
             log.warning("source model %s has no classifier: backfilling in id order", job.source_model)
-            kind = "id"
-    vecs = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32) if kind == "uncertainty" else None
+            kind = Priority.ID
+    vecs = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32) if kind == Priority.UNCERTAINTY else None
     return [int(i) for i in backfill_order(kind, len(recs), vectors=vecs, classifier=w, seed=seed)]
 
 
 def _write_batch(client: CompatClient, collection: str, target: str, vectors: dict[Any, list[float]],
                  provenance: dict[str, list[Any]]) -> None:
-    """Vectors first, then their provenance, in one request (two operations: a crash between them only
-    means the batch is redone)."""
-    ops: list[Any] = []
-    if vectors:
-        ops.append(models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(
-            points=[models.PointVectors(id=i, vector={target: v}) for i, v in vectors.items()])))
-    for value, ids in provenance.items():
-        if ids:
-            ops.append(models.SetPayloadOperation(set_payload=models.SetPayload(
-                payload={provenance_key(target): value}, points=ids, key=PROVENANCE_KEY)))
-    if ops:
-        client.qdrant.batch_update_points(collection, update_operations=ops, wait=True)
+    """Vectors first, then their provenance, in one request (a crash between them only means the batch is redone)."""
+    client.store.write_vectors(collection, target, vectors, mark_key=provenance_key(target), marks=provenance,
+                               mark_field=PROVENANCE_KEY)
 
 
 def _pending(client: CompatClient, collection: str, job: JobState, *, need: Callable[[Any], bool],
-             payload: list[str], batch: int, with_target: bool = False):  # type: ignore[no-untyped-def]
+             payload: list[str], batch: int, with_target: bool = False) -> Iterator[list[Any]]:
     """Batches of the points ``need`` selects, in one pass over the collection.
 
     Selecting here rather than with a Qdrant filter keeps the pass linear on every backend (an embedded
     store evaluates filters point by point on every scroll call)."""
     vectors = [v for v in (job.source, job.target if with_target else None) if v]
-    offset = None
     out: list[Any] = []
-    while True:
-        recs, offset = client.qdrant.scroll(collection, limit=batch, offset=offset, with_vectors=vectors or True,
-                                            with_payload=[PROVENANCE_KEY, *payload])
-        out.extend(r for r in recs if need(r))
-        while len(out) >= batch:
-            yield out[:batch]
-            out = out[batch:]
-        if offset is None:
-            break
+    for rec in client.store.scroll_all(collection, batch=batch, with_vectors=vectors or True,
+                                       with_payload=[PROVENANCE_KEY, *payload]):
+        if need(rec):
+            out.append(rec)
+            if len(out) == batch:
+                yield out
+                out = []
     if out:
         yield out
 
@@ -212,41 +184,58 @@ def _provenance(rec: Any, target: str) -> str | None:
 
 def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
                    progress: ProgressFn | None, budget: list[int]) -> int:
-    from qdrant_compat.export.onnx import ort_session
-
-    assert job.converter is not None
-    ort = ort_session(client.registry.get_converter(job.converter).onnx_path, ["CPUExecutionProvider"])
-    total = _count(client, collection)
+    if job.converter is None:
+        raise UpgradeError(f"job {job.id} converts but names no converter")
+    total = client.store.count(collection)
     done = 0
     # a point is converted once it holds the target vector; only extracted / missing / failed points carry a
     # provenance mark (one write per converted point, as fast as a raw rewrite)
     def need(r: Any) -> bool:
-        return not isinstance(r.vector, dict) or job.target not in r.vector
+        return record_vector(r, job.target) is None
 
     for recs in _pending(client, collection, job, need=need, payload=[], batch=batch_size, with_target=True):
         if budget[0] == 0:
             break
         src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
-        out = ort.run(None, {ort.get_inputs()[0].name: src})[0]
-        if not np.isfinite(out).all():
-            raise UpgradeError(f"converter {job.converter} produced non-finite vectors; nothing of this batch was written")
+        try:
+            out = client.converters.apply(job.converter, src)
+        except InvalidArgumentError as exc:
+            raise UpgradeError(f"{exc}; nothing of this batch was written") from None
         _write_batch(client, collection, job.target, {r.id: o.tolist() for r, o in zip(recs, out, strict=True)}, {})
         done += len(recs)
         job.counts["converted"] = job.counts.get("converted", 0) + len(recs)
         sess.heartbeat(job)
+        log.info("convert %s: %d/%d points written", job.id, done, total)
         budget[0] -= 1
         if progress:
             progress(done, total)
     return done
 
 
+def _read_images(reader: ImageReader, job: JobState, batch: list[Any]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """(ok ids, images, missing ids, failed ids): one bad image never stops the batch."""
+    ok_ids, images, missing, failed = [], [], [], []
+    for r in batch:
+        ref = (r.payload or {}).get(job.image_field)
+        try:
+            images.append(reader.read(ref))
+            ok_ids.append(r.id)
+        except ImageMissingError:
+            missing.append(r.id)
+            job.add_error(f"point {r.id}: image {ref!r} not found")
+        except (CorruptArtifactError, InvalidArgumentError) as exc:
+            failed.append(r.id)
+            job.add_error(f"point {r.id}: {exc}")
+    return ok_ids, images, missing, failed
+
+
 def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
-                    progress: ProgressFn | None, budget: list[int], seed: int, retry_missing: bool) -> int:
-    from qdrant_compat.data.images import load_image
-    from qdrant_compat.embedder import Embedder
+                    progress: ProgressFn | None, budget: list[int], seed: int, retry_missing: bool,
+                    reader: ImageReader) -> int:
+    from qdrant_compat.runtime.embedder import Embedder
 
     emb = Embedder(client.registry.get_model(job.target_model), batch_size=batch_size)
-    skip = ("extracted",) if retry_missing else ("extracted", "missing", "failed")
+    skip = (Mark.EXTRACTED.value,) if retry_missing else DONE_MARKS
     recs = [r for chunk in _pending(client, collection, job, need=lambda r: _provenance(r, job.target) not in skip,
                                     payload=[job.image_field], batch=1024) for r in chunk]
     order = _priority_order(client, job, recs, seed)
@@ -255,26 +244,22 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
         if budget[0] == 0:
             break
         batch = [recs[i] for i in order[s : s + batch_size]]
-        ok_ids, images, missing, failed = [], [], [], []
-        for r in batch:
-            path = (r.payload or {}).get(job.image_field)
-            if not isinstance(path, str) or not Path(path).is_file():
-                missing.append(r.id)
-                job.add_error(f"point {r.id}: image {path!r} not found")
-                continue
-            try:
-                images.append(load_image(path))
-                ok_ids.append(r.id)
-            except (CorruptArtifactError, InvalidArgumentError) as exc:
-                failed.append(r.id)
-                job.add_error(f"point {r.id}: {exc}")
-        vecs: Any = emb.embed(images) if ok_ids else []
+        ok_ids, images, missing, failed = _read_images(reader, job, batch)
+        vecs: Any = emb.embed(images) if ok_ids else np.empty((0, 0), np.float32)
+        good = [i for i, v in enumerate(vecs) if np.isfinite(v).all() and np.any(v)]
+        if len(good) < len(ok_ids):  # a model that emits NaN for an image: that point fails, the rest goes on
+            bad = sorted(set(range(len(ok_ids))) - set(good))
+            for i in bad:
+                job.add_error(f"point {ok_ids[i]}: {job.target_model} produced a non-finite or zero vector")
+            failed += [ok_ids[i] for i in bad]
+            ok_ids, vecs = [ok_ids[i] for i in good], vecs[good]
         _write_batch(client, collection, job.target, {i: v.tolist() for i, v in zip(ok_ids, vecs, strict=True)},
-                     {"extracted": ok_ids, "missing": missing, "failed": failed})
-        for k, ids in (("extracted", ok_ids), ("missing", missing), ("failed", failed)):
-            job.counts[k] = job.counts.get(k, 0) + len(ids)
+                     {Mark.EXTRACTED.value: ok_ids, Mark.MISSING.value: missing, Mark.FAILED.value: failed})
+        for k, ids in ((Mark.EXTRACTED, ok_ids), (Mark.MISSING, missing), (Mark.FAILED, failed)):
+            job.counts[k.value] = job.counts.get(k.value, 0) + len(ids)
         done += len(batch)
         sess.heartbeat(job)
+        log.info("backfill %s: %d/%d points written", job.id, done, len(order))
         budget[0] -= 1
         if progress:
             progress(done, len(order))
@@ -288,7 +273,7 @@ def _activate_if_kept_in_sync(client: CompatClient, meta: CompatMeta, job: JobSt
 
     src = client.registry.get_model(job.source_model).card
     if any(r.vector == job.target for r in candidate_routes(src, client.with_model_edges(meta, src))):
-        meta.vectors[job.target].state = "active"
+        meta.vectors[job.target].state = VectorState.ACTIVE
         if job.target not in meta.write:
             meta.write.append(job.target)
         log.info("vector %s is complete and kept in sync by %s's writes: it serves queries now", job.target, src.ref)
@@ -299,9 +284,9 @@ def run_upgrade(
     collection: str,
     target: ModelCard | str | None = None,
     *,
-    strategy: str | None = None,
+    strategy: Strategy | str | None = None,
     converter: str | None = None,
-    priority: str = "uncertainty",
+    priority: Priority | str = Priority.UNCERTAINTY,
     image_field: str = "image_path",
     batch_size: int = 256,
     progress: ProgressFn | None = None,
@@ -311,6 +296,7 @@ def run_upgrade(
     dry_run: bool = False,
     retry_missing: bool = False,
     seed: int = 0,
+    images: ImageReader | None = None,
 ) -> RunReport:
     """Start or resume the collection's upgrade job and fill the target vector.
 
@@ -321,6 +307,7 @@ def run_upgrade(
             ``random`` or ``id``.
         max_batches: stop after this many batches (the job stays resumable).
         dry_run: plan only; nothing is written.
+        images: where backfill reads the images points reference (default: local paths).
 
     Raises:
         JobLockedError: another live process runs the job.
@@ -331,24 +318,24 @@ def run_upgrade(
     t0 = time.perf_counter()
     owner = owner or make_owner()
     meta = client.get_meta(collection)
-    job = JobState.from_dict(meta.job) if meta.job else None
-    resumable = job is not None and job.phase in ("planned", "running", "filled") and (
-        target is None or client.card(target).ref == job.target_model)
+    job = meta.job
+    resumable = job is not None and job.phase.open and (target is None or client.card(target).ref == job.target_model)
     if not resumable:
         if target is None:
             raise UpgradeError(f"collection '{collection}' has no upgrade job to resume; name the target model")
         plan = plan_upgrade(client, collection, target, strategy=strategy, converter=converter, image_field=image_field)
         if dry_run:
-            return RunReport(collection, job={}, plan=plan.to_dict(), dry_run=True, remaining=plan.points - plan.already_filled)
+            return RunReport(collection, job=None, plan=plan.to_dict(), dry_run=True, remaining=plan.points - plan.already_filled)
         job = start_job(client, collection, plan, priority=priority, image_field=image_field, owner=owner, ttl=lock_ttl)
     else:
         assert job is not None
+        check_source_fingerprint(client, meta, collection, job.source)
         if dry_run:
-            total = _count(client, collection)
-            filled = client.count_with_vector(collection, job.target) if job.strategy != "adopt" else total
-            return RunReport(collection, job=job.to_dict(), dry_run=True, remaining=total - filled)
+            total = client.store.count(collection)
+            filled = client.count_with_vector(collection, job.target) if job.strategy != Strategy.ADOPT else total
+            return RunReport(collection, job=job, dry_run=True, remaining=total - filled)
         check_lock(job, owner)
-        job.phase = "running" if job.strategy != "adopt" else job.phase
+        job.phase = Phase.RUNNING if job.strategy != Strategy.ADOPT else job.phase
     sess = _Session(client, collection, owner, lock_ttl)
     meta, current = sess.load()
     check_lock(current, owner)
@@ -359,24 +346,25 @@ def run_upgrade(
     budget = [max_batches if max_batches is not None else -1]
     processed = 0
     try:
-        if job.strategy in ("convert", "convert+backfill"):
+        if job.strategy.converts:
             processed += _convert_stage(client, collection, job, sess, batch_size, progress, budget)
-        if job.strategy in ("backfill", "convert+backfill") and budget[0] != 0:
-            processed += _backfill_stage(client, collection, job, sess, batch_size, progress, budget, seed, retry_missing)
-        total = _count(client, collection)
-        filled = total if job.strategy == "adopt" else client.count_with_vector(collection, job.target)
+        if job.strategy.extracts and budget[0] != 0:
+            processed += _backfill_stage(client, collection, job, sess, batch_size, progress, budget, seed, retry_missing,
+                                         images or LocalImages())
+        total = client.store.count(collection)
+        filled = total if job.strategy == Strategy.ADOPT else client.count_with_vector(collection, job.target)
         pending = 0
-        if job.strategy == "convert":
+        if job.strategy == Strategy.CONVERT:
             pending = total - filled
-        elif job.strategy != "adopt":
-            pending = _count(client, collection, _prov_filter(job.target, ["extracted", "missing", "failed"]))
+        elif job.strategy != Strategy.ADOPT:
+            pending = client.store.count(collection, mark_not_in(f"{PROVENANCE_KEY}.{provenance_key(job.target)}", DONE_MARKS))
         meta, current = sess.load()
         job.lock = current.lock
         if pending == 0 and filled == total:
-            job.phase = "filled" if job.phase in ("running", "filled") else job.phase
+            job.phase = Phase.FILLED if job.phase in (Phase.RUNNING, Phase.FILLED) else job.phase
         if job.target in meta.vectors:
             meta.vectors[job.target].filled = filled
-            if filled == total and job.phase == "filled" and meta.vectors[job.target].state == "filling":
+            if filled == total and job.phase == Phase.FILLED and meta.vectors[job.target].state == VectorState.FILLING:
                 _activate_if_kept_in_sync(client, meta, job)
         stopped = budget[0] == 0 and pending > 0
         sess.save(meta, job, hold=False)
@@ -389,5 +377,5 @@ def run_upgrade(
         except Exception:  # pragma: no cover - best effort on the way out
             pass
         raise
-    return RunReport(collection, job=job.to_dict(), processed=processed, remaining=total - filled,
+    return RunReport(collection, job=job, processed=processed, remaining=total - filled,
                      seconds=time.perf_counter() - t0, stopped_early=stopped)

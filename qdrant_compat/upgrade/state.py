@@ -13,61 +13,12 @@ import re
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
-from qdrant_compat._config import from_dict, to_dict
-from qdrant_compat.errors import JobLockedError, UpgradeError
+from qdrant_compat.errors import JobLockedError
+from qdrant_compat.metadata import JobState, Lock
 
-PHASES = ("planned", "running", "filled", "cut_over", "rolled_back", "cleaned")
-STRATEGIES = ("adopt", "convert", "backfill", "convert+backfill")
-PRIORITIES = ("uncertainty", "random", "id")
 DEFAULT_LOCK_TTL = 60.0
-
-
-@dataclass
-class Lock:
-    owner: str
-    expires_at: float
-
-
-@dataclass
-class JobState:
-    id: str
-    source: str
-    source_model: str
-    target: str
-    target_model: str
-    target_fingerprint: str
-    strategy: str
-    converter: str | None = None
-    priority: str = "uncertainty"
-    image_field: str = "image_path"
-    phase: str = "planned"
-    lock: Lock | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    created: float = field(default_factory=time.time)
-    updated: float = field(default_factory=time.time)
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise UpgradeError(f"strategy {self.strategy!r} unknown; allowed: {list(STRATEGIES)}")
-        if self.phase not in PHASES:
-            raise UpgradeError(f"job phase {self.phase!r} unknown; allowed: {list(PHASES)}")
-        if self.priority not in PRIORITIES:
-            raise UpgradeError(f"priority {self.priority!r} unknown; allowed: {list(PRIORITIES)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)  # type: ignore[no-any-return]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> JobState:
-        return from_dict(cls, d, where="collection metadata job")
-
-    def add_error(self, msg: str, limit: int = 20) -> None:
-        if len(self.errors) < limit:
-            self.errors.append(msg)
+__all__ = ["DEFAULT_LOCK_TTL", "JobState", "Lock", "check_lock", "make_owner", "new_job_id", "provenance_key"]
 
 
 def new_job_id() -> str:

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from qdrant_compat.client import PROVENANCE_KEY, CompatClient
+from qdrant_compat.client import PROVENANCE_KEY, CompatClient, user_payload
 from qdrant_compat.upgrade.state import provenance_key
 
 
 def payload_snapshot(client: CompatClient, collection: str) -> dict[Any, dict[str, Any]]:
     """User payload per point id (the provenance field left out)."""
-    return {r.id: {k: v for k, v in (r.payload or {}).items() if k != PROVENANCE_KEY} for r in client.scroll_all(collection)}
+    return {r.id: user_payload(r.payload) for r in client.scroll_all(collection)}
 
 
 def check_fill(
@@ -56,7 +56,7 @@ def check_fill(
         wrong = [r.id for r, d in zip(have, diff, strict=True) if d > atol]
     changed: list[Any] = []
     if payloads is not None:
-        now = {r.id: {k: v for k, v in (r.payload or {}).items() if k != PROVENANCE_KEY} for r in recs}
+        now = {r.id: user_payload(r.payload) for r in recs}
         changed = [i for i in set(payloads) | set(now) if payloads.get(i) != now.get(i)]
     out = {"points": len(recs), "missing_vector": len(missing), "missing_provenance": len(no_prov),
            "wrong_vector": len(wrong), "changed_payload": len(changed), "max_abs_diff": max_diff}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qdrant_compat.data import preprocess
-from qdrant_compat.embedder import Embedder
+from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 from qdrant_compat.export import export_embedding_model, read_metadata
 

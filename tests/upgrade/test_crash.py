@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from qdrant_compat import CompatClient
-from qdrant_compat.embedder import Embedder
+from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.upgrade.verify import check_fill, payload_snapshot
 
 
@@ -28,9 +28,16 @@ def test_sigkill_at_random_points_then_resume(world):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     kills = 0
     for _trial in range(3):
-        proc = subprocess.Popen(_cmd(tmp, "upgrade", "run", "g", "--to", "omni-indep@2", "--batch-size", "8",
-                                     "--lock-ttl", "300"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        time.sleep(float(rng.uniform(2.0, 5.0)))
+        proc = subprocess.Popen(_cmd(tmp, "-v", "upgrade", "run", "g", "--to", "omni-indep@2", "--batch-size", "8",
+                                     "--lock-ttl", "300"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # kill once the run has written a random number of batches (so the kill lands mid-fill, whatever the speed)
+        wanted, seen = int(rng.integers(1, 4)), 0
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen += "points written" in line
+            if seen >= wanted:
+                time.sleep(float(rng.uniform(0.0, 0.05)))
+                break
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -7,7 +7,7 @@ import pytest
 
 from qdrant_compat.bridges import fit_and_register
 from qdrant_compat.data import ImageFolder
-from qdrant_compat.embedder import Embedder
+from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.errors import IncompatibleModelError, JobLockedError, UpgradeError
 from qdrant_compat.upgrade import cleanup, cutover, plan_upgrade, rollback, run_upgrade, upgrade_status
 
@@ -41,7 +41,7 @@ def test_backfill_interrupted_then_resumed_exactly_once(world):
     with pytest.raises(IncompatibleModelError, match="is still being filled and no compatible route"):
         client.query("g", "omni-indep@2", np.ones(32))
     rep2 = run_upgrade(client, "g", batch_size=40)  # resume without naming the target
-    assert rep2.remaining == 0 and rep2.job["phase"] == "filled" and rep2.job["counts"]["extracted"] == 150
+    assert rep2.remaining == 0 and rep2.job.phase == "filled" and rep2.job.counts["extracted"] == 150
     got = _vectors(client, "omni-indep@2")
     folder = ImageFolder(tmp / "gallery")
     expected = Embedder(client.registry.get_model("omni-indep@2")).embed([str(p) for p in folder.paths])
@@ -52,7 +52,7 @@ def test_backfill_interrupted_then_resumed_exactly_once(world):
         assert np.allclose(v / np.linalg.norm(v), e / np.linalg.norm(e), atol=1e-5)
     assert payloads(client) == before
     st = upgrade_status(client, "g")
-    assert st["vectors"]["omni-indep@2"]["extracted"] == 150 and st["vectors"]["omni-indep@2"]["points"] == 150
+    assert st.vectors["omni-indep@2"].extracted == 150 and st.vectors["omni-indep@2"].points == 150
 
 
 def test_missing_images_are_reported_not_dropped_and_block_cutover(world):
@@ -62,8 +62,8 @@ def test_missing_images_are_reported_not_dropped_and_block_cutover(world):
     plan = plan_upgrade(client, "g", "omni-indep@2")
     assert plan.images_missing == 1
     rep = run_upgrade(client, "g", "omni-indep@2", batch_size=64)
-    assert rep.job["counts"]["missing"] == 1 and rep.remaining == 1
-    assert any(str(victim) in e for e in rep.job["errors"])
+    assert rep.job.counts["missing"] == 1 and rep.remaining == 1
+    assert any(str(victim) in e for e in rep.job.errors)
     assert client.qdrant.count("g").count == 150
     with pytest.raises(UpgradeError, match="1 of 150 points have no 'omni-indep@2' vector yet and would become unfindable"):
         cutover(client, "g", allow_partial=True)
@@ -93,9 +93,9 @@ def test_convert_then_cutover_rollback_cleanup(world, omni_train):
     plan = plan_upgrade(client, "g", "omni-indep@2")
     assert plan.strategy == "convert+backfill" and plan.converter == card.id
     rep = run_upgrade(client, "g", "omni-indep@2", strategy="convert", batch_size=50)
-    assert rep.remaining == 0 and rep.job["counts"]["converted"] == 150
-    st = upgrade_status(client, "g")["vectors"]["omni-indep@2"]
-    assert st["converted"] == 150 and st["extracted"] == 0
+    assert rep.remaining == 0 and rep.job.counts["converted"] == 150
+    st = upgrade_status(client, "g").vectors["omni-indep@2"]
+    assert st.converted == 150 and st.extracted == 0
     # converted vectors are the converter's output of the stored vectors
     from converters import load_converter
 
@@ -104,13 +104,13 @@ def test_convert_then_cutover_rollback_cleanup(world, omni_train):
     ids = sorted(old)[:10]
     assert np.allclose(conv.transform(np.stack([old[i] for i in ids])), np.stack([new[i] for i in ids]), atol=1e-4)
     out = cutover(client, "g")
-    assert out["to"] == "omni-indep@2"
+    assert out.target == "omni-indep@2" and out.read == "omni-indep@2"
     meta = client.get_meta("g")
     assert meta.read == "omni-indep@2" and meta.vectors["omni-indep@2"].state == "active"
     q = Embedder(client.registry.get_model("omni-indep@2")).embed([str(next((tmp / "gallery").rglob("*.png")))])
     assert len(client.query("g", "omni-indep@2", q, limit=3)) == 3
     rb = rollback(client, "g")
-    assert rb["read"] == "omni@1" and client.get_meta("g").read == "omni@1"
+    assert rb.read == "omni@1" and client.get_meta("g").read == "omni@1"
     # after a rollback, cutover again is cheap: the vectors are still there
     run_upgrade(client, "g", "omni-indep@2", strategy="convert")
     cutover(client, "g")
@@ -121,7 +121,7 @@ def test_convert_then_cutover_rollback_cleanup(world, omni_train):
 
     c2 = CompatClient(path=str(tmp / "store"), registry=client.registry)
     out = cleanup(c2, "g", yes=True, backup_dir=tmp / "backup")
-    assert (tmp / "backup").is_dir() and out["drops"] == "omni@1"
+    assert (tmp / "backup").is_dir() and out.drops == "omni@1" and out.backup.startswith(str(tmp / "backup"))
     assert "omni@1" not in c2.get_meta("g").vectors
     with pytest.raises(UpgradeError, match="was dropped by cleanup"):
         rollback(c2, "g")
@@ -154,7 +154,7 @@ def test_dry_runs_change_nothing(world):
     rep = run_upgrade(client, "g", "omni-indep@2", dry_run=True)
     assert rep.dry_run and rep.plan["strategy"] == "backfill" and rep.remaining == 150
     assert client.get_meta("g").to_dict() == before
-    assert "omni-indep@2" not in client._vector_params(client.qdrant.get_collection("g"))
+    assert "omni-indep@2" not in client.store.vector_params("g")
 
 
 def test_queries_between_batches_never_error(world):
@@ -176,23 +176,31 @@ def test_queries_between_batches_never_error(world):
     assert len(answered) == 5 * 6 and set(answered) == {10}
 
 
-def test_old_server_is_detected_not_guessed(world, monkeypatch):
+def test_old_server_is_detected_not_guessed(world):
     tmp, client = world
+    from qdrant_compat.store import Store
     from qdrant_compat.upgrade import runner
 
     class FakeServer:
-        _client = object()
+        """Public surface only: a server client's init_options and info()."""
+
+        init_options = {"url": "http://127.0.0.1:6333", "location": None, "path": None, "host": None, "api_key": "k"}
 
         def info(self):
             from qdrant_client.http.models import VersionInfo
 
             return VersionInfo(title="qdrant", version="1.15.2")
 
-    real = client.qdrant
-    client.qdrant = FakeServer()
+    fake = Store(FakeServer())
+    caps = fake.capabilities()
+    assert not caps.embedded and caps.version == "1.15.2" and not caps.named_vector_changes
+    assert "k" not in fake.describe()  # the API key never shows up in a message
+    real = client.store
+    client.store = fake
     try:
         with pytest.raises(UpgradeError, match=r"server is 1.15.2; adding the new model's vector in place needs >= 1.18"):
             runner.check_server_supports_named_vectors(client)
     finally:
-        client.qdrant = real
+        client.store = real
+    assert client.store.capabilities().embedded
     runner.check_server_supports_named_vectors(client)  # embedded: fine

@@ -13,8 +13,8 @@ from qdrant_compat.cards import ModelCard
 from qdrant_compat.data.images import load_image
 from qdrant_compat.data.transforms import preprocess
 from qdrant_compat.errors import InvalidArgumentError
-from qdrant_compat.export.onnx import INPUT_NAME, OUTPUT_NAME, ort_session
 from qdrant_compat.registry import RegisteredModel, Registry
+from qdrant_compat.runtime.onnx import INPUT_NAME, OUTPUT_NAME, ort_session
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,104 @@
+"""Typed results of the library's read and upgrade commands; ``to_dict()`` is what ``--json`` prints.
+
+The JSON schema of each is in ``docs/json-schema/`` and the tests validate the CLI's output against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qdrant_compat._config import to_dict
+from qdrant_compat.metadata import Edge, JobState
+
+
+class Result:
+    """A dataclass result with a JSON-ready ``to_dict()`` (enums as their values)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)  # type: ignore[no-any-return]
+
+
+@dataclass
+class VectorInfo(Result):
+    model: str
+    fingerprint: str
+    dim: int
+    distance: str
+    state: str
+    filled: int | None
+    points: int  # points holding this vector now
+
+
+@dataclass
+class CollectionReport(Result):
+    """``collection info``: the metadata block plus live counts per named vector."""
+
+    collection: str
+    points: int
+    read: str
+    write: list[str]
+    vectors: dict[str, VectorInfo]
+    edges: list[Edge]
+    job: JobState | None
+
+
+@dataclass
+class CollectionSummary(Result):
+    """One row of ``collection list``."""
+
+    name: str
+    managed: bool
+    models: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VectorStatus(Result):
+    model: str
+    state: str
+    points: int
+    extracted: int
+    converted: int
+    missing: int
+    failed: int
+
+
+@dataclass
+class StatusReport(Result):
+    """``upgrade status``."""
+
+    collection: str
+    points: int
+    read: str
+    write: list[str]
+    vectors: dict[str, VectorStatus]
+    job: JobState | None
+
+
+@dataclass
+class CutoverResult(Result):
+    collection: str
+    read: str
+    source: str = ""
+    target: str = ""
+    points: int = 0
+    not_extracted: int = 0
+    source_kept_in_sync: bool = False
+    already: bool = False
+    dry_run: bool = False
+
+
+@dataclass
+class RollbackResult(Result):
+    collection: str
+    read: str
+    dry_run: bool = False
+
+
+@dataclass
+class CleanupResult(Result):
+    collection: str
+    drops: str
+    backup: str | None = None
+    resumed: bool = False
+    dry_run: bool = False

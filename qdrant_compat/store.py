@@ -1,0 +1,334 @@
+"""The one seam between qdrant-compat and Qdrant.
+
+Every Qdrant call the library makes goes through :class:`Store`, over qdrant-client's *public* API only:
+collection info and metadata, counting, scrolling, writing vectors and marks, adding and dropping a
+named vector, aliases, backups, and what the backend can do (embedded or server, its version). Upgrade
+steps, indexing and the CLI talk to a ``Store`` (or to :class:`~qdrant_compat.client.CompatClient`),
+never to the raw client, so a server, a blue-green path or another backend changes this module alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from qdrant_compat.errors import CollectionNotFoundError, CorruptArtifactError, InvalidArgumentError
+
+log = logging.getLogger(__name__)
+DEFAULT_PATH = "qdrant_storage"
+DISTANCES = {"Cosine": models.Distance.COSINE, "Dot": models.Distance.DOT, "Euclid": models.Distance.EUCLID}
+MIN_SERVER_FOR_NAMED_VECTORS = (1, 18)  # create_vector_name / delete_vector_name
+BACKUP_FORMAT = "qdrant-compat-backup/1"
+
+
+def connect(
+    *, location: str | None = None, path: str | None = None, url: str | None = None, api_key: str | None = None
+) -> QdrantClient:
+    """A QdrantClient for ``url`` (server), ``location`` (``":memory:"``) or ``path`` (embedded store).
+
+    ``url`` and ``api_key`` default to ``QDRANT_URL`` / ``QDRANT_API_KEY``; with neither, the embedded
+    store at ``path`` (default ``./qdrant_storage``) is used.
+    """
+    url = url or os.environ.get("QDRANT_URL") or None
+    api_key = api_key or os.environ.get("QDRANT_API_KEY") or None
+    if url:
+        return QdrantClient(url=url, api_key=api_key)
+    if location:
+        return QdrantClient(location=location)
+    return QdrantClient(path=str(path or DEFAULT_PATH))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the backend behind a :class:`Store` can do."""
+
+    embedded: bool
+    version: str | None  # server version; None for the embedded store
+    named_vector_changes: bool  # can add/drop a named vector of an existing collection
+    snapshots: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("-")[0].split(".")[:2] if p.isdigit())
+
+
+def has_vector(vector: str) -> models.Filter:
+    return models.Filter(must=[models.HasVectorCondition(has_vector=vector)])
+
+
+def lacks_vector(vector: str) -> models.Filter:
+    return models.Filter(must_not=[models.HasVectorCondition(has_vector=vector)])
+
+
+def both(a: models.Filter | None, b: models.Filter) -> models.Filter:
+    return b if a is None else models.Filter(must=[a, b])
+
+
+def mark_is(key: str, value: str) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
+
+
+def mark_not_in(key: str, values: Sequence[str]) -> models.Filter:
+    return models.Filter(must_not=[models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))])
+
+
+def record_vector(rec: Any, name: str) -> list[float] | None:
+    """A scrolled record's vector ``name`` (``""``: the unnamed vector), or None when it has none."""
+    v = rec.vector
+    if isinstance(v, dict):
+        return v.get(name)  # type: ignore[no-any-return]
+    return v if name == "" else None  # type: ignore[no-any-return]
+
+
+class Store:
+    """Qdrant, as qdrant-compat uses it.
+
+    Args:
+        client: the QdrantClient to use (kept as :attr:`client` for the caller's own calls).
+    """
+
+    def __init__(self, client: QdrantClient) -> None:
+        self.client = client
+        self._caps: Capabilities | None = None
+
+    @classmethod
+    def connect(cls, **kw: Any) -> Store:
+        return cls(connect(**kw))
+
+    # ----------------------------------------------------------- the backend
+    @property
+    def local_path(self) -> str | None:
+        """The embedded store's folder, ``":memory:"``, or None for a server (from the client's public options)."""
+        opts = self.client.init_options
+        if opts.get("url") or opts.get("host"):
+            return None
+        if opts.get("path"):
+            return str(opts["path"])
+        return str(opts["location"]) if opts.get("location") == ":memory:" else None
+
+    def capabilities(self) -> Capabilities:
+        if self._caps is None:
+            if self.local_path is not None:
+                self._caps = Capabilities(embedded=True, version=None, named_vector_changes=True, snapshots=False)
+            else:
+                version = self.client.info().version
+                self._caps = Capabilities(embedded=False, version=version,
+                                          named_vector_changes=_version_tuple(version) >= MIN_SERVER_FOR_NAMED_VECTORS,
+                                          snapshots=True)
+        return self._caps
+
+    def describe(self) -> str:
+        """Where the data lives, for messages (never includes an API key)."""
+        path = self.local_path
+        if path == ":memory:":
+            return "in-memory store"
+        if path is not None:
+            return f"embedded store {path}"
+        opts = self.client.init_options
+        return f"Qdrant server {opts.get('url') or opts.get('host')}"
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ---------------------------------------------------------- collections
+    def exists(self, name: str) -> bool:
+        return bool(self.client.collection_exists(name))
+
+    def names(self) -> list[str]:
+        return sorted(c.name for c in self.client.get_collections().collections)
+
+    def info(self, name: str) -> models.CollectionInfo:
+        """Raises :class:`CollectionNotFoundError` naming the collections that do exist."""
+        if not self.exists(name):
+            raise CollectionNotFoundError(f"collection '{name}' does not exist (collections: {', '.join(self.names()) or 'none'})")
+        return self.client.get_collection(name)
+
+    def metadata(self, name: str) -> dict[str, Any]:
+        return dict(self.info(name).config.metadata or {})
+
+    def set_metadata(self, name: str, key: str, value: Any) -> None:
+        """Replace one top-level metadata key (Qdrant merges metadata shallowly: the key is written whole)."""
+        self.client.update_collection(name, metadata={key: value})
+
+    def vector_params(self, name: str) -> dict[str, models.VectorParams]:
+        """Named vectors and their parameters; the unnamed vector is ``""``."""
+        v = self.info(name).config.params.vectors
+        if isinstance(v, models.VectorParams):
+            return {"": v}
+        return dict(v or {})
+
+    def create(self, name: str, vectors: dict[str, tuple[int, str]], *, metadata: dict[str, Any] | None = None,
+               on_disk: bool | None = None) -> None:
+        """Create ``name`` with named vectors ``{vector: (dim, distance)}``."""
+        self.client.create_collection(
+            name,
+            vectors_config={v: models.VectorParams(size=dim, distance=DISTANCES[dist], on_disk=on_disk)
+                            for v, (dim, dist) in vectors.items()},
+            metadata=metadata,
+        )
+
+    def delete(self, name: str) -> None:
+        self.info(name)
+        self.client.delete_collection(name)
+
+    def add_vector(self, name: str, vector: str, dim: int, distance: str) -> None:
+        """Add a named vector to an existing collection (embedded store, or server >= 1.18)."""
+        self.client.create_vector_name(
+            name, vector, models.DenseVectorNameConfig(dense=models.DenseVectorConfig(size=dim, distance=DISTANCES[distance])))
+
+    def drop_vector(self, name: str, vector: str) -> None:
+        self.client.delete_vector_name(name, vector)
+
+    # --------------------------------------------------------------- aliases
+    def aliases(self) -> dict[str, str]:
+        """alias -> collection."""
+        return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+
+    def point_alias(self, alias: str, collection: str) -> None:
+        """Make ``alias`` name ``collection``, atomically (one request deletes the old binding and creates the new)."""
+        ops: list[Any] = []
+        if alias in self.aliases():
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+        self.client.update_collection_aliases(change_aliases_operations=ops)
+
+    # ----------------------------------------------------------------- reads
+    def count(self, name: str, flt: models.Filter | None = None) -> int:
+        return int(self.client.count(name, count_filter=flt, exact=True).count)
+
+    def count_with_vector(self, name: str, vector: str) -> int:
+        return self.count(name) if vector == "" else self.count(name, has_vector(vector))
+
+    def scroll(self, name: str, *, limit: int, offset: Any = None, flt: models.Filter | None = None,
+               with_vectors: bool | list[str] = False, with_payload: bool | list[str] = True) -> tuple[list[Any], Any]:
+        recs, nxt = self.client.scroll(name, limit=limit, offset=offset, scroll_filter=flt, with_vectors=with_vectors,
+                                       with_payload=with_payload)
+        return list(recs), nxt
+
+    def scroll_all(self, name: str, *, batch: int = 512, flt: models.Filter | None = None,
+                   with_vectors: bool | list[str] = False, with_payload: bool | list[str] = True) -> Iterator[Any]:
+        offset = None
+        while True:
+            recs, offset = self.scroll(name, limit=batch, offset=offset, flt=flt, with_vectors=with_vectors,
+                                       with_payload=with_payload)
+            yield from recs
+            if offset is None:
+                break
+
+    def retrieve(self, name: str, ids: Sequence[Any], *, with_vectors: bool | list[str] = False,
+                 with_payload: bool | list[str] = True) -> list[Any]:
+        return list(self.client.retrieve(name, ids=list(ids), with_vectors=with_vectors, with_payload=with_payload))
+
+    def search(self, name: str, vector: list[float], *, using: str, limit: int, flt: models.Filter | None = None,
+               with_payload: bool | list[str] = True) -> list[models.ScoredPoint]:
+        res = self.client.query_points(name, query=vector, using=using or None, limit=limit, query_filter=flt,
+                                       with_payload=with_payload)
+        return list(res.points)
+
+    def search_batch(self, name: str, vectors: Sequence[list[float]], *, using: str, limit: int,
+                     with_payload: bool | list[str] = False) -> list[list[models.ScoredPoint]]:
+        reqs = [models.QueryRequest(query=v, using=using or None, limit=limit, with_payload=with_payload) for v in vectors]
+        return [list(r.points) for r in self.client.query_batch_points(name, requests=reqs)]
+
+    # ---------------------------------------------------------------- writes
+    def upsert(self, name: str, ids: Sequence[Any], vectors: Sequence[dict[str, list[float]]],
+               payloads: Sequence[dict[str, Any]]) -> None:
+        points = [models.PointStruct(id=i, vector=v, payload=p) for i, v, p in zip(ids, vectors, payloads, strict=True)]
+        self.client.upsert(name, points=points, wait=True)
+
+    def write_vectors(self, name: str, vector: str, vectors: dict[Any, list[float]], *, mark_key: str | None = None,
+                      marks: dict[str, list[Any]] | None = None, mark_field: str | None = None) -> None:
+        """Write one named vector of several points, then set ``mark_field.mark_key = value`` on the ids of each
+        ``marks`` value, in one request (the vectors first: a crash between the two only means redoing the batch)."""
+        ops: list[Any] = []
+        if vectors:
+            ops.append(models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(
+                points=[models.PointVectors(id=i, vector={vector: v}) for i, v in vectors.items()])))
+        for value, ids in (marks or {}).items():
+            if ids:
+                ops.append(models.SetPayloadOperation(set_payload=models.SetPayload(
+                    payload={mark_key: value}, points=list(ids), key=mark_field)))
+        if ops:
+            self.client.batch_update_points(name, update_operations=ops, wait=True)
+
+    # --------------------------------------------------------------- backups
+    def backup(self, name: str, folder: str | Path | None = None) -> str:
+        """Back up a collection before something is dropped; returns where it went.
+
+        A server takes a snapshot (restore with Qdrant's own snapshot recovery). The embedded store has no
+        snapshots: every point (all vectors, payload) is written to a JSON-lines file through the public scroll
+        API, which :meth:`restore` reads back; the store stays open, nothing is copied underneath it.
+        """
+        if not self.capabilities().embedded:
+            snap = self.client.create_snapshot(name, wait=True)
+            return f"snapshot {snap.name}" if snap else "snapshot"
+        base = self.local_path if self.local_path not in (None, ":memory:") else "."
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        folder = Path(folder) if folder else Path(f"{str(base).rstrip('/')}.backups")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}-{stamp}.jsonl"
+        tmp = path.with_name(path.name + ".partial")
+        n = 0
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(json.dumps({"format": BACKUP_FORMAT, "collection": name,
+                                "vectors": {v: [p.size, p.distance.value] for v, p in self.vector_params(name).items()},
+                                "metadata": self.metadata(name)}) + "\n")
+            for rec in self.scroll_all(name, with_vectors=True, with_payload=True):
+                vec = rec.vector if isinstance(rec.vector, dict) else {"": rec.vector}
+                f.write(json.dumps({"id": rec.id, "vector": vec, "payload": rec.payload or {}}) + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a backup is either complete or absent
+        log.info("backed up %d points of %s to %s", n, name, path)
+        return str(path)
+
+    def restore(self, backup: str | Path, name: str | None = None) -> int:
+        """Recreate a collection from a :meth:`backup` file (under ``name``, default its own); returns the points."""
+        p = Path(backup)
+        try:
+            lines = p.open(encoding="utf-8")
+        except FileNotFoundError:
+            raise InvalidArgumentError(f"backup file {p} does not exist") from None
+        with lines:
+            try:
+                head = json.loads(next(lines))
+            except (StopIteration, json.JSONDecodeError) as exc:
+                raise CorruptArtifactError(f"{p} is not a qdrant-compat backup ({exc})") from None
+            if head.get("format") != BACKUP_FORMAT:
+                raise CorruptArtifactError(f"{p} is not a qdrant-compat backup (format {head.get('format')!r})")
+            name = name or head["collection"]
+            if self.exists(name):
+                raise InvalidArgumentError(f"collection '{name}' exists; restore into a new name")
+            vecs = {v: (int(size), str(dist)) for v, (size, dist) in head["vectors"].items()}
+            if "" in vecs:
+                size, dist = vecs[""]
+                self.client.create_collection(name, vectors_config=models.VectorParams(size=size, distance=models.Distance(dist)),
+                                              metadata=head.get("metadata") or None)
+            else:
+                self.client.create_collection(name, vectors_config={v: models.VectorParams(size=s, distance=models.Distance(d))
+                                                                    for v, (s, d) in vecs.items()},
+                                              metadata=head.get("metadata") or None)
+            n, batch = 0, []
+            for line in lines:
+                d = json.loads(line)
+                vec = d["vector"][""] if "" in vecs else d["vector"]
+                batch.append(models.PointStruct(id=d["id"], vector=vec, payload=d["payload"]))
+                if len(batch) == 512:
+                    self.client.upsert(name, points=batch, wait=True)
+                    n, batch = n + len(batch), []
+            if batch:
+                self.client.upsert(name, points=batch, wait=True)
+                n += len(batch)
+        return n
