@@ -25,9 +25,9 @@ import numpy as np
 from benchmarks.common import ROOT, write_results
 from qdrant_compat import CompatClient, InputSpec, Registry
 from qdrant_compat.data import load_npz, write_image_folder
-from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.indexing import index_folder
 from qdrant_compat.models import ModelConfig
+from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.training import TrainConfig, TrainingSummary, export_and_register, save_checkpoint, train_model
 from qdrant_compat.upgrade.verify import check_fill, payload_snapshot
 

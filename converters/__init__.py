@@ -10,10 +10,8 @@ runs its ONNX file, see :class:`qdrant_compat.runtime.ConverterRuntime`). The na
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from converters.kinds import list_converters
+from qdrant_compat._registry import lazy_attributes
 
 _LAZY = {
     "Converter": "converters.base",
@@ -28,12 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'converters' has no attribute {name!r}")
+__getattr__ = lazy_attributes("converters", _LAZY, globals())
 
 
 __all__ = [

@@ -11,9 +11,10 @@ side (collections, routing, ONNX Runtime embedding, upgrades) never imports torc
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from qdrant_compat._registry import lazy_attributes
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -85,12 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from qdrant_compat.store import Store, connect
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'qdrant_compat' has no attribute {name!r}")
+__getattr__ = lazy_attributes("qdrant_compat", _LAZY, globals())
 
 
 def __dir__() -> list[str]:

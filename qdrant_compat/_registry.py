@@ -61,3 +61,17 @@ class NamedRegistry(Generic[T]):
             return factory(*args, **options)
         except TypeError as exc:
             raise InvalidArgumentError(f"{self.what} {name!r}: {exc}") from None
+
+
+def lazy_attributes(package: str, where: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A PEP 562 ``__getattr__`` for ``package``: ``name`` is imported from ``where[name]`` on first use
+    (and cached in ``namespace``), so importing the package itself stays light."""
+
+    def __getattr__(name: str) -> Any:
+        if name in where:
+            value = getattr(importlib.import_module(where[name]), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -273,9 +273,11 @@ class Store:
         if not self.capabilities().embedded:
             snap = self.client.create_snapshot(name, wait=True)
             return f"snapshot {snap.name}" if snap else "snapshot"
-        base = self.local_path if self.local_path not in (None, ":memory:") else "."
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        folder = Path(folder) if folder else Path(f"{str(base).rstrip('/')}.backups")
+        if folder is None:
+            path = self.local_path
+            folder = f"{path.rstrip('/')}.backups" if path and path != ":memory:" else "qdrant_compat_backups"
+        folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}-{stamp}.jsonl"
         tmp = path.with_name(path.name + ".partial")

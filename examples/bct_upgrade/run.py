@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from p1_models import NEW_BACKBONE, OLD_BACKBONE, SEEN, load, old_targets, top1_through_qdrant, train_register  # noqa: E402
 
 from qdrant_compat import CompatClient, Registry  # noqa: E402
-from qdrant_compat.runtime.embedder import Embedder  # noqa: E402
 from qdrant_compat.evaluation import CompatibilityReport, evaluate_pair, record_bct_evidence  # noqa: E402
+from qdrant_compat.runtime.embedder import Embedder  # noqa: E402
 from qdrant_compat.upgrade import plan_upgrade, run_upgrade  # noqa: E402
 
 

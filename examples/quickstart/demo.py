@@ -22,10 +22,10 @@ import numpy as np
 from qdrant_compat import CompatClient, IncompatibleModelError, InputSpec, Registry
 from qdrant_compat.bridges import fit_and_register
 from qdrant_compat.data import ImageFolder, load_npz, write_image_folder
-from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.evaluation import evaluate_registered, record_bct_evidence
 from qdrant_compat.indexing import index_folder
 from qdrant_compat.models import ModelConfig
+from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.training import (
     BCT_LOSSES,
     TrainConfig,

@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from qdrant_compat.errors import InvalidArgumentError
-
 
 def _plt():  # type: ignore[no-untyped-def]
-    try:
-        import matplotlib
+    from qdrant_compat.errors import require_extra
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InvalidArgumentError("pictures need matplotlib: pip install 'qdrant-compat[dev]' or matplotlib") from None
+    require_extra("report", "matplotlib", feature="pictures (--heatmap, --report)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     return plt
 
 

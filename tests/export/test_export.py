@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from qdrant_compat.data import preprocess
-from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 from qdrant_compat.export import export_embedding_model, read_metadata
+from qdrant_compat.runtime.embedder import Embedder
 
 
 def test_export_parity_on_fresh_inputs(trained, tmp_path):

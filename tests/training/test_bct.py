@@ -10,9 +10,9 @@ import pytest
 
 from qdrant_compat import CompatClient
 from qdrant_compat.data import load_npz
-from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.errors import IncompatibleModelError
 from qdrant_compat.evaluation import evaluate_registered, record_bct_evidence
+from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.training import BCT_LOSSES, build_old_targets, prepare_old_targets, synthesize_rows
 
 from ..conftest import OMNIGLOT, subset, train_register

@@ -26,6 +26,6 @@ def world(tmp_path, trained, other_model):
 
 
 def payloads(client, name="g"):
-    from qdrant_compat.client import PROVENANCE_KEY
+    from qdrant_compat.client import user_payload
 
-    return {r.id: {k: v for k, v in r.payload.items() if k != PROVENANCE_KEY} for r in client.scroll_all(name)}
+    return {r.id: user_payload(r.payload) for r in client.scroll_all(name)}

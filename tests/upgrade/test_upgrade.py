@@ -7,8 +7,8 @@ import pytest
 
 from qdrant_compat.bridges import fit_and_register
 from qdrant_compat.data import ImageFolder
-from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.errors import IncompatibleModelError, JobLockedError, UpgradeError
+from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.upgrade import cleanup, cutover, plan_upgrade, rollback, run_upgrade, upgrade_status
 
 from .conftest import payloads

@@ -1,0 +1,158 @@
+"""Faults and bad input on the upgrade path: each case failed (or crashed) before its fix."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from qdrant_compat.bridges import fit_and_register
+from qdrant_compat.client import PROVENANCE_KEY
+from qdrant_compat.enums import Mark, Phase
+from qdrant_compat.errors import CorruptArtifactError, FingerprintMismatchError, InvalidArgumentError, UpgradeError
+from qdrant_compat.metadata import META_KEY
+from qdrant_compat.upgrade import cleanup, cutover, plan_upgrade, rollback, run_upgrade, upgrade_status
+from qdrant_compat.upgrade.state import provenance_key
+
+
+def _converter(client, omni_train):
+    return fit_and_register(client.registry, "omni@1", "omni-indep@2", "linear", images=omni_train, conv_id="lin12")
+
+
+def _png_bomb(path, side: int = 200_000) -> None:
+    """A tiny PNG whose header claims side x side pixels: Pillow refuses it as a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_cleanup_backup_stays_recorded_after_many_errors(world, omni_train):
+    """The backup used to be written into job.errors, capped at 20: after 25 missing images it was lost."""
+    tmp, client = world
+    _converter(client, omni_train)
+    for p in sorted((tmp / "gallery").rglob("*.png"))[:25]:
+        p.unlink()
+    rep = run_upgrade(client, "g", "omni-indep@2", strategy="convert+backfill")
+    assert rep.job.counts["missing"] == 25 and len(rep.job.errors) == 20
+    cutover(client, "g", allow_partial=True)
+    out = cleanup(client, "g", yes=True, backup_dir=tmp / "bk")
+    job = client.get_meta("g").job
+    assert job.phase == Phase.CLEANED and job.cleanup is not None and job.cleanup.backup == out.backup
+    assert job.cleanup.dropped
+    with pytest.raises(UpgradeError, match=f"cleanup record \\(backup: {out.backup}\\)"):
+        rollback(client, "g")
+    # the backup file brings the dropped vector back, point for point
+    n = client.store.restore(out.backup, "g-restored")
+    assert n == 150
+    old = {r.id: r.vector["omni@1"] for r in client.store.scroll_all("g-restored", with_vectors=["omni@1"])}
+    assert len(old) == 150 and all(len(v) == 32 for v in old.values())
+
+
+def test_interrupted_cleanup_resumes_the_drop_without_a_second_backup(world, omni_train, monkeypatch):
+    tmp, client = world
+    _converter(client, omni_train)
+    run_upgrade(client, "g", "omni-indep@2", strategy="convert")
+    cutover(client, "g")
+
+    def die(*a, **k):
+        raise RuntimeError("killed while dropping")
+
+    monkeypatch.setattr(client.store, "drop_vector", die)
+    with pytest.raises(RuntimeError):
+        cleanup(client, "g", yes=True, backup_dir=tmp / "bk")
+    first = client.get_meta("g").job.cleanup
+    assert first is not None and not first.dropped  # journal: the backup was recorded before the drop
+    monkeypatch.undo()
+    out = cleanup(client, "g", yes=True, backup_dir=tmp / "bk")
+    assert out.resumed and out.backup == first.backup
+    assert len(list((tmp / "bk").iterdir())) == 1  # never a second backup of a half-dropped collection
+    assert "omni@1" not in client.store.vector_params("g")
+    again = cleanup(client, "g", yes=True)
+    assert again.resumed and again.backup == first.backup
+
+
+def test_convert_refuses_vectors_recorded_with_another_fingerprint(world, omni_train):
+    tmp, client = world
+    _converter(client, omni_train)
+    meta = client.get_meta("g")
+    meta.vectors["omni@1"].fingerprint = "0" * 64  # the stored vectors are not the registry's omni@1
+    client.put_meta("g", meta)
+    with pytest.raises(FingerprintMismatchError, match="the stored vectors are not that model's"):
+        plan_upgrade(client, "g", "omni-indep@2", strategy="convert")
+    with pytest.raises(FingerprintMismatchError):
+        run_upgrade(client, "g", "omni-indep@2", strategy="convert")
+    assert "omni-indep@2" not in client.store.vector_params("g")
+
+
+def test_poison_images_fail_their_point_not_the_job(world):
+    tmp, client = world
+    paths = sorted((tmp / "gallery").rglob("*.png"))
+    _png_bomb(paths[0])
+    paths[1].write_bytes(b"")  # a 0-byte file
+    plan = plan_upgrade(client, "g", "omni-indep@2")  # the plan samples the first images: no crash
+    assert plan.seconds_per_point > 0
+    rep = run_upgrade(client, "g", "omni-indep@2", batch_size=64)
+    assert rep.job.counts["failed"] == 2 and rep.job.counts["extracted"] == 148
+    assert any("DecompressionBomb" in e for e in rep.job.errors)
+    st = upgrade_status(client, "g").vectors["omni-indep@2"]
+    assert st.failed == 2 and st.extracted == 148
+    marks = {r.payload["image_path"]: r.payload[PROVENANCE_KEY][provenance_key("omni-indep@2")]
+             for r in client.scroll_all("g")}
+    assert marks[str(paths[0].resolve())] == Mark.FAILED and marks[str(paths[1].resolve())] == Mark.FAILED
+    assert run_upgrade(client, "g", batch_size=64).processed == 0  # resume does not crash on them again
+
+
+def test_huge_vectors_are_refused_not_stored_as_zeros(client, random_vectors):
+    client.create_collection("h", "omni@1")
+    v = random_vectors(2, 32)
+    v[1] *= 1e30
+    with pytest.raises(InvalidArgumentError, match=r"1 vector\(s\) have components beyond"):
+        client.upsert("h", "omni@1", v)
+    assert client.store.count("h") == 0
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"schema": 1, "read": "nope", "write": [], "vectors": {}, "edges": [], "job": None}, None),
+    ({"schema": 1, "read": "a", "write": ["b"], "edges": [], "job": None,
+      "vectors": {"a": {"model": "m@1", "fingerprint": "f", "dim": 4}}}, "write names vector"),
+    ({"schema": 1, "read": "", "write": [], "vectors": ["a"], "edges": [], "job": None}, "expected an object"),
+    ({"schema": 1, "read": "a", "write": ["a"], "edges": [], "job": None,
+      "vectors": {"a": {"model": "m@1", "fingerprint": "f", "dim": "4"}}}, "expected int"),
+    ({"schema": 1, "read": "a", "write": ["a"], "edges": [], "job": None,
+      "vectors": {"a": {"model": "m@1", "fingerprint": "f", "dim": 4, "state": "sleeping"}}}, r"'sleeping' is not one of \['active'"),
+])
+def test_malformed_metadata_is_one_clear_error(client, block, message):
+    client.store.create("m", {"a": (4, "Cosine")}, metadata={META_KEY: block})
+    if message is None:  # an empty description with a read vector is tolerated (nothing to check)
+        client.get_meta("m")
+        return
+    with pytest.raises((CorruptArtifactError, InvalidArgumentError), match=message):
+        client.get_meta("m")
+
+
+def test_job_phase_is_typed_and_unknown_values_are_refused():
+    from qdrant_compat.metadata import JobState
+
+    job = JobState(id="j", source="a", source_model="m@1", target="b", target_model="m@2", target_fingerprint="f",
+                   strategy="convert")
+    assert job.phase is Phase.PLANNED and job.strategy.converts and not job.strategy.extracts
+    assert JobState.from_dict(job.to_dict()) == job
+    with pytest.raises(CorruptArtifactError, match=r"job.phase: 'paused' is not one of \['planned'"):
+        JobState.from_dict({**job.to_dict(), "phase": "paused"})
+    with pytest.raises(UpgradeError, match=r"phase 'paused' unknown; allowed: \['planned'"):
+        JobState(**{**job.to_dict(), "phase": "paused", "lock": None, "cleanup": None})
+
+
+def test_store_capabilities_and_backup_use_public_options_only(client, tmp_path):
+    caps = client.store.capabilities()
+    assert caps.embedded and caps.named_vector_changes and not caps.snapshots
+    assert client.store.local_path == ":memory:"
+    client.store.create("s", {"v": (3, "Cosine")})
+    client.store.upsert("s", [1, 2], [{"v": [1.0, 0.0, 0.0]}, {"v": [0.0, 1.0, 0.0]}], [{"k": 1}, {"k": 2}])
+    with pytest.raises(InvalidArgumentError, match="exists; restore into a new name"):
+        client.store.restore(client.store.backup("s", folder=tmp_path), "s")
+    assert np.isclose(client.store.search("s", [1.0, 0.0, 0.0], using="v", limit=1)[0].score, 1.0)
