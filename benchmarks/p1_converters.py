@@ -23,6 +23,7 @@ import numpy as np
 from benchmarks.common import NEW_BACKBONE, OLD_BACKBONE, SEEN, collect_cells, mean_std, print_targets, write_results
 from benchmarks.p1_bct import embed, split_data, train_head
 from converters import create_converter
+from qdrant_compat.bridges import fit_head
 from qdrant_compat.evaluation import evaluate_pair
 from qdrant_compat.training import PLAIN_LOSSES, TrainConfig
 
@@ -49,19 +50,20 @@ def run_seed(d: dict[str, Any], seed: int, epochs: int) -> dict[str, Any]:
              "indep/indep": evaluate_pair(n_ev, n_ev, d["y_ev"], seen_classes=seen_set)}
     fit_seconds: dict[str, float] = {}
     w_new = indep.classifier.weight.detach().numpy()
-    w_old = np.zeros((len(classes), 128), np.float32)
-    w_old[:SEEN] = old.classifier.weight.detach().numpy()
+    w_old = old.classifier.weight.detach().numpy()  # the old model's classifier knows the seen classes only
+    old_rows = np.where(seen, y, -1)  # -1: a class the old classifier does not know (no classification term)
     for name, opts in KINDS.items():
         kind = name.split("+")[0]
-        fwd = create_converter(kind, dim_in=128, dim_out=128, **opts)
+        # the same fitting function the CLI's 'converter fit' uses (labels only feed the classification term here:
+        # holdout=0 keeps every pair for fitting, as before)
         t0 = time.perf_counter()
-        fwd.fit(o_tr, n_tr, seed=seed, labels=y, target_classifier=w_new)
+        fwd, _ = fit_head(kind, o_tr, n_tr, direction="old_to_new", labels=y, target_classifier=w_new, seed=seed,
+                          options=opts, holdout=0.0)
         fit_seconds[f"convert:{name}"] = time.perf_counter() - t0
         cells[f"indep/convert:{name}(old)"] = evaluate_pair(n_ev, fwd.transform(o_ev), d["y_ev"], seen_classes=seen_set)
-        back = create_converter(kind, dim_in=128, dim_out=128, **opts)
         t0 = time.perf_counter()
-        # the old classifier knows only seen classes: the classification term uses those pairs' labels only
-        back.fit(n_tr, o_tr, seed=seed, labels=np.where(seen, y, 0), target_classifier=w_old)
+        back, _ = fit_head(kind, n_tr, o_tr, direction="new_to_old", labels=y, target_classifier=w_old,
+                           classifier_rows=old_rows, seed=seed, options=opts, holdout=0.0)
         fit_seconds[f"adapt:{name}"] = time.perf_counter() - t0
         cells[f"adapt:{name}(indep)/old"] = evaluate_pair(back.transform(n_ev), o_ev, d["y_ev"], seen_classes=seen_set)
         log.info("seed %d %s: convert %.1f adapt %.1f", seed, name, cells[f"indep/convert:{name}(old)"]["top1"],

@@ -83,7 +83,7 @@ def fit_head(
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(src))
     n_hold = int(round(holdout * len(src))) if labels is not None else 0
-    hold, fit_idx = perm[:n_hold], perm[n_hold:]
+    hold, fit_idx = (perm[:n_hold], perm[n_hold:]) if n_hold else (perm[:0], np.arange(len(src)))
     conv = create_converter(kind, dim_in=src.shape[1], dim_out=dst.shape[1], **(options or {}))
     cls_labels = None
     rows = classifier_rows if classifier_rows is not None else labels
@@ -153,6 +153,8 @@ def fit_and_register(
         log.info("classification term: %d of %d pairs have a class %s knows", known, len(cls_labels), t_card.ref)
     conv, fit = fit_head(kind, src, dst, direction=direction, labels=labels, target_classifier=classifier,
                          classifier_rows=cls_labels, seed=seed, options=options, holdout=holdout)
+    if cls_labels is not None:
+        fit["class_term"] = {"classifier": t_card.ref, "pairs_with_known_class": int((cls_labels >= 0).sum())}
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "converter.onnx"
         fit["export_max_abs_diff"] = conv.to_onnx(onnx_path, {"qdrant_compat.converter": conv_id,

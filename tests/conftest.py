@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from qdrant_compat import CompatClient, InputSpec, Registry
-from qdrant_compat.data import load_npz
+from qdrant_compat.cli.main import cli
+from qdrant_compat.data import load_npz, write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 OMNIGLOT = ROOT / "examples" / "data" / "omniglot_small.npz"
@@ -77,5 +80,27 @@ def client(trained):
 def random_vectors():
     def make(n: int, dim: int, seed: int = 0) -> np.ndarray:
         return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+    return make
+
+
+@pytest.fixture()
+def make_world(tmp_path, trained):
+    """``make_world(n_classes)`` -> (tmp, run): a registry copy, a gallery folder, and a CLI runner on an
+    embedded store in ``tmp``; ``run(*args, ok=True)`` asserts exit code 0 unless ``ok=False``."""
+
+    def make(n_classes: int):
+        shutil.copytree(trained[0].root, tmp_path / "reg")
+        src = load_npz(OMNIGLOT, "test")
+        write_image_folder(src, tmp_path / "gallery", np.flatnonzero(src.labels < n_classes))
+        base = ["--path", str(tmp_path / "store"), "--registry", str(tmp_path / "reg"), "--no-progress"]
+
+        def run(*args, ok=True):
+            res = CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
+            if ok:
+                assert res.exit_code == 0, res.output
+            return res
+
+        return tmp_path, run
 
     return make
