@@ -22,7 +22,7 @@ DISTANCES = ("Cosine", "Dot", "Euclid")
 RESIZE_POLICIES = ("resize", "center_crop")
 RELATIONS = ("bct", "independent", "finetune")
 DIRECTIONS = ("old_to_new", "new_to_old")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # used with fullmatch: no trailing newline
 
 
 def sha256_file(path: str | Path) -> str:
@@ -34,9 +34,10 @@ def sha256_file(path: str | Path) -> str:
 
 
 def check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise InvalidArgumentError(
-            f"{what} {value!r} is not allowed: use letters, digits, '_', '.', '-' (starting with a letter or digit)"
+            f"{what} {value!r} is not allowed: use letters, digits, '_', '.', '-' (starting with a letter or digit, "
+            "at most 128 characters)"
         )
     return value
 
@@ -107,6 +108,19 @@ class ModelCard:
     lineage: Lineage = field(default_factory=Lineage)
     training: dict[str, Any] = field(default_factory=dict)
     schema: int = CARD_SCHEMA
+    seal: str = ""  # sha256 over every meaning-bearing field (see compute_seal), set by the registry
+
+    def compute_seal(self) -> str:
+        """sha256 of the card's meaning-bearing fields: identity, the ONNX fingerprint, dim, distance, input
+        preprocessing, classes and lineage with its evidence. Any edit of ``card.json`` that changes what the
+        model's vectors mean (``input.mean``, a forged ``criterion_met``, ``dim``) changes it."""
+        d = self.to_dict()
+        body = {k: d[k] for k in ("name", "version", "fingerprint", "dim", "distance", "normalized", "input",
+                                  "classes", "lineage", "schema")}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def sealed(self) -> ModelCard:
+        return replace(self, seal=self.compute_seal())
 
     def __post_init__(self) -> None:
         check_name(self.name, "model name")

@@ -18,7 +18,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.enums import Mark, Relation, VectorState, Via
+from qdrant_compat.enums import Mark, Phase, Relation, VectorState, Via
 from qdrant_compat.errors import (
     IncompatibleModelError,
     InvalidArgumentError,
@@ -33,6 +33,7 @@ from qdrant_compat.store import DEFAULT_PATH, DISTANCES, Store, both, connect, h
 
 log = logging.getLogger(__name__)
 PROVENANCE_KEY = "_qdrant_compat"  # per-point payload: {provenance_key(vector): "extracted" | "converted" | ...}
+STAMP_KEY = "_stamp"  # in the same field: changes with every write through CompatClient (never a vector's key)
 MAX_ABS_VALUE = 1e15  # larger components overflow float32 when Qdrant normalises (a 1e30 vector becomes zeros)
 __all__ = ["DEFAULT_PATH", "PROVENANCE_KEY", "CompatClient", "as_matrix", "connect", "user_payload"]
 
@@ -183,6 +184,9 @@ class CompatClient:
                 extra.append(Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=conv.target,
                                   stored_fingerprint=conv.target_fingerprint, relation=Relation.ADAPTER, converter=conv.id,
                                   evidence=dict(conv.fit)))
+        # an edge the collection records for the same pair wins (e.g. one revoked by a rollback)
+        recorded = {(e.query, e.stored) for e in meta.edges}
+        extra = [e for e in extra if (e.query, e.stored) not in recorded]
         if not extra:
             return meta
         return dataclasses.replace(meta, edges=[*meta.edges, *extra])
@@ -309,8 +313,10 @@ class CompatClient:
         from qdrant_compat.upgrade.state import provenance_key
 
         converted = {t.vector: self.transform(t, arr) for t in targets}
-        prov = {provenance_key(t.vector): (Mark.EXTRACTED if t.via in (Via.DIRECT, Via.BCT) else Mark.CONVERTED).value
-                for t in targets}
+        prov: dict[str, str] = {provenance_key(t.vector): (Mark.EXTRACTED if t.via in (Via.DIRECT, Via.BCT) else Mark.CONVERTED).value
+                                for t in targets}
+        # a fresh stamp per write: a backfill that read this point earlier sees it changed and does not overwrite
+        prov[STAMP_KEY] = uuid.uuid4().hex[:16]
         for s in range(0, n, batch_size):
             rows = range(s, min(n, s + batch_size))
             self.store.upsert(name, [ids[j] for j in rows],
@@ -327,6 +333,15 @@ class CompatClient:
         routes: dict[str, Route] = {}
         for r in candidate_routes(card, meta):
             routes.setdefault(r.vector, r)
+        job = meta.job
+        if job is not None and job.phase == Phase.CUTTING_OVER and job.target not in routes:
+            # the cutover is checking that every point holds the target: a point written now without it would
+            # become unfindable after the switch
+            raise IncompatibleModelError(
+                f"collection '{name}' is cutting over to '{job.target}' ({job.target_model}); {card.ref} cannot write "
+                "that vector, so this write is refused rather than lost: retry after the cutover (then write with "
+                f"{job.target_model}) or after a rollback"
+            )
         missing = [v for v in meta.write if v not in routes]
         if missing or not meta.write:
             wanted = ", ".join(f"'{v}' ({meta.vectors[v].model})" for v in (missing or meta.write))

@@ -50,6 +50,7 @@ class Phase(_StrEnum):
     PLANNED = "planned"
     RUNNING = "running"
     FILLED = "filled"
+    CUTTING_OVER = "cutting_over"  # writers see it and must reach the target vector, or are refused
     CUT_OVER = "cut_over"
     ROLLED_BACK = "rolled_back"
     CLEANED = "cleaned"
@@ -57,7 +58,7 @@ class Phase(_StrEnum):
     @property
     def open(self) -> bool:
         """A job in this phase can still be resumed by ``upgrade run``."""
-        return self in (Phase.PLANNED, Phase.RUNNING, Phase.FILLED)
+        return self in (Phase.PLANNED, Phase.RUNNING, Phase.FILLED, Phase.CUTTING_OVER)
 
 
 class VectorState(_StrEnum):

@@ -10,6 +10,7 @@ from typing import Any
 
 from qdrant_compat.client import CompatClient
 from qdrant_compat.data.images import ImageFolder
+from qdrant_compat.errors import InvalidArgumentError
 from qdrant_compat.runtime.embedder import Embedder
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ def index_folder(
     The payload holds ``image_path`` (absolute) and ``class``; ids are stable per path. Returns the count.
     """
     src = ImageFolder(folder)
+    for p in src.paths:  # a payload is JSON: a file name that is not UTF-8 cannot be referenced
+        try:
+            str(p.resolve()).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(f"image file name {str(p)!r} is not valid UTF-8; rename it (nothing was indexed)") from None
     card = client.card(model)
     if create and not client.store.exists(collection):
         client.create_collection(collection, card)

@@ -109,7 +109,20 @@ class Registry:
             if not exist_ok:
                 raise InvalidArgumentError(f"{card.ref} is already registered")
             return existing.card
+        check_graph(onnx_path, card)
+        card = card.sealed()
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(self.root)))
+        try:
+            self._fill_model_dir(tmp, onnx_path, card, classifier)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)  # atomic: a half-written version is never visible
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed registration (disk full, bad classifier) leaves nothing
+            raise
+        log.info("registered %s (%s…) in %s", card.ref, fp[:12], self.root)
+        return card
+
+    def _fill_model_dir(self, tmp: Path, onnx_path: Path, card: ModelCard, classifier: np.ndarray | str | Path | None) -> None:
         shutil.copyfile(onnx_path, tmp / "model.onnx")
         if classifier is not None:
             from safetensors.numpy import save_file
@@ -122,10 +135,6 @@ class Registry:
                 )
             save_file({"weight": weight}, str(tmp / "classifier.safetensors"))
         card.save(tmp / "card.json")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dest)  # atomic: a half-written version is never visible
-        log.info("registered %s (%s…) in %s", card.ref, fp[:12], self.root)
-        return card
 
     def get_model(self, ref: str | ModelCard) -> RegisteredModel:
         """Load a model's card and paths, verifying the ONNX fingerprint.
@@ -140,6 +149,12 @@ class Registry:
             known = ", ".join(c.ref for c in self.list_models()) or "none"
             raise ModelNotFoundError(f"model {name}@{version} is not in registry {self.root} (registered: {known})")
         card = ModelCard.load(d / "card.json")
+        if card.seal != card.compute_seal():
+            raise CorruptArtifactError(
+                f"{d / 'card.json'} was changed after registration (its seal does not match its contents: "
+                f"{'no seal' if not card.seal else 'input, dim, distance, classes or lineage edited'}); a model's "
+                "contract is immutable: restore the file or register the model under a new version"
+            )
         onnx_path = d / "model.onnx"
         if not onnx_path.exists():
             raise CorruptArtifactError(f"{onnx_path} is missing for {card.ref}")
@@ -156,14 +171,17 @@ class Registry:
         clf = d / "classifier.safetensors"
         return RegisteredModel(card=card, onnx_path=onnx_path, classifier_path=clf if clf.exists() else None)
 
-    def update_card(self, card: ModelCard) -> None:
+    def update_card(self, card: ModelCard) -> None:  # the one way a card changes: re-sealed here
         """Replace a registered card's mutable parts (lineage evidence, training notes); bytes stay."""
         current = self.get_model(card.ref).card
-        if card.fingerprint != current.fingerprint or card.dim != current.dim:
-            raise InvalidArgumentError(f"update_card may not change {card.ref}'s fingerprint or dimension")
+        fixed = ("fingerprint", "dim", "distance", "normalized", "input", "classes", "name", "version")
+        changed = [k for k in fixed if getattr(card, k) != getattr(current, k)]
+        if changed:
+            raise InvalidArgumentError(f"update_card may change only lineage and training notes; {card.ref}'s {changed} "
+                                       "are fixed at registration (register a new version instead)")
         path = self._model_dir(card.name, card.version) / "card.json"
         tmp = path.with_suffix(".json.tmp")
-        card.save(tmp)
+        card.sealed().save(tmp)
         os.replace(tmp, path)
 
     def list_models(self) -> list[ModelCard]:
@@ -193,11 +211,15 @@ class Registry:
                 )
             return existing.card
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(self.root)))
-        shutil.copyfile(onnx_path, tmp / "converter.onnx")
-        shutil.copytree(head_dir, tmp / "head")
-        card.save(tmp / "card.json")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dest)
+        try:
+            shutil.copyfile(onnx_path, tmp / "converter.onnx")
+            shutil.copytree(head_dir, tmp / "head")
+            card.save(tmp / "card.json")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         log.info("registered converter %s (%s -> %s)", card.id, card.source, card.target)
         return card
 
@@ -230,6 +252,40 @@ class Registry:
             for c in self.list_converters()
             if c.source_fingerprint == source.fingerprint and c.target_fingerprint == target.fingerprint
         ]
+
+
+def check_graph(onnx_path: Path, card: ModelCard, probe: int = 2) -> None:
+    """The card must describe the ONNX graph: input size/channels where the graph fixes them, and a probe
+    batch must come out ``(probe, card.dim)`` and finite.
+
+    Raises:
+        InvalidArgumentError: the card and the graph disagree (what each says), or the graph emits NaN/inf.
+    """
+    from qdrant_compat.runtime.onnx import ort_session
+
+    sess = ort_session(onnx_path, ["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    want = [probe, card.input.channels, card.input.size, card.input.size]
+    shape = list(inp.shape)
+    if len(shape) != 4:
+        raise InvalidArgumentError(f"{onnx_path} takes a rank-{len(shape)} input {shape}; an image model takes (n, C, H, W)")
+    for axis, (got, exp) in enumerate(zip(shape[1:], want[1:], strict=True), start=1):
+        if isinstance(got, int) and got != exp:
+            raise InvalidArgumentError(
+                f"card for {card.ref} says input (n, {card.input.channels}, {card.input.size}, {card.input.size}) but "
+                f"{onnx_path.name} fixes axis {axis} to {got} (graph input {shape})"
+            )
+    x = np.random.default_rng(0).normal(size=want).astype(np.float32)
+    try:
+        out = np.asarray(sess.run(None, {inp.name: x})[0])
+    except Exception as exc:  # onnxruntime's own error types
+        raise InvalidArgumentError(f"{onnx_path.name} cannot run on the card's input {tuple(want)} ({exc})") from None
+    if out.shape != (probe, card.dim):
+        raise InvalidArgumentError(
+            f"card for {card.ref} says dim {card.dim} but {onnx_path.name} outputs shape {out.shape} for a batch of {probe}"
+        )
+    if not np.isfinite(out).all():
+        raise InvalidArgumentError(f"{onnx_path.name} produced NaN or infinity on a probe batch: not registered")
 
 
 def _ensure(p: Path) -> Path:

@@ -61,6 +61,7 @@ class VectorStatus(Result):
     converted: int
     missing: int
     failed: int
+    unmarked: int = 0  # holds the vector, but its re-extraction mark was never written (a crash in between): redone
 
 
 @dataclass

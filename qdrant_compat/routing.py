@@ -95,6 +95,7 @@ def resolve_route(card: ModelCard, meta: CompatMeta, collection: str, *, prefer:
     if refused:
         ev = refused[0].evidence
         why = (
+            f" The bct edge to {refused[0].stored} was revoked: {ev['revoked']}." if ev.get("revoked") else
             f" A bct edge to {refused[0].stored} was measured but failed the compatibility criterion "
             f"(cross top-1 {ev.get('cross_top1', '?')} vs old/old {ev.get('old_top1', '?')})."
         )

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,19 @@ class Capabilities:
 
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("-")[0].split(".")[:2] if p.isdigit())
+
+
+_COLLECTION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254}")
+
+
+def check_collection_name(name: str) -> str:
+    """Names a new collection may take: letters, digits, '_', '.', ':', '-', at most 255 (no '/', spaces, newlines)."""
+    if not isinstance(name, str) or not _COLLECTION_RE.fullmatch(name):
+        raise InvalidArgumentError(
+            f"collection name {name!r} is not allowed: use letters, digits, '_', '.', ':', '-' (starting with a letter "
+            "or digit, at most 255 characters)"
+        )
+    return name
 
 
 def has_vector(vector: str) -> models.Filter:
@@ -171,6 +185,7 @@ class Store:
     def create(self, name: str, vectors: dict[str, tuple[int, str]], *, metadata: dict[str, Any] | None = None,
                on_disk: bool | None = None) -> None:
         """Create ``name`` with named vectors ``{vector: (dim, distance)}``."""
+        check_collection_name(name)
         self.client.create_collection(
             name,
             vectors_config={v: models.VectorParams(size=dim, distance=DISTANCES[dist], on_disk=on_disk)
@@ -282,16 +297,20 @@ class Store:
         path = folder / f"{name}-{stamp}.jsonl"
         tmp = path.with_name(path.name + ".partial")
         n = 0
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(json.dumps({"format": BACKUP_FORMAT, "collection": name,
-                                "vectors": {v: [p.size, p.distance.value] for v, p in self.vector_params(name).items()},
-                                "metadata": self.metadata(name)}) + "\n")
-            for rec in self.scroll_all(name, with_vectors=True, with_payload=True):
-                vec = rec.vector if isinstance(rec.vector, dict) else {"": rec.vector}
-                f.write(json.dumps({"id": rec.id, "vector": vec, "payload": rec.payload or {}}) + "\n")
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                f.write(json.dumps({"format": BACKUP_FORMAT, "collection": name,
+                                    "vectors": {v: [p.size, p.distance.value] for v, p in self.vector_params(name).items()},
+                                    "metadata": self.metadata(name)}) + "\n")
+                for rec in self.scroll_all(name, with_vectors=True, with_payload=True):
+                    vec = rec.vector if isinstance(rec.vector, dict) else {"": rec.vector}
+                    f.write(json.dumps({"id": rec.id, "vector": vec, "payload": rec.payload or {}}) + "\n")
+                    n += 1
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # disk full, interrupted: no half backup is left to be mistaken for one
+            raise
         os.replace(tmp, path)  # a backup is either complete or absent
         log.info("backed up %d points of %s to %s", n, name, path)
         return str(path)

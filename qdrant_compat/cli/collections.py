@@ -21,6 +21,7 @@ def collection_group() -> None:
 @pass_state
 def create(state: CliState, name: str, model: str, exist_ok: bool) -> None:
     """Create collection NAME with one named vector for MODEL."""
+    state.may_create_store = True
     meta = state.client.create_collection(name, model, exist_ok=exist_ok)
     state.emit({"collection": name, "metadata": meta.to_dict()}, f"collection '{name}' holds {model} in vector '{meta.read}'")
 
@@ -71,10 +72,11 @@ def list_collections(state: CliState) -> None:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--collection", required=True)
 @click.option("--model", required=True, help="NAME@VERSION to embed with.")
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @pass_state
 def index(state: CliState, folder: str, collection: str, model: str, batch_size: int) -> None:
     """Embed an image folder (root/<class>/<image>) into COLLECTION (created if missing)."""
+    state.may_create_store = True
     from qdrant_compat.data.images import ImageFolder
     from qdrant_compat.indexing import index_folder
 
@@ -88,7 +90,7 @@ def index(state: CliState, folder: str, collection: str, model: str, batch_size:
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.option("--collection", required=True)
 @click.option("--model", required=True, help="NAME@VERSION that embeds the query image.")
-@click.option("--limit", "-k", default=5, show_default=True)
+@click.option("--limit", "-k", type=click.IntRange(min=1, max=10_000), default=5, show_default=True)
 @pass_state
 def search(state: CliState, image: str, collection: str, model: str, limit: int) -> None:
     """Search COLLECTION with an IMAGE file; prints the top-k hits with their payloads."""

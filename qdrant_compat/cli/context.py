@@ -25,7 +25,15 @@ class CliState:
     registry_root: str | None
     json: bool
     show_progress: bool
+    verbose: int = 0
+    may_create_store: bool = False  # only commands that create collections may start a new embedded store
     _client: CompatClient | None = None
+
+    def where(self) -> str:
+        """Where the data lives, for messages (never the API key)."""
+        from qdrant_compat.store import DEFAULT_PATH
+
+        return self.url or str(self.path or DEFAULT_PATH)
 
     @property
     def registry(self) -> Registry:
@@ -36,7 +44,18 @@ class CliState:
     @property
     def client(self) -> CompatClient:
         if self._client is None:
+            from pathlib import Path
+
             from qdrant_compat.client import CompatClient
+            from qdrant_compat.errors import InvalidArgumentError
+            from qdrant_compat.store import DEFAULT_PATH
+
+            store = Path(self.path or DEFAULT_PATH)
+            if not self.url and not self.may_create_store and not store.exists():
+                raise InvalidArgumentError(
+                    f"no embedded Qdrant store at {store}: check --path (or QDRANT_COMPAT_PATH); 'collection create' "
+                    "and 'index' start a new one, other commands never create one silently"
+                )
 
             self._client = CompatClient(path=self.path, url=self.url, api_key=self.api_key, registry=self.registry)
         return self._client

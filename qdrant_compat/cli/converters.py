@@ -75,7 +75,7 @@ def inspect(state: CliState, conv_id: str) -> None:
 @click.command()
 @click.argument("collection")
 @click.option("--converter", "conv_id", required=True, help="Converter id (old->new) to apply.")
-@click.option("--batch-size", default=512, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--dry-run", is_flag=True)
 @pass_state
 def convert(state: CliState, collection: str, conv_id: str, batch_size: int, dry_run: bool) -> None:

@@ -8,12 +8,13 @@ extra and say so when it is missing.
 from __future__ import annotations
 
 import importlib
+import traceback
 from typing import Any
 
 import click
 
 from qdrant_compat.cli.context import CliState, setup_logging
-from qdrant_compat.errors import QdrantCompatError
+from qdrant_compat.cli.errors import describe
 
 # command name -> "module:attribute"; the modules import only click at load time
 COMMANDS = {
@@ -31,7 +32,8 @@ COMMANDS = {
 
 
 class CompatGroup(click.Group):
-    """Loads subcommands on demand and turns library errors into one clean line on stderr, exit code 1."""
+    """Loads subcommands on demand; every failure ends as one line on stderr and an exit code
+    (see :mod:`qdrant_compat.cli.errors`; ``-v`` adds the traceback)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *COMMANDS])
@@ -46,9 +48,15 @@ class CompatGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except QdrantCompatError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own: usage errors exit 2, --help/--version exit 0
+        except (Exception, KeyboardInterrupt) as exc:
+            state = ctx.find_object(CliState)
+            message, code = describe(exc, state.where() if state is not None else "")
+            if state is not None and state.verbose and not isinstance(exc, KeyboardInterrupt):
+                click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(code)
         finally:
             state = ctx.find_object(CliState)
             if state is not None:
@@ -75,7 +83,7 @@ def cli(ctx: click.Context, path: str | None, url: str | None, api_key: str | No
     """
     setup_logging(verbose)
     ctx.obj = CliState(path=path, url=url, api_key=api_key, registry_root=registry_root, json=as_json,
-                       show_progress=not no_progress)
+                       show_progress=not no_progress, verbose=verbose)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def _loss_weights(items: tuple[str, ...], default: dict[str, float]) -> dict[str
 @click.option("--mean", default=None, help="Comma-separated per-channel mean (default ImageNet / 0.5).")
 @click.option("--std", default=None, help="Comma-separated per-channel std.")
 @click.option("--epochs", default=10, show_default=True)
-@click.option("--batch-size", default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)

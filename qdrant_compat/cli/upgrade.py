@@ -43,7 +43,7 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @click.option("--converter", default=None)
 @click.option("--priority", type=click.Choice(choices(Priority)), default=Priority.UNCERTAINTY.value, show_default=True)
 @click.option("--image-field", default="image_path", show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--max-batches", type=int, default=None, help="Stop after N batches (resume later).")
 @click.option("--lock-ttl", default=60.0, show_default=True, help="Seconds before a dead holder's lock expires.")
 @click.option("--retry-missing", is_flag=True, help="Try points whose image was missing or unreadable again.")
@@ -105,13 +105,15 @@ def status(state: CliState, collection: str) -> None:
 @upgrade_group.command("cutover")
 @click.argument("collection")
 @click.option("--allow-partial", is_flag=True, help="Accept converted vectors / missing images in place of re-extracted ones.")
+@click.option("--grace", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds between announcing the cutover and the final check (writes in flight land first).")
 @click.option("--dry-run", is_flag=True)
 @pass_state
-def cutover_cmd(state: CliState, collection: str, allow_partial: bool, dry_run: bool) -> None:
+def cutover_cmd(state: CliState, collection: str, allow_partial: bool, grace: float, dry_run: bool) -> None:
     """Make the new model's vector the one queries and writes use (after verification)."""
     from qdrant_compat.upgrade import cutover
 
-    out = cutover(state.client, collection, allow_partial=allow_partial, dry_run=dry_run)
+    out = cutover(state.client, collection, allow_partial=allow_partial, dry_run=dry_run, grace=grace)
     state.emit(out, f"{'would cut' if dry_run else 'cut'} '{collection}' over to '{out.read}'"
                + (" (it already was)" if out.already else ""))
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
-from qdrant_compat.enums import Mark, Phase, Strategy, VectorState
+from qdrant_compat.enums import Mark, Phase, Relation, Strategy, VectorState
 from qdrant_compat.errors import UpgradeError
-from qdrant_compat.metadata import CleanupRecord, CompatMeta
+from qdrant_compat.metadata import CleanupRecord, CompatMeta, Edge
 from qdrant_compat.results import CleanupResult, CutoverResult, RollbackResult, StatusReport, VectorStatus
 from qdrant_compat.routing import candidate_routes
 from qdrant_compat.store import mark_is
@@ -37,20 +38,38 @@ def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
     for name, entry in meta.vectors.items():
         have = client.count_with_vector(collection, name)
         marks = {k: _prov_count(client, collection, name, k) for k in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED)}
-        # a vector without an 'extracted' mark was written through a converter (rewrites carry no mark)
-        vectors[name] = VectorStatus(model=entry.model, state=entry.state, points=have,
-                                     extracted=marks[Mark.EXTRACTED], converted=max(have - marks[Mark.EXTRACTED], 0),
-                                     missing=marks[Mark.MISSING], failed=marks[Mark.FAILED])
+        # a vector without an 'extracted' mark was written through a converter (rewrites carry no mark) -- unless
+        # the job filling it never converts: then it is an extraction whose mark a crash prevented
+        unmarked_vec = max(have - marks[Mark.EXTRACTED], 0)
+        job = meta.job
+        backfill_only = job is not None and job.target == name and not job.strategy.converts and job.strategy != Strategy.ADOPT
+        vectors[name] = VectorStatus(model=entry.model, state=entry.state, points=have, extracted=marks[Mark.EXTRACTED],
+                                     converted=0 if backfill_only else unmarked_vec, missing=marks[Mark.MISSING],
+                                     failed=marks[Mark.FAILED], unmarked=unmarked_vec if backfill_only else 0)
     return StatusReport(collection=collection, points=client.store.count(collection), read=meta.read,
                         write=list(meta.write), vectors=vectors, job=meta.job)
 
 
-def cutover(client: CompatClient, collection: str, *, allow_partial: bool = False, dry_run: bool = False) -> CutoverResult:
+CUTOVER_GRACE_S = 2.0
+
+
+def cutover(client: CompatClient, collection: str, *, allow_partial: bool = False, dry_run: bool = False,
+            grace: float = CUTOVER_GRACE_S) -> CutoverResult:
     """Make the job's target the vector queries read and writes fill.
 
-    Checks: the job is filled; every point holds a target vector (else those points would become
-    unfindable: always refused); with ``allow_partial`` some may hold *converted* rather than extracted
-    vectors or have missing images recorded.
+    A protocol, not one check, so that no point written meanwhile is left without the target vector:
+
+    1. the job's phase becomes ``cutting_over`` (one metadata write). From then on, every write through
+       :class:`~qdrant_compat.client.CompatClient` (which reads the metadata fresh before writing) either
+       reaches the target vector or is refused with a clear error;
+    2. wait ``grace`` seconds, so that writes that read the metadata *before* step 1 have landed;
+    3. check that every point holds the target (else back to ``filled``, nothing switched, the count reported);
+    4. switch ``read``/``write`` to the target (one metadata write).
+
+    Checks: every point holds a target vector (always refused otherwise: those points would become
+    unfindable); with ``allow_partial`` some may hold *converted* rather than extracted vectors or have
+    missing images recorded. A cutover killed between 1 and 4 leaves ``cutting_over``: run it again (or
+    ``upgrade run`` / ``rollback``).
 
     Raises:
         UpgradeError: a check failed (the message gives the counts and what to do).
@@ -62,24 +81,33 @@ def cutover(client: CompatClient, collection: str, *, allow_partial: bool = Fals
         return CutoverResult(collection=collection, read=meta.read, source=job.source, target=job.target, already=True)
     if job.strategy == Strategy.ADOPT:
         raise UpgradeError(f"job {job.id} adopted {job.target_model} through its bct edge: queries and writes with it "
-                           "already work; to give it its own vector run 'upgrade run --strategy backfill'")
-    total = client.store.count(collection)
-    have = client.count_with_vector(collection, job.target)
-    if have < total:
-        raise UpgradeError(
-            f"cutover refused: {total - have} of {total} points have no '{job.target}' vector yet and would become "
-            "unfindable; run 'upgrade run' to finish (points with missing images need a converter or their images)"
-        )
-    pending = total - _prov_count(client, collection, job.target, Mark.EXTRACTED)
-    if pending and job.strategy != Strategy.CONVERT and not allow_partial:
-        raise UpgradeError(
-            f"cutover refused: {pending} of {total} points hold converted vectors or have missing/failed images "
-            "instead of re-extracted ones; finish the backfill or pass --allow-partial to accept them"
-        )
-    out = CutoverResult(collection=collection, read=job.target, source=job.source, target=job.target, points=total,
-                        not_extracted=pending, dry_run=dry_run)
+                           "already work; to give it its own vector run 'upgrade run --to "
+                           f"{job.target_model} --strategy backfill'")
+    if job.phase == Phase.CLEANED:
+        raise UpgradeError(f"job {job.id} was cut over and cleaned up already")
+    _check_complete(client, collection, job, allow_partial)
     if dry_run:
-        return out
+        return _cutover_result(client, collection, job, dry_run=True)
+    # 1. announce: writers that cannot reach the target are refused from now on
+    previous = job.phase if job.phase != Phase.CUTTING_OVER else Phase.FILLED
+    job.phase = Phase.CUTTING_OVER
+    meta.job = job
+    client.put_meta(collection, meta)
+    # 2. let writes that read the metadata before the announcement land
+    time.sleep(max(0.0, grace))
+    # 3. the check that counts, now that no write can slip past it
+    meta = client.get_meta(collection)
+    job = _job(meta, collection)
+    try:
+        _check_complete(client, collection, job, allow_partial)
+    except UpgradeError:
+        job.phase = previous
+        meta.job = job
+        client.put_meta(collection, meta)
+        raise
+    # 4. switch
+    out = _cutover_result(client, collection, job, dry_run=False)
+    have = client.count_with_vector(collection, job.target)
     meta.vectors[job.target].state = VectorState.ACTIVE
     meta.vectors[job.target].filled = have
     tgt_card = client.registry.get_model(job.target_model).card
@@ -94,6 +122,28 @@ def cutover(client: CompatClient, collection: str, *, allow_partial: bool = Fals
     out.source_kept_in_sync = bool(back)
     log.info("cut over %s from %s to %s", collection, job.source, job.target)
     return out
+
+
+def _check_complete(client: CompatClient, collection: str, job: JobState, allow_partial: bool) -> None:
+    total = client.store.count(collection)
+    have = client.count_with_vector(collection, job.target)
+    if have < total:
+        raise UpgradeError(
+            f"cutover refused: {total - have} of {total} points have no '{job.target}' vector yet and would become "
+            "unfindable; run 'upgrade run' to finish (points with missing images need a converter or their images)"
+        )
+    pending = total - _prov_count(client, collection, job.target, Mark.EXTRACTED)
+    if pending and job.strategy != Strategy.CONVERT and not allow_partial:
+        raise UpgradeError(
+            f"cutover refused: {pending} of {total} points hold converted vectors or have missing/failed images "
+            "instead of re-extracted ones; finish the backfill or pass --allow-partial to accept them"
+        )
+
+
+def _cutover_result(client: CompatClient, collection: str, job: JobState, *, dry_run: bool) -> CutoverResult:
+    total = client.store.count(collection)
+    return CutoverResult(collection=collection, read=job.target, source=job.source, target=job.target, points=total,
+                         not_extracted=total - _prov_count(client, collection, job.target, Mark.EXTRACTED), dry_run=dry_run)
 
 
 def rollback(client: CompatClient, collection: str, *, dry_run: bool = False) -> RollbackResult:
@@ -123,7 +173,13 @@ def rollback(client: CompatClient, collection: str, *, dry_run: bool = False) ->
     if job.target in meta.vectors and job.strategy != Strategy.ADOPT:
         meta.vectors[job.target].state = VectorState.FILLING  # kept: a later run only catches up
     if job.strategy == Strategy.ADOPT:
+        # revoke, not just remove: the model card's own lineage would otherwise bring the route straight back
         meta.edges = [e for e in meta.edges if not (e.query == job.target_model and e.stored == job.source_model)]
+        tgt = client.registry.get_model(job.target_model).card
+        src = client.registry.get_model(job.source_model).card
+        meta.edges.append(Edge(query=tgt.ref, query_fingerprint=tgt.fingerprint, stored=src.ref,
+                               stored_fingerprint=src.fingerprint, relation=Relation.BCT,
+                               evidence={"criterion_met": False, "revoked": f"rolled back (job {job.id})"}))
     job.phase = Phase.ROLLED_BACK
     meta.job = job
     client.put_meta(collection, meta)

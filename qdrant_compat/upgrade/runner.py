@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.client import PROVENANCE_KEY, CompatClient
+from qdrant_compat.client import PROVENANCE_KEY, STAMP_KEY, CompatClient
 from qdrant_compat.data.images import ImageMissingError, ImageReader, LocalImages
 from qdrant_compat.enums import Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
 from qdrant_compat.results import Result
-from qdrant_compat.store import MIN_SERVER_FOR_NAMED_VECTORS, mark_not_in, record_vector
+from qdrant_compat.store import MIN_SERVER_FOR_NAMED_VECTORS, mark_is, mark_not_in, record_vector
 from qdrant_compat.upgrade.plan import UpgradePlan, bct_evidence, check_source_fingerprint, plan_upgrade
 from qdrant_compat.upgrade.state import DEFAULT_LOCK_TTL, JobState, Lock, check_lock, make_owner, new_job_id, provenance_key
 
@@ -229,6 +229,17 @@ def _read_images(reader: ImageReader, job: JobState, batch: list[Any]) -> tuple[
     return ok_ids, images, missing, failed
 
 
+def _unchanged(client: CompatClient, collection: str, job: JobState, batch: list[Any]) -> set[Any]:
+    """Ids of ``batch`` whose write stamp and image reference are still what the scan read."""
+    def key(rec: Any) -> tuple[Any, Any]:
+        payload = rec.payload or {}
+        return (payload.get(PROVENANCE_KEY) or {}).get(STAMP_KEY), payload.get(job.image_field)
+
+    now = {r.id: key(r) for r in client.store.retrieve(collection, [r.id for r in batch],
+                                                       with_payload=[PROVENANCE_KEY, job.image_field])}
+    return {r.id for r in batch if r.id in now and now[r.id] == key(r)}
+
+
 def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
                     progress: ProgressFn | None, budget: list[int], seed: int, retry_missing: bool,
                     reader: ImageReader) -> int:
@@ -245,6 +256,16 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
             break
         batch = [recs[i] for i in order[s : s + batch_size]]
         ok_ids, images, missing, failed = _read_images(reader, job, batch)
+        # a point re-written or deleted since it was read keeps its new state: skip it (a re-written point lost its
+        # mark, so the next pass takes it with its new image)
+        unchanged = _unchanged(client, collection, job, batch)
+        keep = [i for i, pid in enumerate(ok_ids) if pid in unchanged]
+        changed = len(batch) - len(unchanged)
+        if changed:
+            log.info("backfill %s: %d point(s) changed or deleted while being re-extracted: left for the next pass", job.id, changed)
+            job.counts["changed_during_run"] = job.counts.get("changed_during_run", 0) + changed
+        ok_ids, images = [ok_ids[i] for i in keep], [images[i] for i in keep]
+        missing, failed = [i for i in missing if i in unchanged], [i for i in failed if i in unchanged]
         vecs: Any = emb.embed(images) if ok_ids else np.empty((0, 0), np.float32)
         good = [i for i, v in enumerate(vecs) if np.isfinite(v).all() and np.any(v)]
         if len(good) < len(ok_ids):  # a model that emits NaN for an image: that point fails, the rest goes on
@@ -264,6 +285,17 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
         if progress:
             progress(done, len(order))
     return done
+
+
+def _counts_from_store(client: CompatClient, collection: str, job: JobState, filled: int) -> dict[str, int]:
+    """The job's counters, recounted from the points (exact after crashes and redone batches, unlike sums)."""
+    key = f"{PROVENANCE_KEY}.{provenance_key(job.target)}"
+    counts = {m.value: client.store.count(collection, mark_is(key, m.value)) for m in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED)}
+    if job.strategy.converts:
+        counts["converted"] = filled - counts[Mark.EXTRACTED.value]
+    else:
+        counts["unmarked"] = filled - counts[Mark.EXTRACTED.value]
+    return counts
 
 
 def _activate_if_kept_in_sync(client: CompatClient, meta: CompatMeta, job: JobState) -> None:
@@ -319,7 +351,8 @@ def run_upgrade(
     owner = owner or make_owner()
     meta = client.get_meta(collection)
     job = meta.job
-    resumable = job is not None and job.phase.open and (target is None or client.card(target).ref == job.target_model)
+    resumable = job is not None and job.phase.open and (target is None or client.card(target).ref == job.target_model) \
+        and (strategy is None or Strategy.parse(strategy, "strategy") == job.strategy)
     if not resumable:
         if target is None:
             raise UpgradeError(f"collection '{collection}' has no upgrade job to resume; name the target model")
@@ -358,6 +391,11 @@ def run_upgrade(
             pending = total - filled
         elif job.strategy != Strategy.ADOPT:
             pending = client.store.count(collection, mark_not_in(f"{PROVENANCE_KEY}.{provenance_key(job.target)}", DONE_MARKS))
+        if job.strategy != Strategy.ADOPT:
+            changed_n = job.counts.get("changed_during_run", 0)
+            job.counts = _counts_from_store(client, collection, job, filled)
+            if changed_n:
+                job.counts["changed_during_run"] = changed_n
         meta, current = sess.load()
         job.lock = current.lock
         if pending == 0 and filled == total:

@@ -38,9 +38,15 @@ def test_index_search_info(world):
 
 def test_errors_are_one_line_and_nonzero(world):
     tmp, run = world
-    res = run("search", str(next((tmp / "gallery").rglob("*.png"))), "--collection", "nope", "--model", "omni@1", ok=False)
+    img = str(next((tmp / "gallery").rglob("*.png")))
+    res = run("search", img, "--collection", "nope", "--model", "omni@1", ok=False)  # a mistyped --path
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    assert res.output.startswith(f"error: no embedded Qdrant store at {tmp / 'store'}: check --path")
+    assert not (tmp / "store").exists()  # never created silently
+    run("collection", "create", "h", "--model", "omni@1")
+    res = run("search", img, "--collection", "nope", "--model", "omni@1", ok=False)
     assert res.exit_code == 1
-    assert res.output.strip().splitlines() == ["error: collection 'nope' does not exist (collections: none)"]
+    assert res.output.strip().splitlines() == ["error: collection 'nope' does not exist (collections: h)"]
     res = run("collection", "create", "g", "--model", "ghost@3", ok=False)
     assert res.exit_code == 1 and "error: model ghost@3 is not in registry" in res.output
     res = run("collection", "create", "g", "--model", "ghost", ok=False)
