@@ -185,8 +185,8 @@ class CompatClient:
                                   stored_fingerprint=conv.target_fingerprint, relation=Relation.ADAPTER, converter=conv.id,
                                   evidence=dict(conv.fit)))
         # an edge the collection records for the same pair wins (e.g. one revoked by a rollback)
-        recorded = {(e.query, e.stored) for e in meta.edges}
-        extra = [e for e in extra if (e.query, e.stored) not in recorded]
+        recorded = {(e.query, e.stored, e.relation) for e in meta.edges}
+        extra = [e for e in extra if (e.query, e.stored, e.relation) not in recorded]
         if not extra:
             return meta
         return dataclasses.replace(meta, edges=[*meta.edges, *extra])
