@@ -1,15 +1,22 @@
-"""Benchmark S5: SIGKILL ``qdrant-compat upgrade run`` at random points, resume, verify (20 trials).
+"""Benchmark S5: SIGKILL ``upgrade run``, ``upgrade cutover`` and ``upgrade cleanup`` at random points,
+resume, verify (20 trials each).
 
-    python -m benchmarks.s5_crash [--trials 20] [--images 500] [--strategy backfill|convert+backfill]
+    python -m benchmarks.s5_crash [--trials 20] [--images 500] [--only run|cutover|cleanup]
 
 Real images (the Omniglot fixture), the embedded store, the CLI in a subprocess. Each trial starts from a
-copy of the same v1 collection, kills the run after a random delay, resumes it to the end, then checks that
-every point holds exactly one target vector equal to a fresh extraction and an unchanged payload.
+copy of the same collection state, kills the command after a random delay, records *where* the kill landed
+(the job's phase, points filled, cleanup's journal), runs the same command again to the end, then checks:
+
+* run: every point holds exactly one target vector equal to a fresh extraction, payloads unchanged;
+* cutover: queries read the target, every point still holds both vectors, payloads unchanged;
+* cleanup: the old vector is gone, exactly one backup is recorded and it restores every point with the
+  old vector (a complete backup, never one of a half-dropped collection), target vectors intact.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -19,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,33 +57,111 @@ def prepare(tmp: Path, n_images: int) -> None:
     c.close()
 
 
-def trial(tmp: Path, rng: np.random.Generator, strategy: str, batch: int) -> dict:
-    store = tmp / "store"
-    shutil.rmtree(store, ignore_errors=True)
-    shutil.copytree(tmp / "store0", store)
-    c = CompatClient(path=str(store), registry=tmp / "reg")
-    before = payload_snapshot(c, "g")
-    c.close()
-    base = [sys.executable, "-m", "qdrant_compat.cli.main", "--path", str(store), "--registry", str(tmp / "reg"),
+def _cli(tmp: Path, store: Path) -> list[str]:
+    return [sys.executable, "-m", "qdrant_compat.cli.main", "--path", str(store), "--registry", str(tmp / "reg"),
             "--no-progress"]
-    args = ["upgrade", "run", "g", "--to", "omni@2", "--batch-size", str(batch), "--strategy", strategy,
-            "--lock-ttl", "600"]
-    delay = float(rng.uniform(1.5, 6.0))
-    proc = subprocess.Popen(base + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill_after(cmd: list[str], delay: float) -> bool:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     killed = proc.poll() is None
     if killed:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = subprocess.run(base + args, capture_output=True, text=True, timeout=600)
+    return killed
+
+
+def _where(tmp: Path, store: Path, target: str = "omni@2") -> dict[str, Any]:
+    """The state a kill left: phase, points holding the target, cleanup's journal."""
+    c = CompatClient(path=str(store), registry=tmp / "reg")
+    meta = c.get_meta("g")
+    job = meta.job
+    out = {"phase": str(job.phase) if job else None, "read": meta.read,
+           "filled": c.count_with_vector("g", target) if target in c.store.vector_params("g") else 0,
+           "points": c.store.count("g"), "cleanup_recorded": bool(job and job.cleanup),
+           "old_vector_present": "omni@1" in c.store.vector_params("g"),
+           "old_vector_points": c.count_with_vector("g", "omni@1") if "omni@1" in c.store.vector_params("g") else 0}
+    c.close()
+    return out
+
+
+def _fresh(tmp: Path, name: str) -> Path:
+    store = tmp / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.copytree(tmp / name, store)
+    return store
+
+
+def trial_run(tmp: Path, rng: np.random.Generator, batch: int) -> dict[str, Any]:
+    store = _fresh(tmp, "store0")
+    c = CompatClient(path=str(store), registry=tmp / "reg")
+    before = payload_snapshot(c, "g")
+    c.close()
+    args = ["upgrade", "run", "g", "--to", "omni@2", "--batch-size", str(batch), "--strategy", "backfill", "--lock-ttl", "600"]
+    delay = float(rng.uniform(1.0, 5.0))
+    killed = _kill_after(_cli(tmp, store) + args, delay)
+    where = _where(tmp, store)
+    landed = "before the job started" if where["phase"] is None else f"{where['phase']}, {where['filled']}/{where['points']} filled"
+    done = subprocess.run(_cli(tmp, store) + args, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        return {"ok": False, "killed": killed, "delay": delay, "error": done.stderr[-500:]}
+        return {"ok": False, "killed": killed, "delay": delay, "landed": landed, "error": done.stderr[-500:]}
     c = CompatClient(path=str(store), registry=tmp / "reg")
     emb = Embedder(c.registry.get_model("omni@2"))
     res = check_fill(c, "g", "omni@2", payloads=before,
                      reference=lambda recs: emb.embed([r.payload["image_path"] for r in recs]))
     c.close()
-    return {**res, "killed": killed, "delay": delay}
+    return {**res, "killed": killed, "delay": delay, "landed": landed}
+
+
+def trial_cutover(tmp: Path, rng: np.random.Generator) -> dict[str, Any]:
+    store = _fresh(tmp, "store_filled")
+    c = CompatClient(path=str(store), registry=tmp / "reg")
+    before = payload_snapshot(c, "g")
+    c.close()
+    delay = float(rng.uniform(0.5, 3.5))
+    killed = _kill_after(_cli(tmp, store) + ["upgrade", "cutover", "g", "--grace", "1.5"], delay)
+    where = _where(tmp, store)
+    done = subprocess.run(_cli(tmp, store) + ["upgrade", "cutover", "g", "--grace", "0"], capture_output=True, text=True,
+                          timeout=600)
+    after = _where(tmp, store)
+    c = CompatClient(path=str(store), registry=tmp / "reg")
+    same_payloads = payload_snapshot(c, "g") == before
+    c.close()
+    ok = (done.returncode == 0 and after["phase"] == "cut_over" and after["read"] == "omni@2"
+          and after["filled"] == after["points"] == where["points"] and after["old_vector_points"] == after["points"]
+          and same_payloads)
+    return {"ok": ok, "killed": killed, "delay": delay, "landed": f"phase {where['phase']} (read '{where['read']}')",
+            "after": after, "error": done.stderr[-500:] if done.returncode else None}
+
+
+def trial_cleanup(tmp: Path, rng: np.random.Generator) -> dict[str, Any]:
+    store = _fresh(tmp, "store_cut")
+    bk = tmp / "bk"
+    shutil.rmtree(bk, ignore_errors=True)
+    delay = float(rng.uniform(0.5, 3.0))
+    args = ["upgrade", "cleanup", "g", "--yes", "--backup-dir", str(bk)]
+    killed = _kill_after(_cli(tmp, store) + args, delay)
+    where = _where(tmp, store)
+    landed = ("cleaned" if where["phase"] == "cleaned" else
+              "backup recorded, drop not finished" if where["cleanup_recorded"] else "before the backup was recorded")
+    if where["old_vector_present"] and where["old_vector_points"] < where["points"]:
+        landed += f" (old vector half-dropped: {where['old_vector_points']}/{where['points']})"
+    done = subprocess.run(_cli(tmp, store) + ["--json"] + args, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        return {"ok": False, "killed": killed, "delay": delay, "landed": landed, "error": done.stderr[-500:]}
+    out = json.loads(done.stdout)
+    after = _where(tmp, store)
+    complete = sorted(p.name for p in bk.iterdir() if p.suffix == ".jsonl")
+    partial = sorted(p.name for p in bk.iterdir() if p.name.endswith(".partial"))
+    c = CompatClient(path=str(store), registry=tmp / "reg")
+    restored = c.store.restore(out["backup"], "restored")
+    old_in_backup = c.count_with_vector("restored", "omni@1")
+    c.close()
+    ok = (after["phase"] == "cleaned" and not after["old_vector_present"] and after["filled"] == after["points"]
+          and restored == after["points"] and old_in_backup == after["points"] and len(complete) == 1)
+    return {"ok": ok, "killed": killed, "delay": delay, "landed": landed, "backups": complete,
+            "partial_files_left": partial, "restored_points": restored, "old_vectors_in_backup": old_in_backup}
 
 
 def main() -> None:
@@ -83,28 +169,45 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--strategy", default="backfill", choices=["backfill"])
+    ap.add_argument("--only", choices=["run", "cutover", "cleanup"], default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     rng = np.random.default_rng(args.seed)
+    kinds = [args.only] if args.only else ["run", "cutover", "cleanup"]
+    summary: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         prepare(tmp, args.images)
-        results = []
-        for i in range(args.trials):
-            r = trial(tmp, rng, args.strategy, args.batch_size)
-            log.info("trial %d: killed=%s after %.1fs ok=%s %s", i, r["killed"], r["delay"], r["ok"],
-                     {k: r[k] for k in ("missing_vector", "wrong_vector", "changed_payload") if k in r})
-            results.append(r)
-    passed = sum(r["ok"] for r in results)
-    killed = sum(r["killed"] for r in results)
-    path = write_results("s5_crash.json", {"trials": args.trials, "images": args.images, "batch_size": args.batch_size,
-                                           "seed": args.seed, "killed_mid_run": killed, "passed": passed,
-                                           "results": results,
-                                           "targets": {"S5": {"met": passed == args.trials, "value": f"{passed}/{args.trials}"}}})
-    print(f"S5: {passed}/{args.trials} trials ended exactly right ({killed} killed mid-run); results: {path}")
+        # the starting states of the cutover and cleanup trials, made once through the CLI
+        shutil.copytree(tmp / "store0", tmp / "store_filled")
+        subprocess.run(_cli(tmp, tmp / "store_filled") + ["upgrade", "run", "g", "--to", "omni@2"], check=True)
+        shutil.copytree(tmp / "store_filled", tmp / "store_cut")
+        subprocess.run(_cli(tmp, tmp / "store_cut") + ["upgrade", "cutover", "g", "--grace", "0"], check=True)
+        for kind in kinds:
+            results = []
+            for i in range(args.trials):
+                r = (trial_run(tmp, rng, args.batch_size) if kind == "run" else
+                     trial_cutover(tmp, rng) if kind == "cutover" else trial_cleanup(tmp, rng))
+                log.info("%s trial %d: killed=%s after %.1fs, landed: %s -> ok=%s", kind, i, r["killed"], r["delay"],
+                         r["landed"], r["ok"])
+                results.append(r)
+            landed: dict[str, int] = {}
+            for r in results:
+                key = r["landed"].split(",")[0] if kind == "run" else r["landed"]
+                landed[key] = landed.get(key, 0) + 1
+            summary[kind] = {"passed": sum(r["ok"] for r in results), "trials": args.trials,
+                             "killed_mid_command": sum(r["killed"] for r in results), "landed": landed, "results": results}
+    passed = sum(v["passed"] for v in summary.values())
+    total = sum(v["trials"] for v in summary.values())
+    path = write_results("s5_crash.json", {"images": args.images, "batch_size": args.batch_size, "seed": args.seed,
+                                           "commands": summary,
+                                           "targets": {"S5": {"met": passed == total, "value": f"{passed}/{total}"}}})
+    for kind, v in summary.items():
+        print(f"S5 {kind}: {v['passed']}/{v['trials']} trials ended exactly right ({v['killed_mid_command']} killed "
+              f"mid-command); kills landed: {v['landed']}")
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

@@ -82,8 +82,11 @@ def index(state: CliState, folder: str, collection: str, model: str, batch_size:
 
     n_total = len(ImageFolder(folder))
     with state.progress("indexing", n_total) as bar:
-        n = index_folder(state.client, collection, model, folder, batch_size=batch_size, progress=bar)
-    state.emit({"collection": collection, "model": model, "indexed": n}, f"indexed {n} images into '{collection}' with {model}")
+        skipped: list[str] = []
+        n = index_folder(state.client, collection, model, folder, batch_size=batch_size, progress=bar, skipped=skipped)
+    state.emit({"collection": collection, "model": model, "indexed": n, "skipped": skipped},
+               f"indexed {n} images into '{collection}' with {model}"
+               + (f"; skipped {len(skipped)} unreadable: {skipped[0]}" + (" ..." if len(skipped) > 1 else "") if skipped else ""))
 
 
 @click.command()

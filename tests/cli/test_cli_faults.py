@@ -202,3 +202,25 @@ def test_verbose_shows_the_traceback(world):
     tmp, run = world
     res = run("-v", "--url", "http://127.0.0.1:9", "collection", "list", ok=False)
     assert res.exit_code == 1 and "Traceback" in res.output and res.output.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_index_skips_poison_images_and_never_leaves_an_empty_collection(world):
+    tmp, run = world
+    from tests.upgrade.test_faults import _png_bomb
+
+    paths = sorted((tmp / "gallery").rglob("*.png"))
+    _png_bomb(paths[0])
+    paths[1].write_bytes(b"")
+    out = json.loads(run("--json", "index", str(tmp / "gallery"), "--collection", "p", "--model", "omni@1").output)
+    assert out["indexed"] == len(paths) - 2 and len(out["skipped"]) == 2
+    assert any("DecompressionBomb" in s for s in out["skipped"])
+    # an image folder where nothing can be read creates no collection bound to the model
+    bad = tmp / "allbad" / "c"
+    bad.mkdir(parents=True)
+    (bad / "x.png").write_bytes(b"")
+    out = json.loads(run("--json", "index", str(tmp / "allbad"), "--collection", "empty", "--model", "omni@1").output)
+    assert out["indexed"] == 0
+    assert all(r["name"] != "empty" for r in json.loads(run("--json", "collection", "list").output))
+    # search with a poison image is one line, not a traceback
+    line = one_line(run("search", str(paths[0]), "--collection", "p", "--model", "omni@1", ok=False))
+    assert "cannot be read as an image" in line
