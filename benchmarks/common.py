@@ -113,3 +113,17 @@ def print_targets(targets: dict[str, Any]) -> None:
 def mean_std(vals: list[float]) -> str:
     a = np.asarray(vals, dtype=float)
     return f"{a.mean():.1f} ± {a.std():.1f}" if len(a) > 1 else f"{a.mean():.1f}"
+
+
+NEW_SEED_OFFSET = 1000  # new models start from their own initialisation, never the old model's
+
+
+def negative_control(cells: dict[str, dict[str, list[float]]], n_classes: int, cell: str = "indep/old") -> dict[str, Any]:
+    """The benchmark's negative control: an independently trained new model must *not* search the old gallery.
+
+    Valid when ``indep/old`` top-1 <= 2 x chance + 1 point in every seed (chance = 100 / classes, in %);
+    otherwise the run is flagged invalid (e.g. new models that started from the old model's weights).
+    """
+    limit = 2 * 100.0 / n_classes + 1.0
+    vals = [float(v) for v in cells[cell]["top1"]]
+    return {"cell": cell, "top1": vals, "limit": limit, "chance": 100.0 / n_classes, "valid": all(v <= limit for v in vals)}

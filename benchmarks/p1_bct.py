@@ -30,6 +30,7 @@ from benchmarks.common import (
     collect_cells,
     data_dir,
     mean_std,
+    negative_control,
     print_targets,
     tiny_imagenet,
     write_results,
@@ -175,11 +176,15 @@ def main() -> None:
     if "S1_max_abs_diff" in system:
         targets["S1"] = {"met": bool(system["S1_max_abs_diff"] <= 1e-4 and system["S1_ort_vs_torch"] >= 1.0),
                          "value": {"max_abs_diff": system["S1_max_abs_diff"], "ort_vs_torch": system["S1_ort_vs_torch"]}}
+    control = negative_control(cells, len(d["classes"]))
+    if not control["valid"]:
+        log.warning("INVALID RUN: negative control indep/old top-1 %s exceeds %.1f", control["top1"], control["limit"])
     name = args.out or ("p1_bct.json" if args.eval_on == "val" else "p1_bct_holdout.json")
     path = write_results(name, {"protocol": "P1", "seeds": args.seeds, "eval_on": args.eval_on, "epochs": args.epochs,
                                 "batch_size": args.batch_size,
                                 "bct_losses": losses, "loss_options": options, "cells": cells, "derived": derived,
-                                "system": system, "targets": targets})
+                                "system": system, "targets": targets, "negative_control": control,
+                                "valid": control["valid"]})
     print(f"\n### P1 backward-compatible training ({args.eval_on}, seeds {args.seeds}, {args.epochs} epochs)\n")
     print("| cell (query/gallery) | top-1 | top-5 | mAP | top-1 seen | top-1 new |")
     print("|---|---|---|---|---|---|")
@@ -187,6 +192,8 @@ def main() -> None:
         print(f"| {c} | {mean_std(m['top1'])} | {mean_std(m['top5'])} | {mean_std(m['mAP'])} | "
               f"{mean_std(m['top1_seen'])} | {mean_std(m['top1_new'])} |")
     print_targets(targets)
+    print(f"\nnegative control indep/old top-1 {control['top1']} (limit {control['limit']:.1f}): "
+          f"{'valid' if control['valid'] else 'INVALID RUN'}")
     print(f"\nresults: {path}")
 
 
