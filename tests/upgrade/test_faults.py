@@ -156,3 +156,63 @@ def test_store_capabilities_and_backup_use_public_options_only(client, tmp_path)
     with pytest.raises(InvalidArgumentError, match="exists; restore into a new name"):
         client.store.restore(client.store.backup("s", folder=tmp_path), "s")
     assert np.isclose(client.store.search("s", [1.0, 0.0, 0.0], using="v", limit=1)[0].score, 1.0)
+
+
+def test_a_model_emitting_nan_for_some_images_fails_those_points_only(world):
+    """A registered model that divides by the image's contrast: fine on the registration probe, NaN on a
+    flat image. Backfill marks that point failed with the reason and fills the rest."""
+    import torch
+
+    from qdrant_compat import ModelCard
+    from qdrant_compat.export import export_module
+
+    tmp, client = world
+
+    class Fragile(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin = torch.nn.Linear(28 * 28, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            contrast = x.amax(dim=(1, 2, 3), keepdim=True) - x.amin(dim=(1, 2, 3), keepdim=True)
+            return self.lin(((x - x.mean()) / contrast).flatten(1))
+
+    export_module(Fragile(), (1, 1, 28, 28), tmp / "fragile.onnx")
+    spec = client.registry.get_model("omni@1").card.input
+    client.registry.register_model(tmp / "fragile.onnx", ModelCard(name="fragile", version="1", dim=32, input=spec))
+    flat = sorted((tmp / "gallery").rglob("*.png"))[5]
+    from PIL import Image
+
+    Image.new("L", (28, 28), 255).save(flat)
+    rep = run_upgrade(client, "g", "fragile@1", strategy="backfill", batch_size=64)
+    assert rep.job.counts["failed"] == 1 and rep.job.counts["extracted"] == 149
+    assert any("produced a non-finite or zero vector" in e for e in rep.job.errors)
+    rec = next(r for r in client.scroll_all("g", with_vectors=["fragile@1"]) if r.payload["image_path"] == str(flat.resolve()))
+    assert "fragile@1" not in (rec.vector or {}) and rec.payload[PROVENANCE_KEY][provenance_key("fragile@1")] == "failed"
+
+
+def test_cli_cleanup_backup_restores_the_dropped_vector_exactly(make_world, other_model, omni_train):
+    """The CLI used to close the embedded store and copy its folder while reopening it; the backup is now
+    written through the public API with the store open, and restores every dropped vector (to float32 rounding of a re-normalisation)."""
+    import json
+
+    from qdrant_compat import CompatClient, Registry
+
+    tmp, run = make_world(4)
+    run("collection", "create", "g", "--model", "omni@1")
+    run("index", str(tmp / "gallery"), "--collection", "g", "--model", "omni@1")
+    fit_and_register(Registry(tmp / "reg"), "omni@1", "omni-indep@2", "linear", images=omni_train, conv_id="c")
+    c = CompatClient(path=str(tmp / "store"), registry=tmp / "reg")
+    before = {r.id: r.vector["omni@1"] for r in c.scroll_all("g", with_vectors=["omni@1"])}
+    c.close()
+    run("upgrade", "run", "g", "--to", "omni-indep@2", "--strategy", "convert")
+    run("upgrade", "cutover", "g", "--grace", "0")
+    out = json.loads(run("--json", "upgrade", "cleanup", "g", "--yes").output)
+    assert out["backup"].startswith(str(tmp / "store") + ".backups/")
+    c = CompatClient(path=str(tmp / "store"), registry=tmp / "reg")
+    assert "omni@1" not in c.store.vector_params("g")
+    assert c.store.restore(out["backup"], "g-restored") == len(before)
+    after = {r.id: r.vector["omni@1"] for r in c.scroll_all("g-restored", with_vectors=["omni@1"])}
+    c.close()
+    assert after.keys() == before.keys() and all(np.allclose(after[i], before[i], atol=1e-6) for i in before)
