@@ -47,11 +47,13 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @click.option("--max-batches", type=int, default=None, help="Stop after N batches (resume later).")
 @click.option("--lock-ttl", default=60.0, show_default=True, help="Seconds before a dead holder's lock expires.")
 @click.option("--retry-missing", is_flag=True, help="Try points whose image was missing or unreadable again.")
+@click.option("--read-workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Threads reading and preprocessing images while the model embeds (0: no pipeline).")
 @click.option("--dry-run", is_flag=True)
 @pass_state
 def run(state: CliState, collection: str, target: str | None, strategy: str | None, converter: str | None,
         priority: str, image_field: str, batch_size: int, max_batches: int | None, lock_ttl: float,
-        retry_missing: bool, dry_run: bool) -> None:
+        retry_missing: bool, read_workers: int, dry_run: bool) -> None:
     """Execute (or resume) the upgrade in batches, with progress and ETA."""
     from qdrant_compat.upgrade import run_upgrade
 
@@ -60,7 +62,8 @@ def run(state: CliState, collection: str, target: str | None, strategy: str | No
     with state.progress("upgrading", total) as bar:
         rep = run_upgrade(state.client, collection, target, strategy=strategy, converter=converter, priority=priority,
                           image_field=image_field, batch_size=batch_size, progress=bar, max_batches=max_batches,
-                          lock_ttl=lock_ttl, dry_run=dry_run, retry_missing=retry_missing)
+                          lock_ttl=lock_ttl, dry_run=dry_run, retry_missing=retry_missing,
+                          read_workers=read_workers)
     job = rep.job
 
     def human() -> str:

@@ -46,6 +46,7 @@ class RunReport(Result):
     plan: dict[str, Any] | None = None
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # busy time per backfill stage (read/embed/write)
 
 
 class _Session:
@@ -240,51 +241,152 @@ def _unchanged(client: CompatClient, collection: str, job: JobState, batch: list
     return {r.id for r in batch if r.id in now and now[r.id] == key(r)}
 
 
+@dataclass
+class _Prepared:
+    """One batch after the read stage: preprocessed tensors of the readable images, and the rest."""
+
+    batch: list[Any]
+    ok_ids: list[Any]
+    tensor: np.ndarray
+    missing: list[Any]
+    failed: list[Any]
+    errors: list[str]
+    seconds: float = 0.0
+
+
+def _prepare(reader: ImageReader, job: JobState, spec: Any, batch: list[Any]) -> _Prepared:
+    """Read, decode and preprocess one batch (runs in the read pool; touches no Qdrant state)."""
+    from qdrant_compat.data.transforms import preprocess
+
+    t0 = time.perf_counter()
+    probe = JobState(id=job.id, source=job.source, source_model=job.source_model, target=job.target,
+                     target_model=job.target_model, target_fingerprint=job.target_fingerprint, strategy=job.strategy,
+                     image_field=job.image_field)  # collects this batch's error lines without sharing the job
+    ok_ids, images, missing, failed = _read_images(reader, probe, batch)
+    rows, ids = [], []
+    for pid, img in zip(ok_ids, images, strict=True):
+        try:
+            rows.append(preprocess([img], spec)[0])
+            ids.append(pid)
+        except (InvalidArgumentError, CorruptArtifactError, OSError, ValueError) as exc:
+            failed.append(pid)
+            probe.errors.append(f"point {pid}: cannot be preprocessed ({exc})")
+    c, size = spec.channels, spec.size
+    tensor = np.stack(rows) if rows else np.empty((0, c, size, size), np.float32)
+    return _Prepared(batch, ids, tensor, missing, failed, probe.errors, time.perf_counter() - t0)
+
+
 def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
                     progress: ProgressFn | None, budget: list[int], seed: int, retry_missing: bool,
-                    reader: ImageReader) -> int:
+                    reader: ImageReader, read_workers: int, stages: dict[str, float]) -> int:
+    """Re-extract pending points as a pipeline: read/decode/preprocess in a bounded thread pool, embed in the
+    calling thread, write (and check, mark, heartbeat) in one writer thread; bounded queues keep memory flat.
+    Every Qdrant call happens in the writer thread, in batch order. ``read_workers=0`` runs it all in line."""
+    import queue
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     from qdrant_compat.runtime.embedder import Embedder
 
     emb = Embedder(client.registry.get_model(job.target_model), batch_size=batch_size)
+    spec = emb.card.input
     skip = (Mark.EXTRACTED.value,) if retry_missing else DONE_MARKS
     recs = [r for chunk in _pending(client, collection, job, need=lambda r: _provenance(r, job.target) not in skip,
                                     payload=[job.image_field], batch=1024) for r in chunk]
     order = _priority_order(client, job, recs, seed)
-    done = 0
-    for s in range(0, len(order), batch_size):
-        if budget[0] == 0:
-            break
-        batch = [recs[i] for i in order[s : s + batch_size]]
-        ok_ids, images, missing, failed = _read_images(reader, job, batch)
-        # a point re-written or deleted since it was read keeps its new state: skip it (a re-written point lost its
-        # mark, so the next pass takes it with its new image)
-        unchanged = _unchanged(client, collection, job, batch)
-        keep = [i for i, pid in enumerate(ok_ids) if pid in unchanged]
-        changed = len(batch) - len(unchanged)
+    batches = [[recs[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    if budget[0] >= 0:
+        batches = batches[: budget[0]]
+    done = [0]
+    for k in ("read", "embed", "write"):
+        stages.setdefault(k, 0.0)
+
+    def write(prep: _Prepared, vecs: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        for e in prep.errors:
+            job.add_error(e)
+        # a point re-written or deleted since it was read keeps its new state: skip it (a re-written point lost
+        # its mark, so the next pass takes it with its new image)
+        unchanged = _unchanged(client, collection, job, prep.batch)
+        changed = len(prep.batch) - len(unchanged)
         if changed:
-            log.info("backfill %s: %d point(s) changed or deleted while being re-extracted: left for the next pass", job.id, changed)
+            log.info("backfill %s: %d point(s) changed or deleted while being re-extracted: left for the next pass",
+                     job.id, changed)
             job.counts["changed_during_run"] = job.counts.get("changed_during_run", 0) + changed
-        ok_ids, images = [ok_ids[i] for i in keep], [images[i] for i in keep]
-        missing, failed = [i for i in missing if i in unchanged], [i for i in failed if i in unchanged]
-        vecs: Any = emb.embed(images) if ok_ids else np.empty((0, 0), np.float32)
+        keep = [i for i, pid in enumerate(prep.ok_ids) if pid in unchanged]
+        ok_ids = [prep.ok_ids[i] for i in keep]
+        vecs = vecs[keep] if len(vecs) else vecs
+        missing = [i for i in prep.missing if i in unchanged]
+        failed = [i for i in prep.failed if i in unchanged]
         good = [i for i, v in enumerate(vecs) if np.isfinite(v).all() and np.any(v)]
         if len(good) < len(ok_ids):  # a model that emits NaN for an image: that point fails, the rest goes on
-            bad = sorted(set(range(len(ok_ids))) - set(good))
-            for i in bad:
+            for i in sorted(set(range(len(ok_ids))) - set(good)):
                 job.add_error(f"point {ok_ids[i]}: {job.target_model} produced a non-finite or zero vector")
-            failed += [ok_ids[i] for i in bad]
+                failed.append(ok_ids[i])
             ok_ids, vecs = [ok_ids[i] for i in good], vecs[good]
         _write_batch(client, collection, job.target, {i: v.tolist() for i, v in zip(ok_ids, vecs, strict=True)},
                      {Mark.EXTRACTED.value: ok_ids, Mark.MISSING.value: missing, Mark.FAILED.value: failed})
         for k, ids in ((Mark.EXTRACTED, ok_ids), (Mark.MISSING, missing), (Mark.FAILED, failed)):
             job.counts[k.value] = job.counts.get(k.value, 0) + len(ids)
-        done += len(batch)
+        done[0] += len(prep.batch)
         sess.heartbeat(job)
-        log.info("backfill %s: %d/%d points written", job.id, done, len(order))
         budget[0] -= 1
+        stages["write"] += time.perf_counter() - t0
+        log.info("backfill %s: %d/%d points written", job.id, done[0], len(order))
         if progress:
-            progress(done, len(order))
-    return done
+            progress(done[0], len(order))
+
+    def embed(prep: _Prepared) -> np.ndarray:
+        t0 = time.perf_counter()
+        vecs = emb.embed_tensor(prep.tensor) if len(prep.tensor) else np.empty((0, emb.card.dim), np.float32)
+        stages["embed"] += time.perf_counter() - t0
+        return vecs
+
+    if read_workers <= 0:  # in line: the plain loop
+        for batch in batches:
+            prep = _prepare(reader, job, spec, batch)
+            stages["read"] += prep.seconds
+            write(prep, embed(prep))
+        return done[0]
+
+    to_write: queue.Queue[tuple[_Prepared, np.ndarray] | None] = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+
+    def writer() -> None:
+        while True:
+            item = to_write.get()
+            if item is None:
+                return
+            if failure:
+                continue  # drain: the run stops at the first failure, nothing after it is written
+            try:
+                write(*item)
+            except BaseException as exc:  # surfaced in the calling thread
+                failure.append(exc)
+
+    wt = threading.Thread(target=writer, name="qdrant-compat-writer", daemon=True)
+    wt.start()
+    try:
+        with ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="qdrant-compat-read") as pool:
+            ahead = read_workers + 1  # batches being read at most: bounded memory
+            futures = [pool.submit(_prepare, reader, job, spec, b) for b in batches[:ahead]]
+            for i in range(len(batches)):
+                prep = futures[i].result()
+                if i + ahead < len(batches):
+                    futures.append(pool.submit(_prepare, reader, job, spec, batches[i + ahead]))
+                stages["read"] += prep.seconds
+                vecs = embed(prep)
+                if failure:
+                    break
+                to_write.put((prep, vecs))
+            for f in futures:
+                f.cancel()
+    finally:
+        to_write.put(None)
+        wt.join()
+    if failure:
+        raise failure[0]
+    return done[0]
 
 
 def _counts_from_store(client: CompatClient, collection: str, job: JobState, filled: int) -> dict[str, int]:
@@ -329,6 +431,7 @@ def run_upgrade(
     retry_missing: bool = False,
     seed: int = 0,
     images: ImageReader | None = None,
+    read_workers: int = 2,
 ) -> RunReport:
     """Start or resume the collection's upgrade job and fill the target vector.
 
@@ -340,6 +443,8 @@ def run_upgrade(
         max_batches: stop after this many batches (the job stays resumable).
         dry_run: plan only; nothing is written.
         images: where backfill reads the images points reference (default: local paths).
+        read_workers: threads that read, decode and preprocess images while the model embeds and the writer
+            writes (a pipeline with bounded queues); 0 runs the stages one after another.
 
     Raises:
         JobLockedError: another live process runs the job.
@@ -378,12 +483,13 @@ def run_upgrade(
         raise JobLockedError(f"upgrade job {job.id} was taken by another process while starting")
     budget = [max_batches if max_batches is not None else -1]
     processed = 0
+    stages: dict[str, float] = {}
     try:
         if job.strategy.converts:
             processed += _convert_stage(client, collection, job, sess, batch_size, progress, budget)
         if job.strategy.extracts and budget[0] != 0:
             processed += _backfill_stage(client, collection, job, sess, batch_size, progress, budget, seed, retry_missing,
-                                         images or LocalImages())
+                                         images or LocalImages(), read_workers, stages)
         total = client.store.count(collection)
         filled = total if job.strategy == Strategy.ADOPT else client.count_with_vector(collection, job.target)
         pending = 0
@@ -416,4 +522,4 @@ def run_upgrade(
             pass
         raise
     return RunReport(collection, job=job, processed=processed, remaining=total - filled,
-                     seconds=time.perf_counter() - t0, stopped_early=stopped)
+                     seconds=time.perf_counter() - t0, stopped_early=stopped, stage_seconds=stages)

@@ -150,7 +150,8 @@ def test_backfill_does_not_overwrite_a_point_rewritten_meanwhile(world, monkeypa
         return out
 
     monkeypatch.setattr(runner, "_read_images", read_then_reindex)
-    rep = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=32)
+    # in line (read_workers=0): the test's own write must not run beside the writer thread
+    rep = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=32, read_workers=0)
     assert rep.job.counts["changed_during_run"] == 1
     rec = client.store.retrieve("g", [victim.id], with_vectors=True)[0]
     assert "omni-indep@2" not in rec.vector  # not the new model's vector of the *old* image
@@ -176,7 +177,7 @@ def test_a_point_deleted_during_backfill_is_skipped_not_a_traceback(world, monke
         return out
 
     monkeypatch.setattr(runner, "_read_images", read_then_delete)
-    rep = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=32)
+    rep = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=32, read_workers=0)
     assert rep.remaining == 0 and client.store.count("g") == 149 and not client.store.retrieve("g", [victim])
 
 
