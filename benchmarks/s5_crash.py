@@ -62,8 +62,17 @@ def _cli(tmp: Path, store: Path) -> list[str]:
             "--no-progress"]
 
 
-def _kill_after(cmd: list[str], delay: float) -> bool:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_after(cmd: list[str], delay: float, after_lines: int = 0, marker: str = "points written") -> bool:
+    """Run ``cmd``; SIGKILL it ``delay`` seconds after it printed ``after_lines`` lines containing ``marker``
+    (0: after start). Returns whether it was still running when killed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if after_lines:
+        assert proc.stderr is not None
+        seen = 0
+        for line in proc.stderr:
+            seen += marker in line
+            if seen >= after_lines:
+                break
     time.sleep(delay)
     killed = proc.poll() is None
     if killed:
@@ -99,8 +108,10 @@ def trial_run(tmp: Path, rng: np.random.Generator, batch: int) -> dict[str, Any]
     before = payload_snapshot(c, "g")
     c.close()
     args = ["upgrade", "run", "g", "--to", "omni@2", "--batch-size", str(batch), "--strategy", "backfill", "--lock-ttl", "600"]
-    delay = float(rng.uniform(1.0, 5.0))
-    killed = _kill_after(_cli(tmp, store) + args, delay)
+    n_batches = -(-len(before) // batch)
+    after = int(rng.integers(0, n_batches))  # 0: during start-up, before any batch was written
+    delay = float(rng.uniform(0.0, 0.05)) if after else float(rng.uniform(0.2, 1.2))
+    killed = _kill_after(_cli(tmp, store) + ["-v"] + args, delay, after_lines=after)
     where = _where(tmp, store)
     landed = "before the job started" if where["phase"] is None else f"{where['phase']}, {where['filled']}/{where['points']} filled"
     done = subprocess.run(_cli(tmp, store) + args, capture_output=True, text=True, timeout=600)
@@ -111,7 +122,7 @@ def trial_run(tmp: Path, rng: np.random.Generator, batch: int) -> dict[str, Any]
     res = check_fill(c, "g", "omni@2", payloads=before,
                      reference=lambda recs: emb.embed([r.payload["image_path"] for r in recs]))
     c.close()
-    return {**res, "killed": killed, "delay": delay, "landed": landed}
+    return {**res, "killed": killed, "delay": delay, "after_batches": after, "landed": landed}
 
 
 def trial_cutover(tmp: Path, rng: np.random.Generator) -> dict[str, Any]:
@@ -119,8 +130,8 @@ def trial_cutover(tmp: Path, rng: np.random.Generator) -> dict[str, Any]:
     c = CompatClient(path=str(store), registry=tmp / "reg")
     before = payload_snapshot(c, "g")
     c.close()
-    delay = float(rng.uniform(0.5, 3.5))
-    killed = _kill_after(_cli(tmp, store) + ["upgrade", "cutover", "g", "--grace", "1.5"], delay)
+    delay = float(rng.uniform(0.2, 2.5))
+    killed = _kill_after(_cli(tmp, store) + ["upgrade", "cutover", "g", "--grace", "1.0"], delay)
     where = _where(tmp, store)
     done = subprocess.run(_cli(tmp, store) + ["upgrade", "cutover", "g", "--grace", "0"], capture_output=True, text=True,
                           timeout=600)
@@ -139,7 +150,7 @@ def trial_cleanup(tmp: Path, rng: np.random.Generator) -> dict[str, Any]:
     store = _fresh(tmp, "store_cut")
     bk = tmp / "bk"
     shutil.rmtree(bk, ignore_errors=True)
-    delay = float(rng.uniform(0.5, 3.0))
+    delay = float(rng.uniform(0.2, 1.6))
     args = ["upgrade", "cleanup", "g", "--yes", "--backup-dir", str(bk)]
     killed = _kill_after(_cli(tmp, store) + args, delay)
     where = _where(tmp, store)

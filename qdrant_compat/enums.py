@@ -8,6 +8,9 @@ from metadata or cards are an error that lists the allowed ones.
 from __future__ import annotations
 
 from enum import Enum
+from typing import TypeVar
+
+E = TypeVar("E", bound="_StrEnum")
 
 
 class _StrEnum(str, Enum):
@@ -15,7 +18,7 @@ class _StrEnum(str, Enum):
         return str(self.value)
 
     @classmethod
-    def parse(cls, value: object, what: str | None = None) -> _StrEnum:
+    def parse(cls: type[E], value: object, what: str | None = None) -> E:
         """``value`` as a member; raises :class:`~qdrant_compat.errors.InvalidArgumentError` naming the allowed ones."""
         try:
             return cls(value)

@@ -259,10 +259,11 @@ class Store:
     # ---------------------------------------------------------------- writes
     def upsert(self, name: str, ids: Sequence[Any], vectors: Sequence[dict[str, list[float]]],
                payloads: Sequence[dict[str, Any]]) -> None:
-        points = [models.PointStruct(id=i, vector=v, payload=p) for i, v, p in zip(ids, vectors, payloads, strict=True)]
+        points = [models.PointStruct(id=i, vector=dict(v), payload=p)  # type: ignore[arg-type]
+                  for i, v, p in zip(ids, vectors, payloads, strict=True)]
         self.client.upsert(name, points=points, wait=True)
 
-    def write_vectors(self, name: str, vector: str, vectors: dict[Any, list[float]], *, mark_key: str | None = None,
+    def write_vectors(self, name: str, vector: str, vectors: dict[Any, list[float]], *, mark_key: str = "",
                       marks: dict[str, list[Any]] | None = None, mark_field: str | None = None) -> None:
         """Write one named vector of several points, then set ``mark_field.mark_key = value`` on the ids of each
         ``marks`` value, in one request (the vectors first: a crash between the two only means redoing the batch)."""
@@ -290,8 +291,8 @@ class Store:
             return f"snapshot {snap.name}" if snap else "snapshot"
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         if folder is None:
-            path = self.local_path
-            folder = f"{path.rstrip('/')}.backups" if path and path != ":memory:" else "qdrant_compat_backups"
+            local = self.local_path
+            folder = f"{local.rstrip('/')}.backups" if local and local != ":memory:" else "qdrant_compat_backups"
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}-{stamp}.jsonl"
