@@ -220,8 +220,11 @@ class CompatClient:
         log.info("created collection %s for %s", name, card.ref)
         return meta
 
-    def adopt_collection(self, name: str, model: ModelCard | str, *, vector_name: str | None = None) -> CompatMeta:
-        """Declare which model made an existing (legacy) collection's vectors.
+    def adopt_collection(self, name: str, model: ModelCard | str, *, vector_name: str | None = None,
+                         dry_run: bool = False) -> CompatMeta:
+        """Declare which model made an existing (legacy) collection's vectors (no point is touched).
+
+        To prove it first, see :func:`qdrant_compat.adoption.adopt` (``--verify``).
 
         Raises:
             InvalidArgumentError: the vector does not exist, or its size/distance differ from the model's.
@@ -248,6 +251,8 @@ class CompatClient:
                 f"vector '{vector_name}' of '{name}' uses {p.distance.value} but {card.ref} is a {card.distance} model"
             )
         meta = CompatMeta(vectors={vector_name: VectorEntry.for_card(card)}, read=vector_name, write=[vector_name])
+        if dry_run:
+            return meta
         self.put_meta(name, meta)
         log.info("adopted collection %s: vector '%s' = %s", name, vector_name, card.ref)
         return meta

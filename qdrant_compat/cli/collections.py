@@ -30,11 +30,23 @@ def create(state: CliState, name: str, model: str, exist_ok: bool) -> None:
 @click.argument("name")
 @click.option("--model", required=True, help="NAME@VERSION that made the existing vectors.")
 @click.option("--vector", "vector_name", default=None, help="Which named vector ('' for the unnamed one).")
+@click.option("--verify", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Re-embed N sampled points' images and compare with the stored vectors first (refused below a "
+                   "median cosine of 0.99).")
+@click.option("--image-field", default="image_path", show_default=True, help="Payload field naming each point's image.")
+@click.option("--force", is_flag=True, help="Adopt even when --verify finds the vectors are not this model's.")
 @pass_state
-def adopt(state: CliState, name: str, model: str, vector_name: str | None) -> None:
-    """Declare which model made the vectors of a collection created without qdrant-compat."""
-    meta = state.client.adopt_collection(name, model, vector_name=vector_name)
-    state.emit({"collection": name, "metadata": meta.to_dict()}, f"collection '{name}': vector '{meta.read}' = {model}")
+def adopt(state: CliState, name: str, model: str, vector_name: str | None, verify: int, image_field: str,
+          force: bool) -> None:
+    """Declare which model made the vectors of a collection created without qdrant-compat (no point is touched)."""
+    from qdrant_compat.adoption import adopt as adopt_collection
+
+    rep = adopt_collection(state.client, name, model, vector_name=vector_name, verify=verify, force=force,
+                           image_field=image_field)
+    v = rep.verify
+    state.emit(rep, f"collection '{name}': vector '{rep.metadata.read}' = {model}" + (
+        f" (verified on {v.compared} images: median cosine {v.median_cosine:.4f}, min {v.min_cosine:.4f}"
+        + (", FORCED below 0.99" if not v.passed else "") + ")" if v else ""))
 
 
 @collection_group.command("info")

@@ -29,6 +29,45 @@ def register(state: CliState, onnx_file: str, card_file: str, classifier: str | 
     state.emit(card.to_dict(), f"registered {card.ref} ({card.fingerprint[:12]}…)")
 
 
+@model_group.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", required=True)
+@click.option("--version", required=True)
+@click.option("--arch", default=None, help="torchvision architecture: SOURCE is then its weights file (state dict).")
+@click.option("--layer", default=None, help="With --arch: the layer whose (flattened) output is the embedding "
+                                            "(default: pooled features, the classifier removed).")
+@click.option("--size", type=click.IntRange(min=8), default=None, help="Input size (read from the graph where it is fixed).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels (read from the graph where fixed).")
+@click.option("--mean", default=None, help="Comma-separated per-channel mean (default ImageNet / 0.5).")
+@click.option("--std", default=None, help="Comma-separated per-channel std.")
+@click.option("--distance", type=click.Choice(["Cosine", "Dot", "Euclid"]), default="Cosine", show_default=True)
+@pass_state
+def import_(state: CliState, source: str, name: str, version: str, arch: str | None, layer: str | None,
+            size: int | None, channels: str | None, mean: str | None, std: str | None, distance: str) -> None:
+    """Register a model trained elsewhere: an ONNX file, or (--arch) a torchvision network's local weights.
+
+    The graph is run once on a probe batch: the output dimension is read from it and must be finite.
+    """
+    from qdrant_compat.cli.training import _floats
+    from qdrant_compat.errors import InvalidArgumentError
+    from qdrant_compat.importing import import_onnx, import_torchvision
+
+    m = _floats(mean, "--mean") if mean else None
+    sd = _floats(std, "--std") if std else None
+    if arch:
+        if size is None:
+            raise InvalidArgumentError("--arch needs --size (the input size the network was trained at)")
+        card = import_torchvision(state.registry, arch, source, name, version, size=size, channels=int(channels or 3),
+                                  layer=layer, mean=m, std=sd, distance=distance)
+    else:
+        if layer:
+            raise InvalidArgumentError("--layer goes with --arch; an ONNX file's embedding is its first output")
+        card = import_onnx(state.registry, source, name, version, size=size, channels=int(channels) if channels else None,
+                           mean=m, std=sd, distance=distance)
+    state.emit(card.to_dict(), f"imported {card.ref}: {card.dim}-d, input {card.input.channels}x{card.input.size}x"
+               f"{card.input.size}, mean {card.input.mean}, std {card.input.std} ({card.fingerprint[:12]}…)")
+
+
 @model_group.command("list")
 @pass_state
 def list_models(state: CliState) -> None:

@@ -14,7 +14,7 @@ from qdrant_compat.data.images import load_image
 from qdrant_compat.data.transforms import preprocess
 from qdrant_compat.errors import InvalidArgumentError
 from qdrant_compat.registry import RegisteredModel, Registry
-from qdrant_compat.runtime.onnx import INPUT_NAME, OUTPUT_NAME, ort_session
+from qdrant_compat.runtime.onnx import ort_session
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ class Embedder:
         self.card: ModelCard = model.card
         self.batch_size = int(batch_size)
         self._sess = ort_session(model.onnx_path, providers)
+        # exported models name them 'input'/'embedding'; an imported graph has its own names: use the first of each
+        self._in, self._out = self._sess.get_inputs()[0].name, self._sess.get_outputs()[0].name
 
     @classmethod
     def from_registry(cls, registry: Registry, ref: str, **kw: Any) -> Embedder:
@@ -47,7 +49,7 @@ class Embedder:
         out = np.empty((len(x), self.card.dim), dtype=np.float32)
         for s in range(0, len(x), self.batch_size):
             chunk = np.ascontiguousarray(x[s : s + self.batch_size], dtype=np.float32)
-            out[s : s + len(chunk)] = self._sess.run([OUTPUT_NAME], {INPUT_NAME: chunk})[0]
+            out[s : s + len(chunk)] = self._sess.run([self._out], {self._in: chunk})[0]
         return out
 
     def embed(self, images: Sequence[Any]) -> np.ndarray:

@@ -44,6 +44,9 @@ def test_every_command_output_matches_its_schema(make_world, trained, other_mode
     (tmp / "card2.json").write_text(json.dumps(card))
     reg = j("model register", str(tmp / "reg" / "models" / "tiny" / "1" / "model.onnx"), "--card", str(tmp / "card2.json"))
     assert reg["version"] == "2" and len(reg["fingerprint"]) == 64
+    imported = j("model import", str(tmp / "reg" / "models" / "tiny" / "1" / "model.onnx"), "--name", "ext", "--version", "1",
+                 "--mean", "0.5", "--std", "0.5")
+    assert imported["training"]["imported"]["from"] == "onnx"
     conv = j("converter fit", str(OMNIGLOT), "--max-classes", "8", "--source", "omni@1", "--target", "omni-indep@2",
              "--kind", "linear")
     j("converter list")

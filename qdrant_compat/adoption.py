@@ -1,0 +1,119 @@
+"""Adopting a collection made without qdrant-compat, with proof of which model made its vectors.
+
+``verify_stored_vectors`` re-embeds a sample of the points whose payload references an image and compares
+the fresh vectors with the stored ones. The right model with the right preprocessing reproduces them (cosine
+~1); the wrong model, or the right one with another mean/std or size, does not. Adoption is refused below a
+median cosine of 0.99 unless forced.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qdrant_compat.cards import ModelCard
+from qdrant_compat.client import CompatClient
+from qdrant_compat.data.images import ImageReader, LocalImages
+from qdrant_compat.errors import CorruptArtifactError, IncompatibleModelError, InvalidArgumentError
+from qdrant_compat.metadata import CompatMeta
+from qdrant_compat.results import Result
+from qdrant_compat.store import record_vector
+
+log = logging.getLogger(__name__)
+MIN_MEDIAN_COSINE = 0.99
+
+
+@dataclass
+class Verification(Result):
+    model: str
+    vector: str
+    sampled: int
+    compared: int
+    median_cosine: float
+    p05_cosine: float
+    min_cosine: float
+    passed: bool
+    unreadable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AdoptReport(Result):
+    collection: str
+    metadata: CompatMeta
+    verify: Verification | None = None
+
+
+def verify_stored_vectors(client: CompatClient, collection: str, model: ModelCard | str, *, vector: str, sample: int,
+                          image_field: str = "image_path", images: ImageReader | None = None) -> Verification:
+    """Cosine between stored and freshly computed vectors on up to ``sample`` points with a readable image.
+
+    Raises:
+        InvalidArgumentError: no sampled point references a readable image in ``image_field``.
+    """
+    from qdrant_compat.runtime.embedder import Embedder
+
+    card = client.card(model)
+    reader = images or LocalImages()
+    recs, _ = client.store.scroll(collection, limit=max(1, sample), with_vectors=[vector] if vector else True,
+                                  with_payload=[image_field])
+    stored, imgs, unreadable = [], [], []
+    for r in recs:
+        ref = (r.payload or {}).get(image_field)
+        try:
+            img = reader.read(ref)
+        except (InvalidArgumentError, CorruptArtifactError) as exc:
+            unreadable.append(f"point {r.id}: {exc}")
+            continue
+        v = record_vector(r, vector)
+        if v is not None:
+            stored.append(v)
+            imgs.append(img)
+    if not imgs:
+        raise InvalidArgumentError(
+            f"--verify: none of the {len(recs)} sampled points of '{collection}' references a readable image in payload "
+            f"field '{image_field}' (name the field with --image-field, or adopt without --verify)"
+        )
+    fresh = Embedder(client.registry.get_model(card.ref)).embed(imgs)
+    a = np.asarray(stored, np.float64)
+    b = fresh.astype(np.float64)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    med = float(np.median(cos))
+    return Verification(model=card.ref, vector=vector, sampled=len(recs), compared=len(cos), median_cosine=med,
+                        p05_cosine=float(np.percentile(cos, 5)), min_cosine=float(cos.min()),
+                        passed=med >= MIN_MEDIAN_COSINE, unreadable=unreadable[:5])
+
+
+def adopt(client: CompatClient, collection: str, model: ModelCard | str, *, vector_name: str | None = None,
+          verify: int = 0, force: bool = False, image_field: str = "image_path",
+          images: ImageReader | None = None) -> AdoptReport:
+    """Declare which model made an existing collection's vectors (touching no point), optionally proving it.
+
+    Raises:
+        IncompatibleModelError: ``verify`` found the stored vectors are not this model's (median cosine below
+            0.99; the figures are in the message), unless ``force``.
+    """
+    report = None
+    if verify:
+        card = client.card(model)
+        params = client.store.vector_params(collection)
+        vec = vector_name if vector_name is not None else (next(iter(params)) if len(params) == 1 else None)
+        if vec is None or vec not in params:
+            client.adopt_collection(collection, card, vector_name=vector_name, dry_run=True)  # raises the clear error
+        assert vec is not None
+        if params[vec].size != card.dim:
+            client.adopt_collection(collection, card, vector_name=vec, dry_run=True)  # dimension error
+        report = verify_stored_vectors(client, collection, card, vector=vec, sample=verify, image_field=image_field,
+                                       images=images)
+        log.info("verify %s on %s: median cosine %.4f over %d points", card.ref, collection, report.median_cosine,
+                 report.compared)
+        if not report.passed and not force:
+            raise IncompatibleModelError(
+                f"refusing to adopt '{collection}' as {card.ref}: re-embedding {report.compared} sampled images gives a "
+                f"median cosine of {report.median_cosine:.3f} to the stored vectors (5th percentile "
+                f"{report.p05_cosine:.3f}, min {report.min_cosine:.3f}; the right model gives >= {MIN_MEDIAN_COSINE}). "
+                "Wrong model, or the right one with other preprocessing (mean/std, size)? Pass --force to adopt anyway"
+            )
+    meta = client.adopt_collection(collection, model, vector_name=vector_name)
+    return AdoptReport(collection=collection, metadata=meta, verify=report)
