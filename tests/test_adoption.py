@@ -71,3 +71,16 @@ def test_verify_needs_readable_images(legacy, tmp_path):
     with pytest.raises(IncompatibleModelError):
         adopt(c, "legacy", "omni-indep@2", verify=5)
     c.close()
+
+
+def test_an_adopted_unnamed_vector_collection_upgrades_in_place_on_the_embedded_store(legacy):
+    tmp, run = legacy
+    run("collection", "adopt", "legacy", "--model", "omni@1", "--verify", "10")
+    out = json.loads(run("--json", "upgrade", "run", "legacy", "--to", "omni-indep@2", "--strategy", "backfill").output)
+    assert out["remaining"] == 0 and out["job"]["source"] == ""
+    run("upgrade", "cutover", "legacy", "--grace", "0")
+    img = str(next((tmp / "gallery").rglob("*.png")))
+    hits = json.loads(run("--json", "search", img, "--collection", "legacy", "--model", "omni-indep@2", "-k", "1").output)
+    assert hits[0]["score"] > 0.999
+    res = run("upgrade", "cleanup", "legacy", "--yes", ok=False)
+    assert "unnamed vector, which Qdrant cannot drop" in res.output
