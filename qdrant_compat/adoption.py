@@ -15,7 +15,7 @@ import numpy as np
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import CompatClient
-from qdrant_compat.data.images import ImageReader, LocalImages
+from qdrant_compat.data.images import ImageReader, ImageRefs
 from qdrant_compat.errors import CorruptArtifactError, IncompatibleModelError, InvalidArgumentError
 from qdrant_compat.metadata import CompatMeta
 from qdrant_compat.results import Result
@@ -55,7 +55,7 @@ def verify_stored_vectors(client: CompatClient, collection: str, model: ModelCar
     from qdrant_compat.runtime.embedder import Embedder
 
     card = client.card(model)
-    reader = images or LocalImages()
+    reader = images or ImageRefs()
     recs, _ = client.store.scroll(collection, limit=max(1, sample), with_vectors=[vector] if vector else True,
                                   with_payload=[image_field])
     stored, imgs, unreadable = [], [], []

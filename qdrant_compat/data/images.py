@@ -49,6 +49,93 @@ class ImageReader(Protocol):
     def read(self, ref: Any) -> Image.Image: ...
 
 
+class ImageRefs:
+    """Images referenced by a local path, ``file://``, ``http(s)://`` or (with fsspec installed) any other URL
+    scheme fsspec knows (``s3://``, ``gs://``, ...).
+
+    HTTP reads use the standard library: a timeout per attempt, ``retries`` more attempts with exponential
+    back-off for timeouts, connection errors and 5xx answers; a 404/410 is *missing* at once (never retried),
+    another 4xx is *failed*. Bodies above ``max_bytes`` are refused before decoding. ``concurrency`` images of
+    a batch are fetched at once (a bounded thread pool in the backfill's read stage).
+    """
+
+    def __init__(self, *, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5, max_bytes: int = 50 << 20,
+                 concurrency: int = 8) -> None:
+        self.timeout, self.retries, self.backoff, self.max_bytes = timeout, retries, backoff, max_bytes
+        self.concurrency = concurrency
+        self._local = LocalImages()
+
+    @staticmethod
+    def _scheme(ref: Any) -> str:
+        if not isinstance(ref, str) or not ref:
+            raise ImageMissingError(f"image reference {ref!r} is not a path or URL")
+        head, sep, _ = ref.partition("://")
+        return head.lower() if sep and head.isalnum() else ""
+
+    def exists(self, ref: Any) -> bool:
+        try:
+            scheme = self._scheme(ref)
+        except ImageMissingError:
+            return False
+        if scheme in ("", "file"):
+            return self._local.exists(ref[7:] if scheme == "file" else ref)
+        return True  # remote: known only by reading it
+
+    def read(self, ref: Any) -> Image.Image:
+        scheme = self._scheme(ref)
+        if scheme in ("", "file"):
+            return self._local.read(ref[7:] if scheme == "file" else ref)
+        data = self._fetch_http(ref) if scheme in ("http", "https") else self._fetch_fsspec(ref, scheme)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return im.copy()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise CorruptArtifactError(f"image {ref} cannot be read as an image ({type(exc).__name__}: {exc})") from None
+
+    def _fetch_http(self, url: str) -> bytes:
+        import time
+        import urllib.error
+        import urllib.request
+
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 - user's own image URLs
+                    data: bytes = resp.read(self.max_bytes + 1)
+                if len(data) > self.max_bytes:
+                    raise CorruptArtifactError(f"image {url} is larger than {self.max_bytes} bytes: not read")
+                return data
+            except urllib.error.HTTPError as exc:
+                if exc.code in (404, 410):
+                    raise ImageMissingError(f"image {url} not found (HTTP {exc.code})") from None
+                if exc.code < 500:
+                    raise CorruptArtifactError(f"image {url}: HTTP {exc.code} {exc.reason}") from None
+                last = f"HTTP {exc.code} {exc.reason}"
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        raise CorruptArtifactError(f"image {url} could not be read after {self.retries + 1} attempt(s) ({last})")
+
+    def _fetch_fsspec(self, url: str, scheme: str) -> bytes:
+        try:
+            import fsspec
+        except ImportError:
+            raise CorruptArtifactError(f"image {url}: reading {scheme}:// needs fsspec and its {scheme} driver "
+                                       f"(pip install fsspec s3fs / gcsfs)") from None
+        try:
+            with fsspec.open(url, "rb") as f:
+                data: bytes = f.read(self.max_bytes + 1)
+        except FileNotFoundError:
+            raise ImageMissingError(f"image {url} not found") from None
+        except Exception as exc:  # the driver's own error types
+            raise CorruptArtifactError(f"image {url} could not be read ({type(exc).__name__}: {exc})") from None
+        if len(data) > self.max_bytes:
+            raise CorruptArtifactError(f"image {url} is larger than {self.max_bytes} bytes: not read")
+        return data
+
+
 class LocalImages:
     """Images referenced by local file paths."""
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import CompatClient
-from qdrant_compat.data.images import ImageReader, LocalImages
+from qdrant_compat.data.images import ImageReader, ImageRefs
 from qdrant_compat.enums import Relation, Strategy
 from qdrant_compat.errors import CorruptArtifactError, FingerprintMismatchError, InvalidArgumentError, UpgradeError
 from qdrant_compat.metadata import CompatMeta
@@ -98,7 +98,7 @@ def plan_upgrade(
     src_entry = meta.vectors[src]
     src_card = check_source_fingerprint(client, meta, collection, src)
     strategy = Strategy.parse(strategy, "strategy") if strategy is not None else None
-    reader = images or LocalImages()
+    reader = images or ImageRefs()
     if src_entry.model == card.ref:
         raise UpgradeError(f"collection '{collection}' already serves {card.ref} from vector '{src}'")
     reasons: list[str] = []

@@ -19,7 +19,7 @@ import numpy as np
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import PROVENANCE_KEY, STAMP_KEY, CompatClient
-from qdrant_compat.data.images import ImageMissingError, ImageReader, LocalImages
+from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs
 from qdrant_compat.enums import Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
@@ -216,17 +216,33 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
 def _read_images(reader: ImageReader, job: JobState, batch: list[Any]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
     """(ok ids, images, missing ids, failed ids): one bad image never stops the batch."""
     ok_ids, images, missing, failed = [], [], [], []
-    for r in batch:
-        ref = (r.payload or {}).get(job.image_field)
+    refs = [(r.payload or {}).get(job.image_field) for r in batch]
+
+    def one(ref: Any) -> Any:
         try:
-            images.append(reader.read(ref))
-            ok_ids.append(r.id)
-        except ImageMissingError:
+            return reader.read(ref)
+        except (ImageMissingError, CorruptArtifactError, InvalidArgumentError) as exc:
+            return exc
+
+    workers = int(getattr(reader, "concurrency", 1) or 1)
+    remote = any(isinstance(ref, str) and "://" in ref and not ref.startswith("file://") for ref in refs)
+    if workers > 1 and remote and len(refs) > 1:  # remote images: fetch a batch's images at once (bounded)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(refs))) as pool:
+            results = list(pool.map(one, refs))
+    else:
+        results = [one(ref) for ref in refs]
+    for r, ref, res in zip(batch, refs, results, strict=True):
+        if isinstance(res, ImageMissingError):
             missing.append(r.id)
             job.add_error(f"point {r.id}: image {ref!r} not found")
-        except (CorruptArtifactError, InvalidArgumentError) as exc:
+        elif isinstance(res, Exception):
             failed.append(r.id)
-            job.add_error(f"point {r.id}: {exc}")
+            job.add_error(f"point {r.id}: {res}")
+        else:
+            images.append(res)
+            ok_ids.append(r.id)
     return ok_ids, images, missing, failed
 
 
@@ -489,7 +505,7 @@ def run_upgrade(
             processed += _convert_stage(client, collection, job, sess, batch_size, progress, budget)
         if job.strategy.extracts and budget[0] != 0:
             processed += _backfill_stage(client, collection, job, sess, batch_size, progress, budget, seed, retry_missing,
-                                         images or LocalImages(), read_workers, stages)
+                                         images or ImageRefs(), read_workers, stages)
         total = client.store.count(collection)
         filled = total if job.strategy == Strategy.ADOPT else client.count_with_vector(collection, job.target)
         pending = 0

@@ -1,0 +1,94 @@
+"""Images behind HTTP (a local server on 127.0.0.1): reads, 404s, slow answers, retries, and a backfill."""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from qdrant_compat.data import ImageRefs
+from qdrant_compat.data.images import ImageMissingError
+from qdrant_compat.errors import CorruptArtifactError
+from qdrant_compat.runtime.embedder import Embedder
+from qdrant_compat.upgrade import run_upgrade
+
+
+@pytest.fixture()
+def server(world):
+    """Serves the world's gallery; /slow/... answers after 2 s, /flaky/... fails twice with 503 first."""
+    tmp, client = world
+    calls: dict[str, int] = {}
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *a):  # quiet
+            pass
+
+        def do_GET(self):  # noqa: N802
+            calls[self.path] = calls.get(self.path, 0) + 1
+            if self.path.startswith("/slow/"):
+                time.sleep(2.0)
+                self.path = self.path[5:]
+            elif self.path.startswith("/flaky/"):
+                if calls[self.path] <= 2:
+                    self.send_error(503, "busy")
+                    return
+                self.path = self.path[6:]
+            return super().do_GET()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(tmp / "gallery")))
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield tmp, client, base, calls
+    httpd.shutdown()
+
+
+def _rel(tmp, p):
+    return str(p.relative_to(tmp / "gallery"))
+
+
+def test_http_reads_404_slow_and_retries(server):
+    tmp, client, base, calls = server
+    p = sorted((tmp / "gallery").rglob("*.png"))[0]
+    refs = ImageRefs(timeout=0.5, retries=1, backoff=0.05)
+    img = refs.read(f"{base}/{_rel(tmp, p)}")
+    assert np.array_equal(np.asarray(img), np.asarray(refs.read(str(p))))  # the same image as the local file
+    with pytest.raises(ImageMissingError, match="not found \\(HTTP 404\\)"):
+        refs.read(f"{base}/nope.png")
+    assert calls["/nope.png"] == 1  # a 404 is never retried
+    t0 = time.perf_counter()
+    with pytest.raises(CorruptArtifactError, match="could not be read after 2 attempt"):
+        refs.read(f"{base}/slow/{_rel(tmp, p)}")
+    assert time.perf_counter() - t0 < 2.5  # bounded: timeout x attempts + back-off, never forever
+    retrying = ImageRefs(timeout=0.5, retries=2, backoff=0.05)
+    assert retrying.read(f"{base}/flaky/{_rel(tmp, p)}").size == img.size  # two 503s, then it answers
+    with pytest.raises(CorruptArtifactError, match="larger than 10 bytes"):
+        ImageRefs(max_bytes=10).read(f"{base}/{_rel(tmp, p)}")
+
+
+def test_object_store_schemes_without_their_driver_are_one_clear_error():
+    # without fsspec: which package to install; with fsspec but no s3fs: the driver's own complaint, one line
+    with pytest.raises(CorruptArtifactError, match=r"s3://bucket/a.png (: reading s3:// needs fsspec|could not be read)"):
+        ImageRefs().read("s3://bucket/a.png")
+
+
+def test_backfill_reads_images_over_http(server):
+    tmp, client, base, calls = server
+    paths = sorted((tmp / "gallery").rglob("*.png"))[:40]
+    urls = [f"{base}/{_rel(tmp, p)}" for p in paths]
+    urls[3] = f"{base}/gone.png"
+    urls[7] = f"{base}/slow/{_rel(tmp, paths[7])}"
+    vecs = Embedder(client.registry.get_model("omni@1")).embed([str(p) for p in paths])
+    client.create_collection("web", "omni@1")
+    client.upsert("web", "omni@1", vecs, ids=list(range(40)), payloads=[{"image_path": u} for u in urls])
+    rep = run_upgrade(client, "web", "omni-indep@2", strategy="backfill", batch_size=16,
+                      images=ImageRefs(timeout=0.5, retries=1, backoff=0.05))
+    assert rep.job.counts["extracted"] == 38 and rep.job.counts["missing"] == 1 and rep.job.counts["failed"] == 1
+    assert any("gone.png" in e and "not found" in e for e in rep.job.errors)
+    fresh = Embedder(client.registry.get_model("omni-indep@2")).embed([str(paths[0])])[0]
+    got = np.asarray(client.store.retrieve("web", [0], with_vectors=True)[0].vector["omni-indep@2"])
+    assert np.allclose(got / np.linalg.norm(got), fresh / np.linalg.norm(fresh), atol=1e-5)
