@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -37,6 +37,25 @@ class LossInputs:
     bank_emb: torch.Tensor | None = None
     bank_labels: torch.Tensor | None = None
     seen_mask: torch.Tensor | None = None
+    _cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, repr=False, compare=False)
+
+    def cross_similarity(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(keys, key_labels, sim)``: the old gallery of this step (the batch's old embeddings, then the bank's)
+        and every new embedding's cosine to it. Computed once per step and shared by the cross-model terms
+        (one matmul forward and backward instead of one per term)."""
+        key = (id(self.emb), id(self.old_emb), id(self.bank_emb), id(self.labels))  # fields replaced: recomputed
+        hit = self._cache.get(key)
+        if hit is None:
+            old_emb, _ = self.need_old("cross-model term")
+            keys, key_labels = old_emb, self.labels
+            if self.bank_emb is not None and self.bank_labels is not None:
+                keys = torch.cat([old_emb, self.bank_emb])
+                key_labels = torch.cat([self.labels, self.bank_labels])
+            hit = (keys, key_labels, self.emb_in_old_space() @ keys.t())
+            self._cache.clear()
+            self._cache[key] = hit
+        return hit
 
     def need_old(self, what: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.old_emb is None or self.old_weight is None:

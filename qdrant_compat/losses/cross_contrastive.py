@@ -25,12 +25,8 @@ class CrossModelContrastiveLoss(BaseLoss):
         self.temperature = float(temperature)
 
     def compute(self, inputs: LossInputs) -> torch.Tensor:
-        old_emb, _ = inputs.need_old("cross_contrastive")
-        keys, key_labels = old_emb, inputs.labels
-        if inputs.bank_emb is not None and inputs.bank_labels is not None:
-            keys = torch.cat([old_emb, inputs.bank_emb])
-            key_labels = torch.cat([inputs.labels, inputs.bank_labels])
-        logits = inputs.emb_in_old_space() @ keys.t() / self.temperature
-        log_prob = nn.functional.log_softmax(logits, dim=1)
+        inputs.need_old("cross_contrastive")
+        _, key_labels, sim = inputs.cross_similarity()
+        log_prob = nn.functional.log_softmax(sim / self.temperature, dim=1)
         pos = (inputs.labels[:, None] == key_labels[None, :]).to(log_prob.dtype)
         return -((log_prob * pos).sum(dim=1) / pos.sum(dim=1)).mean()

@@ -28,16 +28,15 @@ class CrossModelDistillationLoss(BaseLoss):
 
     def compute(self, inputs: LossInputs) -> torch.Tensor:
         old_emb, _ = inputs.need_old("cross_distill")
-        keys = old_emb if inputs.bank_emb is None else torch.cat([old_emb, inputs.bank_emb])
+        keys, _, sim = inputs.cross_similarity()
         n = len(old_emb)
         self_mask = torch.zeros(n, len(keys), dtype=torch.bool, device=keys.device)
         self_mask[torch.arange(n), torch.arange(n)] = True
-        t_logits = (old_emb @ keys.t() / self.temperature).masked_fill(self_mask, float("-inf"))
-        s_logits = (inputs.emb_in_old_space() @ keys.t() / self.temperature).masked_fill(self_mask, float("-inf"))
-        p_old = nn.functional.softmax(t_logits, dim=1)
-        log_p_new = nn.functional.log_softmax(s_logits, dim=1)
-        log_p_old = nn.functional.log_softmax(t_logits, dim=1)
-        kl = (p_old * (log_p_old - log_p_new)).masked_fill(self_mask, 0.0).sum(dim=1)
+        with torch.no_grad():  # the teacher: the old model's own ranking (no gradient flows there)
+            log_p_old = nn.functional.log_softmax((old_emb @ keys.t() / self.temperature).masked_fill(self_mask, -1e9), dim=1)
+            p_old = log_p_old.exp()
+        log_p_new = nn.functional.log_softmax((sim / self.temperature).masked_fill(self_mask, -1e9), dim=1)
+        kl = (p_old * (log_p_old - log_p_new)).sum(dim=1)  # the self column has p_old = 0 exactly
         if self.only_seen and inputs.seen_mask is not None:
             w = inputs.seen_mask.to(kl.dtype)
             return (kl * w).sum() / w.sum().clamp_min(1.0)
