@@ -53,3 +53,20 @@ def test_class_term_needs_labels(trained, other_model):
     with pytest.raises(InvalidArgumentError, match="option class_weight needs labelled pairs"):
         fit_and_register(registry, "omni@1", "omni-indep@2", "mlp", src=src, dst=dst, conv_id="x",
                          options={"class_weight": 0.5})
+
+
+@pytest.mark.parametrize("kind, options", [("linear", {}), ("mlp", {"hidden": 32, "epochs": 3, "class_weight": 0.5})])
+def test_fit_head_is_the_same_fit_as_the_converter_itself(kind, options):
+    """The benchmark moved from calling the heads directly to ``fit_head``: with no hold-out the fit is the
+    same, bit for bit, so the P1 figures could only move with their inputs."""
+    from converters import create_converter
+    from qdrant_compat.bridges import fit_head
+
+    rng = np.random.default_rng(0)
+    src, dst = rng.normal(size=(300, 16)), rng.normal(size=(300, 12))
+    labels, w = rng.integers(0, 5, size=300), rng.normal(size=(5, 12)).astype(np.float32)
+    direct = create_converter(kind, dim_in=16, dim_out=12, **options)
+    direct.fit(src, dst, seed=3, labels=labels, target_classifier=w)
+    via, _ = fit_head(kind, src, dst, labels=labels, target_classifier=w, seed=3, options=options, holdout=0.0)
+    probe = rng.normal(size=(20, 16))
+    assert np.array_equal(direct.transform(probe), via.transform(probe))
