@@ -51,12 +51,14 @@ def _loss_weights(items: tuple[str, ...], default: dict[str, float]) -> dict[str
 @click.option("--old-model", default=None, help="NAME@VERSION: train backward-compatible with this frozen model.")
 @click.option("--loss", "losses", multiple=True,
               help="NAME[=WEIGHT], repeatable (default: norm_softmax; with --old-model the BCT default).")
+@click.option("--no-labels", is_flag=True, help="Label-free compatible training (with --old-model): the data's labels "
+                                                "are ignored and never read.")
 @click.option("--register", "register_as", default=None, help="Also export and register as NAME@VERSION.")
 @pass_state
 def train(state: CliState, data: str, out_dir: str, split: str, max_classes: int | None, backbone: str,
           weights: str | None, freeze_backbone: bool, dim: int, head: str, size: int, channels: str,
           mean: str | None, std: str | None, epochs: int, batch_size: int, lr: float, seed: int, device: str,
-          old_model: str | None, losses: tuple[str, ...], register_as: str | None) -> None:
+          old_model: str | None, losses: tuple[str, ...], no_labels: bool, register_as: str | None) -> None:
     """Train an embedding model on DATA (an image folder root/<class>/<image>, or an .npz bundle)."""
     from qdrant_compat.errors import require_torch
 
@@ -66,6 +68,7 @@ def train(state: CliState, data: str, out_dir: str, split: str, max_classes: int
     from qdrant_compat.models import ModelConfig
     from qdrant_compat.training import (
         BCT_LOSSES,
+        NOLABEL_LOSSES,
         PLAIN_LOSSES,
         TrainConfig,
         TrainingSummary,
@@ -82,12 +85,15 @@ def train(state: CliState, data: str, out_dir: str, split: str, max_classes: int
     if register_as:
         parse_ref(register_as)
     src = open_source(data, split=split, max_classes=max_classes)
+    if no_labels and not old_model:
+        raise InvalidArgumentError("--no-labels trains a model compatible with an old one: name it with --old-model")
     old = None
     if old_model:
         old_reg = state.registry.get_model(old_model)
-        old = prepare_old_targets(old_reg, src)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                      losses=_loss_weights(losses, BCT_LOSSES if old_model else PLAIN_LOSSES))
+        old = prepare_old_targets(old_reg, src, labels=not no_labels)
+    default = NOLABEL_LOSSES if no_labels else BCT_LOSSES if old_model else PLAIN_LOSSES
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, no_labels=no_labels,
+                      losses=_loss_weights(losses, default))
     mcfg = ModelConfig(backbone=backbone, dim=dim, head=head, in_channels=c, freeze_backbone=freeze_backbone)
     steps = max(1, len(src) // batch_size) * epochs
     with state.progress("training", steps) as bar:
@@ -95,7 +101,7 @@ def train(state: CliState, data: str, out_dir: str, split: str, max_classes: int
     from dataclasses import asdict
 
     summary = TrainingSummary(
-        input=spec, classes=list(src.classes), config=asdict(cfg), history=res.history, seconds=res.seconds,
+        input=spec, classes=[] if no_labels else list(src.classes), config=asdict(cfg), history=res.history, seconds=res.seconds,
         parent=old.card.ref if old else None, parent_fingerprint=old.card.fingerprint if old else None,
         relation="bct" if old else None, synthesized_rows=len(old.synthesized) if old else 0, dataset=str(data),
     )

@@ -17,7 +17,9 @@ from qdrant_compat.losses.base import (  # noqa: E402
 from qdrant_compat.losses.cross_contrastive import CrossModelContrastiveLoss  # noqa: E402
 from qdrant_compat.losses.cross_distill import CrossModelDistillationLoss  # noqa: E402
 from qdrant_compat.losses.influence import InfluenceLoss  # noqa: E402
+from qdrant_compat.losses.instance_contrastive import InstanceContrastiveLoss  # noqa: E402
 from qdrant_compat.losses.norm_softmax import NormSoftmaxLoss  # noqa: E402
+from qdrant_compat.losses.self_distill import SelfRelationalDistillationLoss  # noqa: E402
 
 __all__ = [
     "AlignmentLoss",
@@ -26,8 +28,10 @@ __all__ = [
     "CrossModelContrastiveLoss",
     "CrossModelDistillationLoss",
     "InfluenceLoss",
+    "InstanceContrastiveLoss",
     "LossInputs",
     "NormSoftmaxLoss",
+    "SelfRelationalDistillationLoss",
     "create_loss",
     "list_losses",
     "register_loss",

@@ -27,6 +27,7 @@ class LossInputs:
         seen_mask: ``(n,)`` True for images of classes the old classifier knew (not synthesised).
         bank_emb, bank_labels: a random sample of the old model's embeddings of *other* training images
             (a stand-in for the old gallery), drawn each step when ``TrainConfig.bank_size > 0``.
+        feat: the new backbone's features of the batch (no gradient), read by label-free terms.
     """
 
     emb: torch.Tensor
@@ -37,6 +38,7 @@ class LossInputs:
     bank_emb: torch.Tensor | None = None
     bank_labels: torch.Tensor | None = None
     seen_mask: torch.Tensor | None = None
+    feat: torch.Tensor | None = None  # the new backbone's features of the batch (detached), for label-free terms
     _cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, repr=False, compare=False)
 

@@ -5,17 +5,19 @@ from qdrant_compat.errors import require_extra
 require_extra("train", "torch", "torchvision", feature="qdrant_compat.training")
 
 
-from qdrant_compat.training.config import BCT_LOSSES, PLAIN_LOSSES, TrainConfig  # noqa: E402
+from qdrant_compat.training.config import BCT_LOSSES, NOLABEL_LOSSES, PLAIN_LOSSES, TrainConfig  # noqa: E402
 from qdrant_compat.training.old_model import (  # noqa: E402
     OldTargets,
     build_old_targets,
     prepare_old_targets,
     synthesize_rows,
+    unlabelled_old_targets,
 )
 from qdrant_compat.training.trainer import TrainResult, compute_features, fit, train_model  # noqa: E402
 
 __all__ = [
     "BCT_LOSSES",
+    "NOLABEL_LOSSES",
     "PLAIN_LOSSES",
     "OldTargets",
     "TrainConfig",
@@ -25,6 +27,7 @@ __all__ = [
     "fit",
     "prepare_old_targets",
     "synthesize_rows",
+    "unlabelled_old_targets",
     "train_model",
 ]
 

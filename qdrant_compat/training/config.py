@@ -11,6 +11,10 @@ PLAIN_LOSSES: dict[str, float] = {"norm_softmax": 1.0}
 # The compatible-training default, chosen on a held-out part of the Tiny-ImageNet train split
 # (benchmarks/p1_bct.py --eval-on holdout; README, "Which losses and why"). Use batches of 512 or more:
 # the contrastive term's gallery is the batch.
+# label-free compatible training (``no_labels``): instance-level new->old contrast + the new backbone's own
+# neighbourhoods (README, "Which losses and why"); these are the only losses that read no label
+NOLABEL_LOSSES: dict[str, float] = {"instance_contrastive": 1.0, "self_distill": 1.0}
+LABEL_FREE_LOSSES = ("instance_contrastive", "self_distill", "alignment")
 BCT_LOSSES: dict[str, float] = {"norm_softmax": 1.0, "influence": 1.0, "cross_contrastive": 8.0, "cross_distill": 4.0}
 
 
@@ -27,6 +31,7 @@ class TrainConfig:
     loss_options: dict[str, dict[str, float]] = field(default_factory=dict)
     hflip: bool = False
     bank_size: int = 0
+    no_labels: bool = False  # the training set's labels are ignored and never read (label-free compatible training)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -42,6 +47,10 @@ class TrainConfig:
             raise InvalidArgumentError(f"bank_size must be >= 0, got {self.bank_size}")
         if not self.losses:
             raise InvalidArgumentError("losses must name at least one loss")
+        if self.no_labels:
+            needing = sorted(set(self.losses) - set(LABEL_FREE_LOSSES))
+            if needing:
+                raise InvalidArgumentError(f"no_labels: loss(es) {needing} need labels; label-free losses: {list(LABEL_FREE_LOSSES)}")
 
 
 def resolve_device(device: str) -> str:

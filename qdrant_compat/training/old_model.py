@@ -99,10 +99,22 @@ def build_old_targets(
                       classes=list(classes))
 
 
-def prepare_old_targets(old: RegisteredModel, source, *, synthesize: str = "missing", batch_size: int = 128) -> OldTargets:  # type: ignore[no-untyped-def]
-    """Run the registered old ONNX model over ``source`` and build :class:`OldTargets`."""
+def unlabelled_old_targets(card: ModelCard, old_embeddings: np.ndarray) -> OldTargets:
+    """The old model's embeddings of the training images alone (label-free training reads no classifier rows)."""
+    if old_embeddings.ndim != 2 or old_embeddings.shape[1] != card.dim:
+        raise InvalidArgumentError(f"old embeddings must have shape (n, {card.dim}), got {old_embeddings.shape}")
+    return OldTargets(card=card, embeddings=_normalize(old_embeddings), weight=np.zeros((1, card.dim), np.float32),
+                      synthesized=[], classes=[])
+
+
+def prepare_old_targets(old: RegisteredModel, source, *, synthesize: str = "missing", batch_size: int = 128,  # type: ignore[no-untyped-def]
+                        labels: bool = True) -> OldTargets:
+    """Run the registered old ONNX model over ``source`` and build :class:`OldTargets` (``labels=False``:
+    embeddings only, the source's labels are never read)."""
     from qdrant_compat.runtime.embedder import Embedder
 
     log.info("embedding %d training images with the old model %s", len(source), old.card.ref)
-    emb = Embedder(old, batch_size=batch_size).embed_source(source)
+    emb = Embedder(old, batch_size=batch_size).embed_source(source, range(len(source)))
+    if not labels:
+        return unlabelled_old_targets(old.card, emb)
     return build_old_targets(old.card, old.classifier_weight(), np.asarray(source.labels), list(source.classes), emb, synthesize=synthesize)

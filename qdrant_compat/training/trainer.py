@@ -130,11 +130,12 @@ def fit(
             if cfg.hflip and not features:
                 flip = torch.rand(len(xb), generator=gen) < 0.5
                 xb[flip.to(device)] = xb[flip.to(device)].flip(-1)
-            emb = model.embed_features(xb) if features else model(xb)
+            feat = xb if features else model.backbone(xb)
+            emb = model.embed_features(feat)
             cos = model.classifier(emb)
             li = LossInputs(
                 emb=emb, labels=yb, cos=cos,
-                old_emb=None if old_emb is None else old_emb[idx].to(device), old_weight=old_w,
+                old_emb=None if old_emb is None else old_emb[idx].to(device), old_weight=old_w, feat=feat.detach(),
             )
             if seen_cls is not None:
                 li.seen_mask = seen_cls.to(device)[yb]
@@ -196,10 +197,14 @@ def train_model(
     Returns:
         The trained model (eval mode, on the CPU) and the per-epoch history.
     """
-    labels_np = np.asarray(source.labels)
+    if train_config.no_labels:  # label-free: the source's labels are never read
+        labels_np = np.zeros(len(source), dtype=np.int64)
+        num_classes = model_config.num_classes or 1
+    else:
+        labels_np = np.asarray(source.labels)
+        num_classes = model_config.num_classes or len(source.classes)
     if len(labels_np) == 0:
         raise InvalidArgumentError("the training source holds no images")
-    num_classes = model_config.num_classes or len(source.classes)
     if labels_np.max() >= num_classes:
         raise InvalidArgumentError(f"labels go up to {labels_np.max()} but only {num_classes} classes are declared")
     if model_config.in_channels != spec.channels:

@@ -115,3 +115,49 @@ def test_cross_distill_matches_loop_and_respects_seen_mask():
     assert float(loss(x)) == pytest.approx((per[0] + per[2]) / 2, rel=1e-5)
     x.emb = x.old_emb.clone()  # identical views of the old gallery: nothing to distil
     assert float(loss(x)) == pytest.approx(0.0, abs=1e-6)
+
+
+def _softmax_rows(rows):
+    out = []
+    for row in rows:
+        m = max(row)
+        z = sum(math.exp(v - m) for v in row)
+        out.append([math.exp(v - m) / z for v in row])
+    return out
+
+
+def test_instance_contrastive_matches_loop_and_reads_no_label():
+    x = _inputs()
+    t = 0.1
+    e, o = x.emb.tolist(), x.old_emb.tolist()
+    total = 0.0
+    for i in range(len(e)):
+        logits = [sum(a * b for a, b in zip(e[i], o[j], strict=True)) / t for j in range(len(o))]
+        total += -math.log(_softmax_rows([logits])[0][i])
+    loss = create_loss("instance_contrastive", temperature=t)
+    assert float(loss(x)) == pytest.approx(total / len(e), rel=1e-5)
+    x.labels = torch.zeros_like(x.labels)  # labels play no part
+    assert float(loss(x)) == pytest.approx(total / len(e), rel=1e-5)
+
+
+def test_self_distill_matches_loop_and_is_zero_when_the_embedding_keeps_the_backbone_ranking():
+    x = _inputs()
+    g = torch.Generator().manual_seed(3)
+    x.feat = torch.randn(6, 7, generator=g)
+    t, tt = 0.1, 0.05
+    f = F.normalize(x.feat, dim=1).tolist()
+    e = x.emb.tolist()
+    total = 0.0
+    for i in range(6):
+        js = [j for j in range(6) if j != i]
+        p = _softmax_rows([[sum(a * b for a, b in zip(f[i], f[j], strict=True)) / tt for j in js]])[0]
+        q = _softmax_rows([[sum(a * b for a, b in zip(e[i], e[j], strict=True)) / t for j in js]])[0]
+        total += sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q, strict=True) if pi > 0)
+    loss = create_loss("self_distill", temperature=t, teacher_temperature=tt)
+    assert float(loss(x)) == pytest.approx(total / 6, rel=1e-4)
+    x.feat = x.emb.clone()  # the embedding is the (normalised) backbone feature: nothing to distil at equal temperature
+    same = create_loss("self_distill", temperature=0.1, teacher_temperature=0.1)
+    assert float(same(x)) == pytest.approx(0.0, abs=1e-6)
+    x.feat = None
+    with pytest.raises(InvalidArgumentError, match="needs the backbone's features"):
+        loss(x)
