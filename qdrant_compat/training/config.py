@@ -11,10 +11,11 @@ PLAIN_LOSSES: dict[str, float] = {"norm_softmax": 1.0}
 # The compatible-training default, chosen on a held-out part of the Tiny-ImageNet train split
 # (benchmarks/p1_bct.py --eval-on holdout; README, "Which losses and why"). Use batches of 512 or more:
 # the contrastive term's gallery is the batch.
-# label-free compatible training (``no_labels``): instance-level new->old contrast + the new backbone's own
-# neighbourhoods (README, "Which losses and why"); these are the only losses that read no label
-NOLABEL_LOSSES: dict[str, float] = {"instance_contrastive": 1.0, "self_distill": 1.0}
-LABEL_FREE_LOSSES = ("instance_contrastive", "self_distill", "alignment")
+# label-free compatible training (``no_labels``): instance-level new->old contrast, the new backbone's own
+# neighbourhoods, and the old model's neighbourhoods (cross_distill reads no label either); chosen on the train
+# hold-out (README, "Which losses and why"); LABEL_FREE_LOSSES are the only losses that read no label
+NOLABEL_LOSSES: dict[str, float] = {"instance_contrastive": 1.0, "self_distill": 1.0, "cross_distill": 4.0}
+LABEL_FREE_LOSSES = ("instance_contrastive", "self_distill", "cross_distill", "alignment")
 BCT_LOSSES: dict[str, float] = {"norm_softmax": 1.0, "influence": 1.0, "cross_contrastive": 8.0, "cross_distill": 4.0}
 
 
