@@ -40,9 +40,9 @@ def test_label_free_training_never_reads_labels_and_is_compatible(trained, omni_
     res = train_model(src, ModelConfig(backbone="smallcnn", in_channels=1, dim=32), cfg, SPEC, old=old)
     assert np.isfinite(res.history[-1]["loss"])
     # the new model's queries search the old model's gallery far above chance (30 classes: 3.3%)
-    from qdrant_compat.training.trainer import materialize
-
     import torch
+
+    from qdrant_compat.training.trainer import materialize
 
     x = materialize(omni_test, SPEC)
     with torch.no_grad():
