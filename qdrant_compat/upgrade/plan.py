@@ -115,7 +115,8 @@ def plan_upgrade(
         converter = max(convs, key=lambda c: c.fit.get("val_cosine", 0.0)).id
     if ev is not None and not bct_ok:
         reasons.append(f"{card.ref} has a bct edge to {src_card.ref} but its recorded criterion failed "
-                       f"(cross top-1 {ev.get('cross_top1')} vs old/old {ev.get('old_top1')}): not adopting")
+                       f"(cross top-1 {float(ev.get('cross_top1', float('nan'))):.1f} vs old/old "
+                       f"{float(ev.get('old_top1', float('nan'))):.1f}): not adopting")
     elif ev is None and card.lineage.parent == src_card.ref:
         reasons.append(f"{card.ref} names {src_card.ref} as parent but carries no measured evidence "
                        "(run 'evaluate --record' first to adopt without rewriting)")
