@@ -97,13 +97,8 @@ def adopt(client: CompatClient, collection: str, model: ModelCard | str, *, vect
     report = None
     if verify:
         card = client.card(model)
-        params = client.store.vector_params(collection)
-        vec = vector_name if vector_name is not None else (next(iter(params)) if len(params) == 1 else None)
-        if vec is None or vec not in params:
-            client.adopt_collection(collection, card, vector_name=vector_name, dry_run=True)  # raises the clear error
-        assert vec is not None
-        if params[vec].size != card.dim:
-            client.adopt_collection(collection, card, vector_name=vec, dry_run=True)  # dimension error
+        # the same checks as the adoption itself (vector exists, dimension, distance), nothing written yet
+        vec = client.adopt_collection(collection, card, vector_name=vector_name, dry_run=True).read
         report = verify_stored_vectors(client, collection, card, vector=vec, sample=verify, image_field=image_field,
                                        images=images)
         log.info("verify %s on %s: median cosine %.4f over %d points", card.ref, collection, report.median_cosine,

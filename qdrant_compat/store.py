@@ -333,19 +333,15 @@ class Store:
             name = name or head["collection"]
             if self.exists(name):
                 raise InvalidArgumentError(f"collection '{name}' exists; restore into a new name")
-            vecs = {v: (int(size), str(dist)) for v, (size, dist) in head["vectors"].items()}
-            if "" in vecs:
-                size, dist = vecs[""]
-                self.client.create_collection(name, vectors_config=models.VectorParams(size=size, distance=models.Distance(dist)),
-                                              metadata=head.get("metadata") or None)
-            else:
-                self.client.create_collection(name, vectors_config={v: models.VectorParams(size=s, distance=models.Distance(d))
-                                                                    for v, (s, d) in vecs.items()},
-                                              metadata=head.get("metadata") or None)
+            vecs = {v: models.VectorParams(size=int(size), distance=models.Distance(dist))
+                    for v, (size, dist) in head["vectors"].items()}
+            unnamed = list(vecs) == [""]  # a collection with only the unnamed vector is restored as one
+            self.client.create_collection(name, vectors_config=vecs[""] if unnamed else vecs,
+                                          metadata=head.get("metadata") or None)
             n, batch = 0, []
             for line in lines:
                 d = json.loads(line)
-                vec = d["vector"][""] if "" in vecs else d["vector"]
+                vec = d["vector"][""] if unnamed else d["vector"]
                 batch.append(models.PointStruct(id=d["id"], vector=vec, payload=d["payload"]))
                 if len(batch) == 512:
                     self.client.upsert(name, points=batch, wait=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -29,12 +29,18 @@ def load_image(path: str | Path) -> Image.Image:
     p = Path(path)
     if not p.is_file():
         raise ImageMissingError(f"image file {p} does not exist")
+    return decode_image(p, f"image file {p}")
+
+
+def decode_image(src: str | Path | IO[bytes], what: str) -> Image.Image:
+    """Decode fully (errors surface here, not later); every unreadable case, decompression bombs included, is
+    a :class:`CorruptArtifactError` naming ``what``."""
     try:
-        with Image.open(p) as im:
+        with Image.open(src) as im:
             im.load()
             return im.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptArtifactError(f"image file {p} cannot be read as an image ({type(exc).__name__}: {exc})") from None
+        raise CorruptArtifactError(f"{what} cannot be read as an image ({type(exc).__name__}: {exc})") from None
 
 
 class ImageReader(Protocol):
@@ -86,12 +92,7 @@ class ImageRefs:
         if scheme in ("", "file"):
             return self._local.read(ref[7:] if scheme == "file" else ref)
         data = self._fetch_http(ref) if scheme in ("http", "https") else self._fetch_fsspec(ref, scheme)
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                return im.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise CorruptArtifactError(f"image {ref} cannot be read as an image ({type(exc).__name__}: {exc})") from None
+        return decode_image(io.BytesIO(data), f"image {ref}")
 
     def _fetch_http(self, url: str) -> bytes:
         import time

@@ -213,10 +213,12 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
     return done
 
 
-def _read_images(reader: ImageReader, job: JobState, batch: list[Any]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-    """(ok ids, images, missing ids, failed ids): one bad image never stops the batch."""
+def _read_images(reader: ImageReader, image_field: str, batch: list[Any],
+                 errors: list[str]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """(ok ids, images, missing ids, failed ids), each failure's reason appended to ``errors``: one bad image
+    never stops the batch."""
     ok_ids, images, missing, failed = [], [], [], []
-    refs = [(r.payload or {}).get(job.image_field) for r in batch]
+    refs = [(r.payload or {}).get(image_field) for r in batch]
 
     def one(ref: Any) -> Any:
         try:
@@ -236,10 +238,10 @@ def _read_images(reader: ImageReader, job: JobState, batch: list[Any]) -> tuple[
     for r, ref, res in zip(batch, refs, results, strict=True):
         if isinstance(res, ImageMissingError):
             missing.append(r.id)
-            job.add_error(f"point {r.id}: image {ref!r} not found")
+            errors.append(f"point {r.id}: image {ref!r} not found")
         elif isinstance(res, Exception):
             failed.append(r.id)
-            job.add_error(f"point {r.id}: {res}")
+            errors.append(f"point {r.id}: {res}")
         else:
             images.append(res)
             ok_ids.append(r.id)
@@ -275,10 +277,8 @@ def _prepare(reader: ImageReader, job: JobState, spec: Any, batch: list[Any]) ->
     from qdrant_compat.data.transforms import preprocess
 
     t0 = time.perf_counter()
-    probe = JobState(id=job.id, source=job.source, source_model=job.source_model, target=job.target,
-                     target_model=job.target_model, target_fingerprint=job.target_fingerprint, strategy=job.strategy,
-                     image_field=job.image_field)  # collects this batch's error lines without sharing the job
-    ok_ids, images, missing, failed = _read_images(reader, probe, batch)
+    errors: list[str] = []  # this batch's reasons; the writer thread adds them to the job
+    ok_ids, images, missing, failed = _read_images(reader, job.image_field, batch, errors)
     rows, ids = [], []
     for pid, img in zip(ok_ids, images, strict=True):
         try:
@@ -286,10 +286,10 @@ def _prepare(reader: ImageReader, job: JobState, spec: Any, batch: list[Any]) ->
             ids.append(pid)
         except (InvalidArgumentError, CorruptArtifactError, OSError, ValueError) as exc:
             failed.append(pid)
-            probe.errors.append(f"point {pid}: cannot be preprocessed ({exc})")
+            errors.append(f"point {pid}: cannot be preprocessed ({exc})")
     c, size = spec.channels, spec.size
     tensor = np.stack(rows) if rows else np.empty((0, c, size, size), np.float32)
-    return _Prepared(batch, ids, tensor, missing, failed, probe.errors, time.perf_counter() - t0)
+    return _Prepared(batch, ids, tensor, missing, failed, errors, time.perf_counter() - t0)
 
 
 def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
