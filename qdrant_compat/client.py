@@ -306,8 +306,12 @@ class CompatClient:
             InvalidArgumentError: wrong dimension, NaN/inf, zero vectors, ids/payloads of the wrong length.
         """
         card = self.card(model)
-        meta = self.with_model_edges(self.get_meta(name), card)
-        targets = self.write_targets(card, meta, name)
+        raw = self.get_meta(name)
+        targets = self.write_targets(card, self.with_model_edges(raw, card), name)
+        # blue-green: the collection being filled beside this one takes the same points; its own metadata decides
+        # which of its vectors they fill, and both are checked before anything is written
+        mirror = raw.mirror
+        mirror_targets = self.write_targets(card, self.with_model_edges(self.get_meta(mirror), card), mirror) if mirror else []
         arr = as_matrix(vectors, card.dim, f"upsert into '{name}' with {card.ref}")
         n = len(arr)
         ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in range(n)]
@@ -317,17 +321,26 @@ class CompatClient:
             raise InvalidArgumentError(f"{n} vectors but {len(payloads)} payloads")
         from qdrant_compat.upgrade.state import provenance_key
 
-        converted = {t.vector: self.transform(t, arr) for t in targets}
-        prov: dict[str, str] = {provenance_key(t.vector): (Mark.EXTRACTED if t.via in (Via.DIRECT, Via.BCT) else Mark.CONVERTED).value
-                                for t in targets}
         # a fresh stamp per write: a backfill that read this point earlier sees it changed and does not overwrite
-        prov[STAMP_KEY] = uuid.uuid4().hex[:16]
-        for s in range(0, n, batch_size):
-            rows = range(s, min(n, s + batch_size))
-            self.store.upsert(name, [ids[j] for j in rows],
-                              [{t.vector: converted[t.vector][j].tolist() for t in targets} for j in rows],
-                              [{**(dict(payloads[j]) if payloads is not None else {}), PROVENANCE_KEY: prov} for j in rows])
+        stamp = uuid.uuid4().hex[:16]
+        for coll, routes in ((name, targets), *(((mirror, mirror_targets),) if mirror else ())):
+            converted = {t.vector: self.transform(t, arr) for t in routes}
+            prov: dict[str, str] = {provenance_key(t.vector): (Mark.EXTRACTED if t.via in (Via.DIRECT, Via.BCT)
+                                                               else Mark.CONVERTED).value for t in routes}
+            prov[STAMP_KEY] = stamp
+            for s in range(0, n, batch_size):
+                rows = range(s, min(n, s + batch_size))
+                self.store.upsert(coll, [ids[j] for j in rows],
+                                  [{t.vector: converted[t.vector][j].tolist() for t in routes} for j in rows],
+                                  [{**(dict(payloads[j]) if payloads is not None else {}), PROVENANCE_KEY: prov} for j in rows])
         return ids
+
+    def delete(self, name: str, ids: Sequence[int | str]) -> None:
+        """Delete points by id (from the collection being filled beside this one too, during a blue-green upgrade)."""
+        meta = self.get_meta(name)
+        self.store.delete_points(name, list(ids))
+        if meta.mirror:
+            self.store.delete_points(meta.mirror, list(ids))
 
     def write_targets(self, card: ModelCard, meta: CompatMeta, name: str) -> list[Route]:
         """Named vectors a write with ``card`` fills: every ``write`` vector (each must be reachable), plus

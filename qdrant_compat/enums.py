@@ -79,6 +79,13 @@ class Relation(_StrEnum):
     ADAPTER = "adapter"  # a registered new->old (or old->new) head transforms the vectors
 
 
+class Layout(_StrEnum):
+    """Where an upgrade writes the new model's vectors."""
+
+    IN_PLACE = "in_place"  # a second named vector in the same collection (embedded store, server >= 1.18)
+    BLUE_GREEN = "blue_green"  # a new collection with named vectors, filled beside the old one; an alias switches
+
+
 class Via(_StrEnum):
     """How a routed query reaches the stored vector."""
 
@@ -116,4 +123,4 @@ def choices(enum: type[Enum]) -> list[str]:
     return [str(m.value) for m in enum]
 
 
-__all__ = ["Direction", "Mark", "Phase", "Priority", "Relation", "Strategy", "VectorState", "Via", "choices"]
+__all__ = ["Direction", "Layout", "Mark", "Phase", "Priority", "Relation", "Strategy", "VectorState", "Via", "choices"]

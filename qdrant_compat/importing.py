@@ -84,13 +84,47 @@ def import_onnx(registry: Registry, path: str | Path, name: str, version: str, *
     return card
 
 
+def _torchvision_model(torchvision: Any, arch: str) -> Any:
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        raise InvalidArgumentError(f"unknown torchvision architecture {arch!r} (e.g. resnet18, mobilenet_v3_small; "
+                                   "timm architectures as timm:NAME)")
+    return torchvision.models.get_model(arch, weights=None)
+
+
+def _timm_model(name: str, channels: int) -> Any:
+    """A timm architecture, randomly initialised (nothing downloaded: ``pretrained=False``); needs the ``timm`` extra."""
+    from qdrant_compat.errors import require_extra
+
+    require_extra("timm", "timm", feature="'model import --arch timm:NAME'")
+    import timm
+
+    if not timm.is_model(name):
+        raise InvalidArgumentError(f"unknown timm architecture {name!r} (see timm.list_models())")
+    return timm.create_model(name, pretrained=False, in_chans=channels, num_classes=0)
+
+
+def _load_without_head(net: Any, state: dict[str, Any]) -> None:
+    """Load a timm state dict into a head-less model: every backbone weight must be there, and the only extra
+    keys allowed are the classifier's (whatever its size).
+
+    Raises:
+        RuntimeError: missing backbone weights, or keys that are not the classifier's.
+    """
+    heads = net.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    res = net.load_state_dict({k: v for k, v in state.items() if not any(k.startswith(h + ".") for h in heads)},
+                              strict=False)
+    if res.missing_keys or res.unexpected_keys:
+        raise RuntimeError(f"missing keys {res.missing_keys[:3]}, unexpected keys {res.unexpected_keys[:3]}")
+
+
 def import_torchvision(registry: Registry, arch: str, weights: str | Path, name: str, version: str, *, size: int,
                        channels: int = 3, layer: str | None = None, mean: tuple[float, ...] | None = None,
                        std: tuple[float, ...] | None = None, distance: str = "Cosine") -> ModelCard:
-    """A torchvision classification architecture with a local state dict (safetensors, or a torch file read
-    with ``weights_only=True``); the embedding is the pooled features (the classifier removed) or the
-    flattened output of ``layer``. Exported to ONNX (parity-checked), then registered like :func:`import_onnx`.
-    Needs the ``train`` extra."""
+    """A torchvision classification architecture (or a timm one, ``arch="timm:NAME"``, with the ``timm`` extra)
+    with a local state dict (safetensors, or a torch file read with ``weights_only=True``); the embedding is the
+    pooled features (the classifier removed) or the flattened output of ``layer``. Exported to ONNX
+    (parity-checked), then registered like :func:`import_onnx`. Needs the ``train`` extra."""
     from qdrant_compat.errors import require_torch
 
     require_torch("'model import --arch'")
@@ -100,22 +134,27 @@ def import_torchvision(registry: Registry, arch: str, weights: str | Path, name:
     from qdrant_compat.export import export_module
     from qdrant_compat.models.backbones import load_state_dict_file
 
-    if arch not in torchvision.models.list_models(module=torchvision.models):
-        raise InvalidArgumentError(f"unknown torchvision architecture {arch!r} (e.g. resnet18, mobilenet_v3_small)")
-    net = torchvision.models.get_model(arch, weights=None)
+    library = "timm" if arch.startswith("timm:") else "torchvision"
+    net = _timm_model(arch[5:], channels) if library == "timm" else _torchvision_model(torchvision, arch)
     state = load_state_dict_file(weights)
     try:
-        net.load_state_dict(state, strict=True)
+        if library == "timm":
+            _load_without_head(net, state)
+        else:
+            net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InvalidArgumentError(f"{weights} is not a state dict of {arch} ({str(exc).splitlines()[0]})") from None
-    if layer is None:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise InvalidArgumentError(f"{weights} is not a state dict of {arch} ({' '.join(lines[:2])[:300]})") from None
+    if layer is None and library == "timm":
+        module: torch.nn.Module = net  # made with num_classes=0: the pooled features
+    elif layer is None:
         for head in ("fc", "classifier", "heads", "head"):
             if hasattr(net, head):
                 setattr(net, head, torch.nn.Identity())
                 break
         else:
             raise InvalidArgumentError(f"{arch}: no classifier attribute to remove; name the embedding layer with --layer")
-        module: torch.nn.Module = net
+        module = net
     else:
         from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
@@ -137,7 +176,7 @@ def import_torchvision(registry: Registry, arch: str, weights: str | Path, name:
         onnx_path = Path(tmp) / "model.onnx"
         export_module(module.eval(), (1, channels, size, size), onnx_path,
                       metadata={"qdrant_compat.name": name, "qdrant_compat.version": version})
-        origin = {"from": "torchvision", "arch": arch, "layer": layer or "pooled features",
+        origin = {"from": library, "arch": arch, "layer": layer or "pooled features",
                   "weights": Path(weights).name, "weights_sha256": sha256_file(weights)}
         return import_onnx(registry, onnx_path, name, version, size=size, channels=channels, mean=mean, std=std,
                            distance=distance, provenance=origin)

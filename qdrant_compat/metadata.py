@@ -20,7 +20,7 @@ from typing import Any
 
 from qdrant_compat._config import from_dict, to_dict
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.enums import Phase, Priority, Relation, Strategy, VectorState
+from qdrant_compat.enums import Layout, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError
 
 META_KEY = "qdrant_compat"
@@ -75,10 +75,11 @@ class CleanupRecord:
     """Cleanup's journal: the backup is recorded *before* the old vector is dropped, so an interrupted
     cleanup resumes the drop and never backs up a half-dropped collection again."""
 
-    vector: str
+    vector: str  # the vector dropped (in place), or "" when a blue-green cleanup drops the old collection
     backup: str
     started: float = field(default_factory=time.time)
     dropped: bool = False
+    collection: str | None = None  # blue-green: the old collection dropped
 
 
 @dataclass
@@ -100,6 +101,10 @@ class JobState:
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     cleanup: CleanupRecord | None = None
+    layout: Layout = Layout.IN_PLACE
+    green: str | None = None  # blue-green, on the old collection's job: the new collection being filled
+    blue: str | None = None  # blue-green, on the new collection's job: the old collection
+    alias: str | None = None  # blue-green: the alias cutover and rollback switch
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -108,7 +113,7 @@ class JobState:
     def __post_init__(self) -> None:
         from qdrant_compat.errors import UpgradeError
 
-        for name, enum in (("strategy", Strategy), ("phase", Phase), ("priority", Priority)):
+        for name, enum in (("strategy", Strategy), ("phase", Phase), ("priority", Priority), ("layout", Layout)):
             try:
                 setattr(self, name, enum(getattr(self, name)))
             except ValueError:
@@ -133,6 +138,7 @@ class CompatMeta:
     write: list[str] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     job: JobState | None = None
+    mirror: str | None = None  # blue-green: every write through CompatClient also goes to this collection
     schema: int = META_SCHEMA
 
     def __post_init__(self) -> None:

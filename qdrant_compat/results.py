@@ -74,6 +74,7 @@ class StatusReport(Result):
     write: list[str]
     vectors: dict[str, VectorStatus]
     job: JobState | None
+    blue_green: dict[str, Any] | None = None  # blue, green, alias and where it points, mirroring
 
 
 @dataclass
@@ -87,6 +88,8 @@ class CutoverResult(Result):
     source_kept_in_sync: bool = False
     already: bool = False
     dry_run: bool = False
+    alias: str | None = None  # blue-green: the alias switched
+    previous: str | None = None  # blue-green: the collection the alias pointed at before
 
 
 @dataclass
@@ -94,6 +97,7 @@ class RollbackResult(Result):
     collection: str
     read: str
     dry_run: bool = False
+    alias: str | None = None  # blue-green: the alias pointed back at ``collection``
 
 
 @dataclass
@@ -103,3 +107,4 @@ class CleanupResult(Result):
     backup: str | None = None
     resumed: bool = False
     dry_run: bool = False
+    drops_collection: bool = False  # blue-green: ``drops`` is the old collection, not a vector

@@ -193,6 +193,33 @@ class Store:
             metadata=metadata,
         )
 
+    def create_like(self, name: str, like: str, vectors: dict[str, str], extra: dict[str, tuple[int, str]], *,
+                    metadata: dict[str, Any] | None = None) -> None:
+        """Create ``name`` with ``like``'s vectors renamed by ``vectors`` (old name -> new name; ``""`` is the
+        unnamed vector) and the same parameters (size, distance, on-disk, per-vector HNSW and quantisation),
+        plus the ``extra`` named vectors, the same shard/replication settings and payload indexes.
+
+        Raises:
+            InvalidArgumentError: ``like`` has sparse vectors (not copied by this version).
+        """
+        check_collection_name(name)
+        info = self.info(like)
+        params = info.config.params
+        if params.sparse_vectors:
+            raise InvalidArgumentError(
+                f"collection '{like}' has sparse vectors {sorted(params.sparse_vectors)}: a blue-green copy does not "
+                "carry them yet; upgrade in place (Qdrant >= 1.18) instead"
+            )
+        have = self.vector_params(like)
+        config = {vectors[v]: p for v, p in have.items()}
+        config.update({v: models.VectorParams(size=dim, distance=DISTANCES[dist]) for v, (dim, dist) in extra.items()})
+        self.client.create_collection(name, vectors_config=config, metadata=metadata,
+                                      shard_number=params.shard_number, replication_factor=params.replication_factor,
+                                      write_consistency_factor=params.write_consistency_factor)
+        for fld, schema in (info.payload_schema or {}).items():
+            if schema.data_type is not None:
+                self.client.create_payload_index(name, fld, field_schema=schema.params or schema.data_type, wait=True)
+
     def delete(self, name: str) -> None:
         self.info(name)
         self.client.delete_collection(name)
@@ -209,6 +236,13 @@ class Store:
     def aliases(self) -> dict[str, str]:
         """alias -> collection."""
         return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+
+    def aliases_of(self, collection: str) -> list[str]:
+        return sorted(a for a, c in self.aliases().items() if c == collection)
+
+    def resolve(self, name: str) -> str:
+        """The collection ``name`` is, or that the alias ``name`` points at."""
+        return self.aliases().get(name, name)
 
     def point_alias(self, alias: str, collection: str) -> None:
         """Make ``alias`` name ``collection``, atomically (one request deletes the old binding and creates the new)."""
@@ -277,6 +311,10 @@ class Store:
                     payload={mark_key: value}, points=list(ids), key=mark_field)))
         if ops:
             self.client.batch_update_points(name, update_operations=ops, wait=True)
+
+    def delete_points(self, name: str, ids: Sequence[Any]) -> None:
+        if ids:
+            self.client.delete(name, points_selector=models.PointIdsList(points=list(ids)), wait=True)
 
     # --------------------------------------------------------------- backups
     def backup(self, name: str, folder: str | Path | None = None) -> str:

@@ -1,5 +1,5 @@
 """The existing-collection example runs end to end (plain qdrant-client collection, a model trained with
-plain torch, images over HTTP on 127.0.0.1) and leaves the collection upgraded."""
+plain torch, images over HTTP on 127.0.0.1), upgrades it blue-green and leaves the alias on the new collection."""
 
 from __future__ import annotations
 
@@ -18,9 +18,16 @@ def test_existing_collection_example(tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "verified on 50 images: median cosine 1.0000" in res.stdout
-    assert "cut 'products' over to 'team@2'" in res.stdout and "rolled 'products' back to ''" in res.stdout
+    assert "one-time step" in res.stdout and "alias 'products-live' -> 'products'" in res.stdout
+    green = "products--team-2"
+    assert f"(alias 'products-live': 'products' -> '{green}')" in res.stdout
+    assert "rolled 'products-live' back to '' (alias 'products-live' -> 'products')" in res.stdout
+    assert "dropped collection 'products'" in res.stdout
     q = QdrantClient(path=str(out / "qdrant"))
-    meta = q.get_collection("products").config.metadata["qdrant_compat"]
-    assert meta["read"] == "team@2" and meta["job"]["phase"] == "cut_over"
-    assert q.count("products").count == 300
+    assert not q.collection_exists("products")
+    assert {a.alias_name: a.collection_name for a in q.get_aliases().aliases} == {"products-live": green}
+    meta = q.get_collection(green).config.metadata["qdrant_compat"]
+    assert meta["read"] == "team@2" and meta["job"]["phase"] == "cleaned" and meta["job"]["cleanup"]["dropped"]
+    assert q.count(green).count == 300
+    assert len(list((out / "backups").glob("products-*.jsonl"))) == 1
     q.close()

@@ -84,6 +84,28 @@ def test_import_torchvision_from_a_local_state_dict(tmp_path):
         import_torchvision(reg, "resnet18", tmp_path / "w.pt", "r", "1", size=64)
 
 
+def test_import_timm_from_a_local_safetensors_file(tmp_path):
+    timm = pytest.importorskip("timm", reason="timm is an optional extra (installed by the dev extra)")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model("test_resnet", pretrained=False, in_chans=1, num_classes=7)
+    save_file(net.state_dict(), str(tmp_path / "w.safetensors"))
+    reg = Registry(tmp_path / "reg")
+    card = import_torchvision(reg, "timm:test_resnet", tmp_path / "w.safetensors", "tr", "1", size=28, channels=1,
+                              mean=(0.5,), std=(0.25,))
+    assert card.dim == net.num_features and card.training["imported"]["from"] == "timm"
+    img = np.random.default_rng(2).integers(0, 255, size=(28, 28), dtype=np.uint8)
+    vec = Embedder(reg.get_model("tr@1")).embed([img])
+    net.reset_classifier(0)
+    x = (torch.from_numpy(np.asarray(img, np.float32) / 255.0)[None, None] - 0.5) / 0.25
+    with torch.no_grad():
+        ref = net.eval()(x).numpy()
+    assert np.allclose(vec, ref, atol=1e-3)
+    with pytest.raises(InvalidArgumentError, match="unknown timm architecture 'no_such_net'"):
+        import_torchvision(reg, "timm:no_such_net", tmp_path / "w.safetensors", "x", "1", size=28, channels=1)
+
+
 def test_model_import_cli(make_world, tmp_path):
     tmp, run = make_world(2)
     _export(Tiny(), tmp_path / "m.onnx")

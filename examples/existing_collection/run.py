@@ -5,9 +5,11 @@ unnamed vector) using a model trained with plain torch code, images served over 
 
 Steps: the team's model (plain torch, its own ONNX export) -> their collection (plain qdrant-client) ->
 ``model import`` -> ``collection adopt --verify`` (re-embeds images fetched over HTTP) -> train v2
-backward-compatibly from the imported v1 -> ``evaluate --record`` -> ``upgrade plan`` / ``run`` (backfill,
-images over HTTP) -> ``cutover`` -> queries with v2 -> ``rollback`` -> ``cutover``. Everything runs on the
-embedded store and a local HTTP server on 127.0.0.1. Not shown yet: the blue-green path (alias switch).
+backward-compatibly from the imported v1 -> ``evaluate --record`` -> ``upgrade plan`` (blue-green: it names the
+one-time alias step) -> ``collection alias`` -> ``upgrade run`` (a new collection with named vectors, backfilled from
+images over HTTP while the old one serves) -> ``cutover`` (the alias switches) -> queries with v2 through the alias
+-> ``rollback`` -> ``cutover`` -> ``cleanup`` (the old collection, backed up, dropped). Everything runs on the
+embedded store and a local HTTP server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -138,14 +140,24 @@ def main() -> int:
                            "--seen-classes", str(CLASSES), "--model", "team@1", "--model", "team@2", "--record", "team@2"))
         print(f"evaluate: team@1/team@1 {ev['cells']['team@1/team@1']['top1']:.1f}, team@2/team@1 "
               f"{ev['cells']['team@2/team@1']['top1']:.1f}, team@2/team@2 {ev['cells']['team@2/team@2']['top1']:.1f}")
-        print(qc("upgrade", "plan", "products", "--to", "team@2", "--strategy", "backfill").strip())
-        print(qc("upgrade", "run", "products", "--to", "team@2", "--strategy", "backfill").strip())
-        print(qc("upgrade", "cutover", "products", "--grace", "0.5").strip())
-        hits = json.loads(qc("--json", "search", str(paths[0]), "--collection", "products", "--model", "team@2", "-k", "3"))
-        print("v2 query on the upgraded collection:", [h["payload"]["image_path"].rsplit("/", 2)[-2] for h in hits])
-        print(qc("upgrade", "rollback", "products").strip())
-        print(qc("upgrade", "cutover", "products", "--grace", "0.5").strip())
-        print(qc("upgrade", "status", "products").strip())
+        # the applications query 'products' by its own name, and Qdrant cannot rename a collection: the plan says
+        # so and shows the one-time step (an alias the applications query instead)
+        print(qc("upgrade", "plan", "products", "--to", "team@2", "--strategy", "backfill", "--layout", "blue_green").strip())
+        print(qc("collection", "alias", "products-live", "products").strip())
+        # blue-green: a new collection with named vectors is filled while 'products' serves (on a Qdrant server
+        # older than 1.18 the plan picks this layout itself; the embedded store could also upgrade in place)
+        print(qc("upgrade", "plan", "products-live", "--to", "team@2", "--strategy", "backfill", "--layout",
+                 "blue_green").strip())
+        print(qc("upgrade", "run", "products-live", "--to", "team@2", "--strategy", "backfill", "--layout",
+                 "blue_green").strip())
+        print(qc("upgrade", "cutover", "products-live", "--grace", "0.5").strip())
+        hits = json.loads(qc("--json", "search", str(paths[0]), "--collection", "products-live", "--model", "team@2",
+                             "-k", "3"))
+        print("v2 query through the alias:", [h["payload"]["image_path"].rsplit("/", 2)[-2] for h in hits])
+        print(qc("upgrade", "rollback", "products-live").strip())
+        print(qc("upgrade", "cutover", "products-live", "--grace", "0.5").strip())
+        print(qc("upgrade", "cleanup", "products-live", "--yes", "--backup-dir", str(out / "backups")).strip())
+        print(qc("upgrade", "status", "products-live").strip())
     finally:
         httpd.shutdown()
     print(f"\nexisting-collection example finished in {time.time() - t0:.0f}s")

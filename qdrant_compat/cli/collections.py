@@ -1,4 +1,4 @@
-"""``collection create|info|list|adopt``, ``index`` and ``search``."""
+"""``collection create|info|list|adopt|alias``, ``index`` and ``search``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,29 @@ def adopt(state: CliState, name: str, model: str, vector_name: str | None, verif
     state.emit(rep, f"collection '{name}': vector '{rep.metadata.read}' = {model}" + (
         f" (verified on {v.compared} images: median cosine {v.median_cosine:.4f}, min {v.min_cosine:.4f}"
         + (", FORCED below 0.99" if not v.passed else "") + ")" if v else ""))
+
+
+@collection_group.command("alias")
+@click.argument("alias")
+@click.argument("collection")
+@pass_state
+def alias_cmd(state: CliState, alias: str, collection: str) -> None:
+    """Point ALIAS at COLLECTION (created, or moved in one request). Applications that query the alias can be
+    switched by a blue-green upgrade; Qdrant cannot rename a collection they query by its own name."""
+    from qdrant_compat.errors import InvalidArgumentError
+    from qdrant_compat.store import check_collection_name
+
+    store = state.client.store
+    check_collection_name(alias)
+    store.info(collection)  # names the collections that exist when it does not
+    if store.exists(alias) and alias not in store.aliases():
+        raise InvalidArgumentError(f"'{alias}' is a collection, not an alias; choose another alias name")
+    if collection in store.aliases():
+        raise InvalidArgumentError(f"'{collection}' is an alias; point '{alias}' at a collection")
+    before = store.aliases().get(alias)
+    store.point_alias(alias, collection)
+    state.emit({"alias": alias, "collection": collection, "previous": before},
+               f"alias '{alias}' -> '{collection}'" + (f" (was '{before}')" if before else ""))
 
 
 @collection_group.command("info")

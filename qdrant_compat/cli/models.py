@@ -33,7 +33,8 @@ def register(state: CliState, onnx_file: str, card_file: str, classifier: str | 
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", required=True)
 @click.option("--version", required=True)
-@click.option("--arch", default=None, help="torchvision architecture: SOURCE is then its weights file (state dict).")
+@click.option("--arch", default=None, help="torchvision architecture, or timm:NAME (the timm extra): SOURCE is then its "
+              "weights file (state dict).")
 @click.option("--layer", default=None, help="With --arch: the layer whose (flattened) output is the embedding "
                                             "(default: pooled features, the classifier removed).")
 @click.option("--size", type=click.IntRange(min=8), default=None, help="Input size (read from the graph where it is fixed).")

@@ -7,7 +7,7 @@ import json
 import click
 
 from qdrant_compat.cli.context import CliState, pass_state
-from qdrant_compat.enums import Priority, Strategy, choices
+from qdrant_compat.enums import Layout, Priority, Strategy, choices
 
 
 @click.group("upgrade")
@@ -21,15 +21,23 @@ def upgrade_group() -> None:
 @click.option("--strategy", type=click.Choice(choices(Strategy)), default=None)
 @click.option("--converter", default=None)
 @click.option("--image-field", default="image_path", show_default=True)
+@click.option("--layout", type=click.Choice(choices(Layout)), default=None,
+              help="in_place: a second named vector; blue_green: a new collection and an alias switch "
+                   "(default: in place where the server can add a named vector).")
+@click.option("--into", default=None, help="Blue-green: the new collection's name.")
+@click.option("--alias", default=None, help="Blue-green: the alias applications query (created if absent).")
 @pass_state
-def plan(state: CliState, collection: str, target: str, strategy: str | None, converter: str | None, image_field: str) -> None:
+def plan(state: CliState, collection: str, target: str, strategy: str | None, converter: str | None, image_field: str,
+         layout: str | None, into: str | None, alias: str | None) -> None:
     """Choose and explain a strategy, count the work, estimate the time. Changes nothing."""
     from qdrant_compat.upgrade import plan_upgrade
 
-    p = plan_upgrade(state.client, collection, target, strategy=strategy, converter=converter, image_field=image_field)
+    p = plan_upgrade(state.client, collection, target, strategy=strategy, converter=converter, image_field=image_field,
+                     layout=layout, into=into, alias=alias)
     state.emit(p, lambda: "\n".join([
-        f"upgrade '{collection}': {p.source_model} (vector '{p.source}') -> {p.target_model}",
+        f"upgrade '{p.collection}': {p.source_model} (vector '{p.source}') -> {p.target_model}",
         f"strategy: {p.strategy}" + (f" (converter {p.converter})" if p.converter else ""),
+        f"layout: {p.layout}" + (f" (into '{p.green}', alias '{p.alias or '?'}')" if p.green else ""),
         *[f"  - {r}" for r in p.reasons],
         f"points: {p.points} ({p.already_filled} already hold '{p.target}'); missing images: {p.images_missing}",
         f"estimate: {p.estimated_seconds:.0f}s ({1000 * p.seconds_per_point:.2f} ms/point, measured on a sample)",
@@ -50,10 +58,16 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @click.option("--read-workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Threads reading and preprocessing images while the model embeds (0: no pipeline).")
 @click.option("--dry-run", is_flag=True)
+@click.option("--layout", type=click.Choice(choices(Layout)), default=None,
+              help="in_place: a second named vector; blue_green: a new collection and an alias switch "
+                   "(default: in place where the server can add a named vector).")
+@click.option("--into", default=None, help="Blue-green: the new collection's name.")
+@click.option("--alias", default=None, help="Blue-green: the alias applications query (created if absent).")
 @pass_state
 def run(state: CliState, collection: str, target: str | None, strategy: str | None, converter: str | None,
         priority: str, image_field: str, batch_size: int, max_batches: int | None, lock_ttl: float,
-        retry_missing: bool, read_workers: int, dry_run: bool) -> None:
+        retry_missing: bool, read_workers: int, dry_run: bool, layout: str | None, into: str | None,
+        alias: str | None) -> None:
     """Execute (or resume) the upgrade in batches, with progress and ETA."""
     from qdrant_compat.upgrade import run_upgrade
 
@@ -63,7 +77,7 @@ def run(state: CliState, collection: str, target: str | None, strategy: str | No
         rep = run_upgrade(state.client, collection, target, strategy=strategy, converter=converter, priority=priority,
                           image_field=image_field, batch_size=batch_size, progress=bar, max_batches=max_batches,
                           lock_ttl=lock_ttl, dry_run=dry_run, retry_missing=retry_missing,
-                          read_workers=read_workers)
+                          read_workers=read_workers, layout=layout, into=into, alias=alias)
     job = rep.job
 
     def human() -> str:
@@ -74,7 +88,8 @@ def run(state: CliState, collection: str, target: str | None, strategy: str | No
                     f"vector '{job.source}' directly, nothing was rewritten")
         return (f"job {job.id} ({job.strategy}, {job.source_model} -> {job.target_model}): phase {job.phase}; "
                 f"this run {rep.processed} point(s) in {rep.seconds:.1f}s; totals {json.dumps(job.counts)}; "
-                f"{rep.remaining} point(s) without '{job.target}'" + (" (stopped early: run again)" if rep.stopped_early else ""))
+                f"{rep.remaining} point(s) without '{job.target}'" + (" (stopped early: run again)" if rep.stopped_early else "")
+                + "".join(f"\n{n}" for n in rep.notes))
 
     state.emit(rep, human)
 
@@ -89,7 +104,11 @@ def status(state: CliState, collection: str) -> None:
     s = upgrade_status(state.client, collection)
 
     def human() -> str:
-        lines = [f"'{collection}': {s.points} points; read '{s.read}', write {s.write}"]
+        lines = [f"'{s.collection}': {s.points} points; read '{s.read}', write {s.write}"]
+        if s.blue_green:
+            bg = s.blue_green
+            lines.append(f"  blue-green: '{bg['blue']}' -> '{bg['green']}'; alias '{bg['alias']}' points at "
+                         f"'{bg['alias_points_at']}'" + ("" if bg["blue_exists"] else f" ('{bg['blue']}' dropped)"))
         for v, e in s.vectors.items():
             lines.append(f"  {v}: {e.model} [{e.state}] {e.points} points: {e.extracted} extracted, "
                          f"{e.converted} converted, {e.missing} missing, {e.failed} failed")
@@ -118,6 +137,7 @@ def cutover_cmd(state: CliState, collection: str, allow_partial: bool, grace: fl
 
     out = cutover(state.client, collection, allow_partial=allow_partial, dry_run=dry_run, grace=grace)
     state.emit(out, f"{'would cut' if dry_run else 'cut'} '{collection}' over to '{out.read}'"
+               + (f" (alias '{out.alias}': '{out.previous}' -> '{out.collection}')" if out.alias else "")
                + (" (it already was)" if out.already else ""))
 
 
@@ -130,7 +150,8 @@ def rollback_cmd(state: CliState, collection: str, dry_run: bool) -> None:
     from qdrant_compat.upgrade import rollback
 
     out = rollback(state.client, collection, dry_run=dry_run)
-    state.emit(out, f"{'would roll' if dry_run else 'rolled'} '{collection}' back to '{out.read}'")
+    state.emit(out, f"{'would roll' if dry_run else 'rolled'} '{collection}' back to '{out.read}'"
+               + (f" (alias '{out.alias}' -> '{out.collection}')" if out.alias else ""))
 
 
 @upgrade_group.command("cleanup")
@@ -144,7 +165,8 @@ def cleanup_cmd(state: CliState, collection: str, yes: bool, backup_dir: str | N
     from qdrant_compat.upgrade import cleanup
 
     out = cleanup(state.client, collection, yes=yes, backup_dir=backup_dir, dry_run=dry_run)
-    state.emit(out, f"{'would drop' if dry_run else 'dropped'} vector '{out.drops}' of '{collection}'"
+    what = f"collection '{out.drops}'" if out.drops_collection else f"vector '{out.drops}' of '{collection}'"
+    state.emit(out, f"{'would drop' if dry_run else 'dropped'} {what}"
                + (f"; backup: {out.backup}" if out.backup else "") + (" (resumed)" if out.resumed else ""))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
@@ -32,7 +33,22 @@ def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
     """Per named vector: points holding it, and how many were extracted, converted, missing, failed.
 
     For the vector a collection was created or adopted with, ``converted`` counts points indexed before
-    provenance was tracked; it only matters for vectors filled by an upgrade."""
+    provenance was tracked; it only matters for vectors filled by an upgrade. For a blue-green job (named by
+    its alias, blue or green collection) the report is green's, where the new vector is filled, with
+    ``blue_green`` saying which collection the alias serves."""
+    from qdrant_compat.upgrade import bluegreen
+
+    collection = client.store.resolve(collection)
+    extra = None
+    if bluegreen.is_blue_green(client, collection):
+        blue, green, bjob, _ = bluegreen.pair(client, collection)
+        store = client.store
+        extra = {"blue": blue, "green": green, "alias": bjob.alias,
+                 "alias_points_at": store.resolve(bjob.alias) if bjob.alias else None,
+                 "blue_exists": store.exists(blue), "green_exists": store.exists(green),
+                 "mirror": {c: client.get_meta(c).mirror for c in (blue, green) if store.exists(c)}}
+        if store.exists(green):
+            collection = green
     meta = client.get_meta(collection)
     vectors = {}
     for name, entry in meta.vectors.items():
@@ -47,7 +63,7 @@ def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
                                      converted=0 if backfill_only else unmarked_vec, missing=marks[Mark.MISSING],
                                      failed=marks[Mark.FAILED], unmarked=unmarked_vec if backfill_only else 0)
     return StatusReport(collection=collection, points=client.store.count(collection), read=meta.read,
-                        write=list(meta.write), vectors=vectors, job=meta.job)
+                        write=list(meta.write), vectors=vectors, job=meta.job, blue_green=extra)
 
 
 CUTOVER_GRACE_S = 2.0
@@ -55,6 +71,23 @@ CUTOVER_GRACE_S = 2.0
 
 def cutover(client: CompatClient, collection: str, *, allow_partial: bool = False, dry_run: bool = False,
             grace: float = CUTOVER_GRACE_S) -> CutoverResult:
+    """Make the job's target the vector queries read and writes fill (see :func:`cutover_in_place`); for a
+    blue-green job, then point the alias at the new collection (:func:`qdrant_compat.upgrade.bluegreen.cutover`).
+
+    Raises:
+        UpgradeError: a check failed (the message gives the counts and what to do).
+    """
+    from qdrant_compat.upgrade import bluegreen
+
+    if bluegreen.is_blue_green(client, collection):
+        return bluegreen.cutover(client, collection, allow_partial=allow_partial, dry_run=dry_run, grace=grace,
+                                 owner=make_owner())
+    return cutover_in_place(client, collection, allow_partial=allow_partial, dry_run=dry_run, grace=grace,
+                            owner=make_owner())
+
+
+def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bool, dry_run: bool, grace: float,
+                     owner: str, extra_check: Callable[[], None] | None = None) -> CutoverResult:
     """Make the job's target the vector queries read and writes fill.
 
     A protocol, not one check, so that no point written meanwhile is left without the target vector:
@@ -76,7 +109,7 @@ def cutover(client: CompatClient, collection: str, *, allow_partial: bool = Fals
     """
     meta = client.get_meta(collection)
     job = _job(meta, collection)
-    check_lock(job, make_owner())
+    check_lock(job, owner)
     if job.phase == Phase.CUT_OVER:
         return CutoverResult(collection=collection, read=meta.read, source=job.source, target=job.target, already=True)
     if job.strategy == Strategy.ADOPT:
@@ -87,6 +120,8 @@ def cutover(client: CompatClient, collection: str, *, allow_partial: bool = Fals
         raise UpgradeError(f"job {job.id} was cut over and cleaned up already")
     _check_complete(client, collection, job, allow_partial)
     if dry_run:
+        if extra_check is not None:
+            extra_check()
         return _cutover_result(client, collection, job, dry_run=True)
     # 1. announce: writers that cannot reach the target are refused from now on
     previous = job.phase if job.phase != Phase.CUTTING_OVER else Phase.FILLED
@@ -100,7 +135,9 @@ def cutover(client: CompatClient, collection: str, *, allow_partial: bool = Fals
     job = _job(meta, collection)
     try:
         _check_complete(client, collection, job, allow_partial)
-    except UpgradeError:
+        if extra_check is not None:
+            extra_check()
+    except BaseException:
         job.phase = previous
         meta.job = job
         client.put_meta(collection, meta)
@@ -111,7 +148,7 @@ def cutover(client: CompatClient, collection: str, *, allow_partial: bool = Fals
     meta.vectors[job.target].state = VectorState.ACTIVE
     meta.vectors[job.target].filled = have
     tgt_card = client.registry.get_model(job.target_model).card
-    back = [r for r in candidate_routes(tgt_card, meta) if r.vector == job.source]
+    back = [r for r in candidate_routes(tgt_card, client.with_model_edges(meta, tgt_card)) if r.vector == job.source]
     meta.read = job.target
     meta.write = [job.target] + ([job.source] if back else [])
     if not back:
@@ -147,14 +184,23 @@ def _cutover_result(client: CompatClient, collection: str, job: JobState, *, dry
 
 
 def rollback(client: CompatClient, collection: str, *, dry_run: bool = False) -> RollbackResult:
-    """Return queries and writes to the job's source vector while it still exists.
+    """Return queries and writes to the job's source vector while it still exists (blue-green: point the
+    alias back at the old collection, :func:`qdrant_compat.upgrade.bluegreen.rollback`).
 
     Raises:
         UpgradeError: the source vector was cleaned up, or points written since cutover lack it.
     """
+    from qdrant_compat.upgrade import bluegreen
+
+    if bluegreen.is_blue_green(client, collection):
+        return bluegreen.rollback(client, collection, dry_run=dry_run, owner=make_owner())
+    return rollback_in_place(client, collection, dry_run=dry_run, owner=make_owner())
+
+
+def rollback_in_place(client: CompatClient, collection: str, *, dry_run: bool, owner: str) -> RollbackResult:
     meta = client.get_meta(collection)
     job = _job(meta, collection)
-    check_lock(job, make_owner())
+    check_lock(job, owner)
     if job.phase == Phase.CLEANED or job.source not in meta.vectors or (job.cleanup is not None):
         where = f" (backup: {job.cleanup.backup})" if job.cleanup is not None else ""
         raise UpgradeError(f"cannot roll back: vector '{job.source}' ({job.source_model}) was dropped by cleanup; "
@@ -194,9 +240,15 @@ def cleanup(client: CompatClient, collection: str, *, yes: bool = False, backup_
     Journaled: the backup is recorded in the job (``job.cleanup``) *before* the drop, so a cleanup that was
     interrupted resumes the drop and never backs up the half-dropped collection again.
 
+    Blue-green: drops the old collection instead (:func:`qdrant_compat.upgrade.bluegreen.cleanup`).
+
     Raises:
         UpgradeError: not cut over yet, or ``yes`` not given.
     """
+    from qdrant_compat.upgrade import bluegreen
+
+    if bluegreen.is_blue_green(client, collection):
+        return bluegreen.cleanup(client, collection, yes=yes, backup_dir=backup_dir, dry_run=dry_run, owner=make_owner())
     meta = client.get_meta(collection)
     job = _job(meta, collection)
     check_lock(job, make_owner())

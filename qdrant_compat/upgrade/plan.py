@@ -12,7 +12,7 @@ import numpy as np
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import CompatClient
 from qdrant_compat.data.images import ImageReader, ImageRefs
-from qdrant_compat.enums import Relation, Strategy
+from qdrant_compat.enums import Layout, Relation, Strategy
 from qdrant_compat.errors import CorruptArtifactError, FingerprintMismatchError, InvalidArgumentError, UpgradeError
 from qdrant_compat.metadata import CompatMeta
 from qdrant_compat.results import Result
@@ -40,6 +40,10 @@ class UpgradePlan(Result):
     seconds_per_point: float = 0.0
     estimated_seconds: float = 0.0
     bct_edge: bool = False
+    layout: Layout = Layout.IN_PLACE
+    green: str | None = None  # blue-green: the new collection
+    alias: str | None = None  # blue-green: the alias cutover switches
+    aliases: list[str] = field(default_factory=list)  # aliases that point at the collection now
 
 
 def check_source_fingerprint(client: CompatClient, meta: CompatMeta, collection: str, vector: str) -> ModelCard:
@@ -82,6 +86,9 @@ def plan_upgrade(
     image_field: str = "image_path",
     sample: int = 200,
     images: ImageReader | None = None,
+    layout: Layout | str | None = None,
+    into: str | None = None,
+    alias: str | None = None,
 ) -> UpgradePlan:
     """Choose a strategy to move ``collection`` to ``target``; nothing is changed.
 
@@ -89,10 +96,19 @@ def plan_upgrade(
     (no vector is rewritten); ``convert`` when an old->new converter is registered (vectors rewritten
     without images); ``backfill`` otherwise (re-extraction from the images named in the payload).
 
+    Layout: ``in_place`` adds the new model's named vector to the collection; ``blue_green`` fills a new
+    collection (``into``, default ``<collection>--<model>-<version>``) and switches ``alias`` at cutover. By
+    default, in place where the backend can add a named vector (embedded store, server >= 1.18), else
+    blue-green. ``collection`` may be an alias (then it is the alias switched).
+
     Raises:
         UpgradeError: the collection already holds the target, or the asked strategy is impossible.
     """
     card = client.card(target)
+    named = collection
+    collection = client.store.resolve(collection)
+    if named != collection and alias is None:
+        alias = named
     meta = client.get_meta(collection)
     src = source_vector(meta)
     src_entry = meta.vectors[src]
@@ -144,11 +160,57 @@ def plan_upgrade(
     filled = client.count_with_vector(collection, card.ref) if card.ref in meta.vectors else 0
     plan = UpgradePlan(collection=collection, source=src, source_model=src_card.ref, target=card.ref,
                        target_model=card.ref, strategy=strategy, converter=converter, reasons=reasons,
-                       points=total, already_filled=filled, bct_edge=bct_ok)
+                       points=total, already_filled=filled, bct_edge=bct_ok,
+                       aliases=client.store.aliases_of(collection))
+    _choose_layout(client, plan, meta, Layout.parse(layout, "layout") if layout is not None else None, into, alias)
     if strategy.extracts:
         _check_images(client, collection, image_field, plan, sample, reader)
     _estimate(client, collection, plan, card, image_field, reader)
     return plan
+
+
+def _choose_layout(client: CompatClient, plan: UpgradePlan, meta: CompatMeta, layout: Layout | None, into: str | None,
+                   alias: str | None) -> None:
+    from qdrant_compat.store import MIN_SERVER_FOR_NAMED_VECTORS, check_collection_name
+    from qdrant_compat.upgrade.bluegreen import green_name
+
+    caps = client.store.capabilities()
+    if plan.strategy == Strategy.ADOPT:
+        if layout == Layout.BLUE_GREEN:
+            raise UpgradeError("adopt writes no vector: it needs no new collection (use layout in_place)")
+        layout = Layout.IN_PLACE
+    elif layout is None:
+        in_place_ok = caps.named_vector_changes or plan.target in meta.vectors
+        layout = Layout.IN_PLACE if in_place_ok else Layout.BLUE_GREEN
+        if layout == Layout.BLUE_GREEN:
+            plan.reasons.append(
+                f"this Qdrant server is {caps.version}: adding a named vector in place needs >= "
+                f"{'.'.join(map(str, MIN_SERVER_FOR_NAMED_VECTORS))}, so the upgrade is blue-green")
+    elif layout == Layout.IN_PLACE and not caps.named_vector_changes and plan.target not in meta.vectors:
+        raise UpgradeError(f"this Qdrant server is {caps.version}: a named vector cannot be added in place (needs >= "
+                           f"{'.'.join(map(str, MIN_SERVER_FOR_NAMED_VECTORS))}); use layout blue_green")
+    plan.layout = layout
+    if layout != Layout.BLUE_GREEN:
+        return
+    plan.green = check_collection_name(into or green_name(plan.collection, plan.target_model))
+    if client.store.exists(plan.green):
+        plan.already_filled = client.count_with_vector(plan.green, plan.target)
+    plan.alias = alias or (plan.aliases[0] if len(plan.aliases) == 1 else None)
+    plan.reasons.append(
+        f"blue-green: '{plan.green}' is created with named vectors (the old model's, copied, and '{plan.target}') and "
+        f"filled while '{plan.collection}' keeps serving; writes through qdrant-compat reach both; cutover switches "
+        f"alias '{plan.alias or '?'}' in one request, rollback switches it back, cleanup drops '{plan.collection}' "
+        "after a backup")
+    if plan.alias is None:
+        step = f"qdrant-compat collection alias {plan.collection}-live {plan.collection}"
+        plan.reasons.append(
+            f"applications query '{plan.collection}' by its own name" + (f" (aliases: {', '.join(plan.aliases)})"
+                                                                          if plan.aliases else "")
+            + f", and Qdrant cannot rename a collection: one-time step first: '{step}', point the applications at "
+            f"'{plan.collection}-live', then run with --alias {plan.collection}-live")
+    elif plan.alias not in plan.aliases:
+        plan.reasons.append(f"alias '{plan.alias}' does not exist yet: 'upgrade run' creates it pointing at "
+                            f"'{plan.collection}'; point the applications at it before the cutover")
 
 
 def _check_images(client: CompatClient, collection: str, field_: str, plan: UpgradePlan, sample: int,

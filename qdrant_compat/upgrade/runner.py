@@ -20,7 +20,7 @@ import numpy as np
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import PROVENANCE_KEY, STAMP_KEY, CompatClient
 from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs
-from qdrant_compat.enums import Mark, Phase, Priority, Relation, Strategy, VectorState
+from qdrant_compat.enums import Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
 from qdrant_compat.results import Result
@@ -47,6 +47,7 @@ class RunReport(Result):
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # busy time per backfill stage (read/embed/write)
+    sync: dict[str, int] | None = None  # blue-green: this run's blue -> green sync
 
 
 class _Session:
@@ -132,6 +133,7 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
         meta.vectors[plan.target] = VectorEntry.for_card(card, state=VectorState.FILLING)
     job.lock = Lock(owner, time.time() + ttl)
     meta.job = job
+    meta.mirror = None  # a rolled-back blue-green job's new collection is no longer kept in sync
     client.put_meta(collection, meta)
     log.info("started upgrade job %s on %s: %s -> %s (%s)", job.id, collection, plan.source_model, plan.target_model,
              plan.strategy)
@@ -448,10 +450,14 @@ def run_upgrade(
     seed: int = 0,
     images: ImageReader | None = None,
     read_workers: int = 2,
+    layout: Layout | str | None = None,
+    into: str | None = None,
+    alias: str | None = None,
 ) -> RunReport:
     """Start or resume the collection's upgrade job and fill the target vector.
 
     Args:
+        collection: the collection, or an alias of it.
         target: the model to upgrade to; optional when resuming a recorded job.
         strategy, converter: override the plan's choice (see :func:`plan_upgrade`).
         priority: backfill order: ``uncertainty`` (the old model's least confident points first),
@@ -461,13 +467,133 @@ def run_upgrade(
         images: where backfill reads the images points reference (default: local paths).
         read_workers: threads that read, decode and preprocess images while the model embeds and the writer
             writes (a pipeline with bounded queues); 0 runs the stages one after another.
+        layout: ``in_place`` (a second named vector) or ``blue_green`` (a new collection, an alias switches);
+            default: in place where the backend can add a named vector, else blue-green.
+        into, alias: blue-green only: the new collection's name and the alias to switch (see :func:`plan_upgrade`).
 
     Raises:
         JobLockedError: another live process runs the job.
         UpgradeError: a conflicting unfinished job, or an impossible strategy.
     """
+    from qdrant_compat.upgrade import bluegreen
+
     if batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
+    collection = client.store.resolve(collection)
+    owner = owner or make_owner()
+    fill = _Fill(owner=owner, batch_size=batch_size, progress=progress, lock_ttl=lock_ttl, max_batches=max_batches,
+                 retry_missing=retry_missing, seed=seed, images=images, read_workers=read_workers)
+    meta = client.get_meta(collection)
+    job = meta.job
+    target_ref = client.card(target).ref if target is not None else None
+    if job is not None and job.layout == Layout.BLUE_GREEN and (target_ref is None or target_ref == job.target_model):
+        blue = job.blue if job.blue else collection
+        bjob = client.get_meta(blue).job if client.store.exists(blue) else None
+        if bjob is not None and bjob.green and (bjob.phase.open or bjob.phase == Phase.ROLLED_BACK):
+            if dry_run:
+                return RunReport(blue, job=bjob, dry_run=True, remaining=_bg_remaining(client, blue, bjob))
+            return _run_blue_green(client, blue, fill)
+    plan = None
+    resumable = job is not None and job.phase.open and (target is None or target_ref == job.target_model) \
+        and (strategy is None or Strategy.parse(strategy, "strategy") == job.strategy)
+    if not resumable and target is not None:
+        plan = plan_upgrade(client, collection, target, strategy=strategy, converter=converter, image_field=image_field,
+                            layout=layout, into=into, alias=alias)
+        if plan.layout == Layout.BLUE_GREEN:
+            if dry_run:
+                return RunReport(collection, job=None, plan=plan.to_dict(), dry_run=True,
+                                 remaining=plan.points - plan.already_filled)
+            bluegreen.check_alias(client, plan.alias, collection, create=True)
+            card = client.registry.get_model(plan.target_model).card
+            bjob = JobState(id=new_job_id(), source=plan.source, source_model=plan.source_model, target=plan.target,
+                            target_model=plan.target_model, target_fingerprint=card.fingerprint, strategy=plan.strategy,
+                            converter=plan.converter, priority=Priority.parse(priority, "priority"),
+                            image_field=image_field, phase=Phase.PLANNED, layout=Layout.BLUE_GREEN, green=plan.green,
+                            alias=plan.alias)
+            if job is not None:
+                check_lock(job, owner)
+                if job.phase.open:
+                    raise UpgradeError(f"collection '{collection}' has an unfinished upgrade to {job.target_model} "
+                                       f"({job.phase}); finish it or roll it back first")
+            bluegreen.start(client, collection, bjob, owner=owner, ttl=lock_ttl)
+            return _run_blue_green(client, collection, fill)
+    return _run_in_place(client, collection, target, fill, strategy=strategy, converter=converter, priority=priority,
+                         image_field=image_field, dry_run=dry_run, plan=plan)
+
+
+def _bg_remaining(client: CompatClient, blue: str, bjob: JobState) -> int:
+    """Points of green without the new vector (before green exists: all of blue's)."""
+    assert bjob.green
+    if not client.store.exists(bjob.green):
+        return client.store.count(blue)
+    return client.store.count(bjob.green) - client.count_with_vector(bjob.green, bjob.target)
+
+
+def _run_blue_green(client: CompatClient, blue: str, fill: _Fill) -> RunReport:
+    """Sync blue into green, then fill green's new vector in place; blue's job follows green's phase."""
+    from qdrant_compat.upgrade import bluegreen
+
+    t0 = time.perf_counter()
+    owner, lock_ttl = fill.owner, fill.lock_ttl
+    bjob, green = bluegreen.resume_blue(client, blue, owner, lock_ttl)
+    try:
+        if bjob.phase != Phase.RUNNING:
+            bluegreen.set_phase(client, blue, Phase.RUNNING)
+        gjob = client.get_meta(green).job
+        assert gjob is not None
+        if not gjob.phase.open:  # rolled back: a run catches green up again
+            bluegreen.set_phase(client, green, Phase.RUNNING)
+
+        def heartbeat() -> None:
+            bluegreen.set_phase(client, blue, Phase.RUNNING, hold=Lock(owner, time.time() + lock_ttl))
+
+        sync = bluegreen.Mirror(client, blue, green, bjob).sync(heartbeat=heartbeat)
+        log.info("blue-green %s: synced %s -> %s (%d copied, %d replaced, %d deleted, %d still differ)", bjob.id, blue,
+                 green, sync.copied, sync.replaced, sync.deleted, sync.differing)
+        rep = _run_in_place(client, green, None, fill)
+        assert rep.job is not None
+        bluegreen.set_phase(client, blue, rep.job.phase if rep.job.phase != Phase.CUT_OVER else Phase.FILLED,
+                            hold=None, counts=rep.job.counts)
+    except BaseException:
+        try:
+            meta = client.get_meta(blue)
+            if meta.job is not None and meta.job.lock is not None and meta.job.lock.owner == owner:
+                bluegreen.set_phase(client, blue, meta.job.phase, hold=None)
+        except Exception:  # pragma: no cover - best effort on the way out
+            pass
+        raise
+    rep.collection = blue
+    rep.job = client.get_meta(blue).job
+    rep.sync = sync.to_dict()
+    rep.notes.append(f"blue-green: '{green}' is filled beside '{blue}' (synced: {sync.copied} copied, {sync.replaced} "
+                     f"replaced, {sync.deleted} deleted); 'upgrade cutover' switches alias '{bjob.alias}'")
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+@dataclass
+class _Fill:
+    """How a run fills: the options of :func:`run_upgrade` that both layouts pass down unchanged."""
+
+    owner: str
+    batch_size: int = 256
+    progress: ProgressFn | None = None
+    lock_ttl: float = DEFAULT_LOCK_TTL
+    max_batches: int | None = None
+    retry_missing: bool = False
+    seed: int = 0
+    images: ImageReader | None = None
+    read_workers: int = 2
+
+
+def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str | None, fill: _Fill, *,
+                  strategy: Strategy | str | None = None, converter: str | None = None,
+                  priority: Priority | str = Priority.UNCERTAINTY, image_field: str = "image_path",
+                  dry_run: bool = False, plan: UpgradePlan | None = None) -> RunReport:
+    """:func:`run_upgrade` for one collection whose new vector is filled in place."""
+    owner, batch_size, progress, lock_ttl = fill.owner, fill.batch_size, fill.progress, fill.lock_ttl
+    max_batches, retry_missing, seed, images, read_workers = (fill.max_batches, fill.retry_missing, fill.seed,
+                                                              fill.images, fill.read_workers)
     t0 = time.perf_counter()
     owner = owner or make_owner()
     meta = client.get_meta(collection)
@@ -477,7 +603,8 @@ def run_upgrade(
     if not resumable:
         if target is None:
             raise UpgradeError(f"collection '{collection}' has no upgrade job to resume; name the target model")
-        plan = plan_upgrade(client, collection, target, strategy=strategy, converter=converter, image_field=image_field)
+        plan = plan or plan_upgrade(client, collection, target, strategy=strategy, converter=converter,
+                                    image_field=image_field, layout=Layout.IN_PLACE)
         if dry_run:
             return RunReport(collection, job=None, plan=plan.to_dict(), dry_run=True, remaining=plan.points - plan.already_filled)
         job = start_job(client, collection, plan, priority=priority, image_field=image_field, owner=owner, ttl=lock_ttl)

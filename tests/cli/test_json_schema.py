@@ -66,6 +66,19 @@ def test_every_command_output_matches_its_schema(make_world, trained, other_mode
     run("collection", "create", "h", "--model", "omni@1")
     run("index", gallery, "--collection", "h", "--model", "omni@1")
     j("convert", "h", "--converter", conv["id"])
+    # a blue-green upgrade through an alias
+    run("collection", "create", "k", "--model", "omni@1")
+    run("index", gallery, "--collection", "k", "--model", "omni@1")
+    assert j("collection alias", "k-live", "k")["previous"] is None
+    bg = j("upgrade plan", "k-live", "--to", "omni-indep@2", "--layout", "blue_green", "--strategy", "backfill")
+    assert bg["layout"] == "blue_green" and bg["alias"] == "k-live"
+    assert j("upgrade run", "k-live", "--to", "omni-indep@2", "--layout", "blue_green", "--strategy", "backfill")["sync"]
+    assert j("upgrade status", "k-live")["blue_green"]["alias_points_at"] == "k"
+    assert j("upgrade cutover", "k-live", "--grace", "0")["alias"] == "k-live"
+    assert j("upgrade rollback", "k-live")["alias"] == "k-live"
+    run("upgrade", "cutover", "k-live", "--grace", "0")
+    assert j("upgrade cleanup", "k-live", "--yes", "--backup-dir", str(tmp / "bk2"))["drops_collection"]
+
     q = QdrantClient(path=str(tmp / "plain"))
     q.create_collection("legacy", vectors_config=models.VectorParams(size=32, distance=models.Distance.COSINE))
     q.close()
@@ -76,8 +89,8 @@ def test_every_command_output_matches_its_schema(make_world, trained, other_mode
 
 
 def test_schema_enums_are_the_library_constants():
-    from qdrant_compat.enums import Direction, Phase, Priority, Relation, Strategy, VectorState, choices
+    from qdrant_compat.enums import Direction, Layout, Phase, Priority, Relation, Strategy, VectorState, choices
 
     for name, enum in (("strategy", Strategy), ("phase", Phase), ("vector_state", VectorState), ("relation", Relation),
-                       ("priority", Priority), ("direction", Direction)):
+                       ("priority", Priority), ("direction", Direction), ("layout", Layout)):
         assert DOC["$defs"][name]["enum"] == choices(enum), name

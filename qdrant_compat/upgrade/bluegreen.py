@@ -1,0 +1,501 @@
+"""Blue-green upgrades: fill a new collection beside the old one, then switch an alias.
+
+For a collection that cannot take a second named vector in place (Qdrant older than 1.18, where
+``create_vector_name`` does not exist), the upgrade builds a *green* collection with named vectors: every
+vector of the old (*blue*) collection under its own name (the unnamed vector under the old model's
+reference) plus the new model's vector. Then:
+
+* ``run``: records the job in the blue collection (naming the green one before it exists), creates the green
+  collection with its own metadata and job, turns on *mirroring* (every write through
+  :class:`~qdrant_compat.client.CompatClient` to blue also goes to green), *syncs* blue into green (copies what
+  green lacks or holds differently, deletes what blue no longer has), and fills the new vector in green
+  with the ordinary in-place machinery (convert and/or backfill; marks, stamps, locks, resumable).
+* ``cutover``: announces ``cutting_over`` in both, waits the grace period, checks green is complete *and* in
+  sync with blue (re-checking differing points once, so a write in flight is not a false alarm), switches
+  green's metadata, then re-points the alias in one request (``update_collection_aliases``). Green mirrors
+  back into blue when the new model can write blue's vector, so a rollback loses nothing.
+* ``rollback``: checks blue holds everything green holds, then points the alias back.
+* ``cleanup``: backs blue up (journaled in green's job before anything is dropped), stops mirroring, drops blue.
+
+Queries through the alias are served by blue until the switch and by green after it; nothing is copied
+underneath a reader. Qdrant cannot rename a collection, so applications must query through the alias.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qdrant_compat.client import PROVENANCE_KEY, STAMP_KEY, CompatClient, user_payload
+from qdrant_compat.enums import Layout, Phase, VectorState
+from qdrant_compat.errors import JobLockedError, UpgradeError
+from qdrant_compat.metadata import META_KEY, CleanupRecord, CompatMeta, JobState, Lock, VectorEntry
+from qdrant_compat.results import CleanupResult, CutoverResult, Result, RollbackResult
+from qdrant_compat.upgrade.state import check_lock
+
+log = logging.getLogger(__name__)
+
+
+def green_name(blue: str, target_model: str) -> str:
+    """The default name of the green collection: ``<blue>--<model>-<version>`` in allowed characters."""
+    return re.sub(r"[^A-Za-z0-9_.:\-]", "-", f"{blue}--{target_model.replace('@', '-')}")[:255]
+
+
+def green_vector(job: JobState, blue_vector: str) -> str:
+    """A blue vector's name in green: the same, except the unnamed vector, which takes its model's reference."""
+    if blue_vector:
+        return blue_vector
+    return job.source_model if job.source == "" else "default"
+
+
+@dataclass
+class SyncReport(Result):
+    """One pass of blue -> green: what was copied, replaced, deleted, and what still differs."""
+
+    copied: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    checked: int = 0
+    differing: int = 0  # after the pass (writes racing with it); 0 means green matches blue
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Equal as stored vectors: the same direction and length, or the same direction where one side was unit-normalised
+    (Qdrant normalises cosine vectors on write; the embedded store may return the raw vector a client wrote)."""
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if x.shape != y.shape:
+        return False
+    if np.allclose(x, y, rtol=1e-5, atol=1e-6):
+        return True
+    nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+    unit = abs(nx - 1.0) < 1e-4 or abs(ny - 1.0) < 1e-4
+    return bool(unit and nx > 0 and ny > 0 and np.allclose(x / nx, y / ny, rtol=1e-5, atol=1e-6))
+
+
+def _same(b: Any, g: Any | None, names: dict[str, str]) -> bool:
+    """Green's copy ``g`` of blue point ``b``: same user payload, same write stamp, same vectors (float tolerance)."""
+    if g is None:
+        return False
+    bp, gp = b.payload or {}, g.payload or {}
+    if user_payload(bp) != user_payload(gp):
+        return False
+    if (bp.get(PROVENANCE_KEY) or {}).get(STAMP_KEY) != (gp.get(PROVENANCE_KEY) or {}).get(STAMP_KEY):
+        return False
+    bv = b.vector if isinstance(b.vector, dict) else {"": b.vector}
+    gv = g.vector if isinstance(g.vector, dict) else {"": g.vector}
+    for name, vec in bv.items():
+        other = gv.get(names.get(name, name))
+        if vec is None:
+            continue
+        if other is None or not _close(vec, other):
+            return False
+    return True
+
+
+class Mirror:
+    """Blue -> green copying and comparing, through the store's public API only."""
+
+    def __init__(self, client: CompatClient, blue: str, green: str, job: JobState) -> None:
+        self.client, self.blue, self.green = client, blue, green
+        self.names = {v: green_vector(job, v) for v in client.store.vector_params(blue)}
+
+    def _green_of(self, ids: list[Any]) -> dict[Any, Any]:
+        recs = self.client.store.retrieve(self.green, ids, with_vectors=list(self.names.values()), with_payload=True)
+        return {r.id: r for r in recs}
+
+    def _copy(self, recs: list[Any]) -> None:
+        vecs = [{self.names[k]: v for k, v in (r.vector if isinstance(r.vector, dict) else {"": r.vector}).items()}
+                for r in recs]
+        self.client.store.upsert(self.green, [r.id for r in recs], vecs, [r.payload or {} for r in recs])
+
+    def sync(self, *, batch: int = 256, heartbeat: Callable[[], None] | None = None) -> SyncReport:
+        """Make green hold what blue holds. Idempotent and resumable: a pass after a crash copies only what
+        green lacks or holds differently. A point written to blue while it is being copied is re-read and
+        copied again (the copy never leaves an older version behind)."""
+        rep = SyncReport()
+        store = self.client.store
+        for recs in _chunks(store.scroll_all(self.blue, batch=batch, with_vectors=True, with_payload=True), batch):
+            have = self._green_of([r.id for r in recs])
+            todo = [r for r in recs if not _same(r, have.get(r.id), self.names)]
+            rep.checked += len(recs)
+            rep.copied += sum(1 for r in todo if r.id not in have)
+            rep.replaced += sum(1 for r in todo if r.id in have)
+            for _attempt in range(3):
+                if not todo:
+                    break
+                self._copy(todo)
+                # re-read blue: a write that landed in blue while we copied must win in green too
+                now = {r.id: r for r in store.retrieve(self.blue, [r.id for r in todo], with_vectors=True, with_payload=True)}
+                gone = [r.id for r in todo if r.id not in now]
+                store.delete_points(self.green, gone)
+                todo = [now[r.id] for r in todo if r.id in now and not _same(now[r.id], r, {k: k for k in self.names})]
+            if heartbeat is not None:
+                heartbeat()
+        rep.deleted = self._drop_extra(batch)
+        rep.differing = self.differences(batch=batch, recheck=0.0)
+        return rep
+
+    def _drop_extra(self, batch: int) -> int:
+        """Delete green points blue no longer has (deleted from blue before mirroring saw them)."""
+        store, n = self.client.store, 0
+        for recs in _chunks(store.scroll_all(self.green, batch=batch, with_vectors=False, with_payload=False), batch):
+            ids = [r.id for r in recs]
+            present = {r.id for r in store.retrieve(self.blue, ids, with_vectors=False, with_payload=False)}
+            extra = [i for i in ids if i not in present]
+            store.delete_points(self.green, extra)
+            n += len(extra)
+        return n
+
+    def differences(self, *, batch: int = 256, recheck: float = 0.5, reverse: bool = False) -> int:
+        """Points that differ between blue and green (missing from one, or different), counted in both directions.
+
+        ``reverse``: only check that blue holds everything green holds (what a rollback needs). Differing points
+        are read again after ``recheck`` seconds, so a write caught between its blue and green halves is not
+        counted."""
+        store = self.client.store
+        inverse = {g: b for b, g in self.names.items()}
+
+        def diff_ids(src: str, dst: str, src_names: dict[str, str]) -> list[Any]:
+            out = []
+            for recs in _chunks(store.scroll_all(src, batch=batch, with_vectors=True, with_payload=True), batch):
+                other = {r.id: r for r in store.retrieve(dst, [r.id for r in recs], with_vectors=True, with_payload=True)}
+                out += [r.id for r in recs if not _same(_only(r, src_names), other.get(r.id), src_names)]
+            return out
+
+        bad: set[Any] = set() if reverse else set(diff_ids(self.blue, self.green, self.names))
+        bad |= set(diff_ids(self.green, self.blue, inverse))
+        if bad and recheck > 0:
+            time.sleep(recheck)
+            ids = list(bad)
+            b = {r.id: r for r in store.retrieve(self.blue, ids, with_vectors=True, with_payload=True)}
+            g = {r.id: r for r in store.retrieve(self.green, ids, with_vectors=True, with_payload=True)}
+            bad = {i for i in ids if (i in b) != (i in g) or (i in b and not _same(_only(g[i], inverse), b[i], inverse))}
+        return len(bad)
+
+
+def _only(rec: Any, names: dict[str, str]) -> Any:
+    """``rec`` with only the vectors named in ``names`` (green's new-model vector is not compared with blue)."""
+    v = rec.vector if isinstance(rec.vector, dict) else {"": rec.vector}
+    return _Rec(rec.id, {k: x for k, x in v.items() if k in names}, rec.payload)
+
+
+@dataclass
+class _Rec:
+    id: Any
+    vector: dict[str, Any]
+    payload: dict[str, Any] | None
+
+
+def _chunks(it: Any, n: int) -> Any:
+    buf: list[Any] = []
+    for x in it:
+        buf.append(x)
+        if len(buf) == n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+# ------------------------------------------------------------------------------------------------- the jobs
+def pair(client: CompatClient, name: str) -> tuple[str, str, JobState, JobState | None]:
+    """(blue, green, blue job, green job) of the blue-green job ``name`` (an alias, the blue or the green
+    collection) belongs to. The green job is None while green does not exist yet; the blue job is rebuilt
+    from green's after blue was cleaned up.
+
+    Raises:
+        UpgradeError: ``name`` has no blue-green job.
+    """
+    coll = client.store.resolve(name)
+    meta = client.get_meta(coll)
+    job = meta.job
+    if job is None or job.layout != Layout.BLUE_GREEN:
+        raise UpgradeError(f"collection '{coll}' has no blue-green upgrade job")
+    if job.green:
+        green = job.green
+        return coll, green, job, client.get_meta(green).job if client.store.exists(green) else None
+    assert job.blue
+    green, blue = coll, job.blue
+    bjob = client.get_meta(blue).job if client.store.exists(blue) else None
+    return blue, green, bjob or job, job
+
+
+def is_blue_green(client: CompatClient, name: str) -> bool:
+    coll = client.store.resolve(name)
+    if not client.store.exists(coll):
+        return False
+    job = client.get_meta(coll).job
+    return job is not None and job.layout == Layout.BLUE_GREEN
+
+
+def create_green(client: CompatClient, blue: str, job: JobState) -> str:
+    """Create the green collection (idempotent: an existing green of this job is kept).
+
+    Raises:
+        UpgradeError: a collection of that name exists and is not this job's green collection.
+    """
+    green = job.green
+    assert green
+    store = client.store
+    if store.exists(green):
+        gmeta = client.get_meta(green) if _managed(client, green) else None
+        if gmeta is None or gmeta.job is None or gmeta.job.blue != blue or gmeta.job.id != job.id:
+            raise UpgradeError(f"collection '{green}' already exists and is not the green collection of job {job.id}; "
+                               "choose another name with --into")
+        return green
+    bmeta = client.get_meta(blue)
+    card = client.registry.get_model(job.target_model).card
+    names = {v: green_vector(job, v) for v in store.vector_params(blue)}
+    if card.ref in names.values():
+        raise UpgradeError(f"collection '{blue}' already has a vector named '{card.ref}'")
+    vectors = {names[v]: e for v, e in bmeta.vectors.items() if e.state != VectorState.RETIRED}
+    vectors[card.ref] = VectorEntry.for_card(card, state=VectorState.FILLING)
+    gjob = JobState(id=job.id, source=names[job.source], source_model=job.source_model, target=card.ref,
+                    target_model=card.ref, target_fingerprint=card.fingerprint, strategy=job.strategy,
+                    converter=job.converter, priority=job.priority, image_field=job.image_field, phase=Phase.RUNNING,
+                    layout=Layout.BLUE_GREEN, blue=blue, alias=job.alias)
+    gmeta = CompatMeta(vectors=vectors, read=names[bmeta.read], write=[names[w] for w in bmeta.write],
+                       edges=list(bmeta.edges), job=gjob)
+    store.create_like(green, blue, names, {card.ref: (card.dim, card.distance)}, metadata={META_KEY: gmeta.to_dict()})
+    log.info("created green collection %s for job %s (%s)", green, job.id, ", ".join(f"{k or '<unnamed>'}->{v}"
+                                                                                     for k, v in names.items()))
+    return green
+
+
+def _managed(client: CompatClient, name: str) -> bool:
+    try:
+        client.get_meta(name)
+    except Exception:  # unmanaged or unreadable: not ours either way
+        return False
+    return True
+
+
+def check_alias(client: CompatClient, alias: str | None, blue: str, *, create: bool) -> str:
+    """The alias to switch: it must point at ``blue`` (created when ``create`` and absent).
+
+    Raises:
+        UpgradeError: no alias, or one that points elsewhere.
+    """
+    store = client.store
+    if alias is None:
+        have = store.aliases_of(blue)
+        if len(have) == 1:
+            return have[0]
+        raise UpgradeError(
+            f"a blue-green upgrade switches an alias, and collection '{blue}' has "
+            + (f"several ({', '.join(have)}): name one with --alias" if have else
+               f"none: applications that query '{blue}' by its own name cannot be switched (Qdrant cannot rename a "
+               f"collection). Pass --alias NAME (created now, pointing at '{blue}') and point the applications at it")
+        )
+    target = store.aliases().get(alias)
+    if target is None:
+        if store.exists(alias):
+            raise UpgradeError(f"'{alias}' is a collection, not an alias; choose another alias name")
+        if not create:
+            raise UpgradeError(f"alias '{alias}' does not exist (it is created by 'upgrade run')")
+        store.point_alias(alias, blue)
+        log.info("created alias %s -> %s: point applications at it", alias, blue)
+        return alias
+    if target != blue:
+        raise UpgradeError(f"alias '{alias}' points at '{target}', not at '{blue}'")
+    return alias
+
+
+def start(client: CompatClient, blue: str, job: JobState, *, owner: str, ttl: float) -> tuple[JobState, str]:
+    """Record the job in blue (naming green *before* it exists, so a crash leaves nothing unnamed), then
+    create green and mirror blue's writes into it (:func:`resume_blue`)."""
+    meta = client.get_meta(blue)
+    job.lock = Lock(owner, time.time() + ttl)
+    meta.job = job
+    client.put_meta(blue, meta)
+    return resume_blue(client, blue, owner, ttl)
+
+
+def resume_blue(client: CompatClient, blue: str, owner: str, ttl: float) -> tuple[JobState, str]:
+    """Take blue's job lock for this run and make sure green exists and is mirrored."""
+    meta = client.get_meta(blue)
+    job = meta.job
+    assert job is not None and job.green
+    check_lock(job, owner)
+    job.lock = Lock(owner, time.time() + ttl)
+    meta.job = job
+    client.put_meta(blue, meta)
+    if client.get_meta(blue).job.lock.owner != owner:  # type: ignore[union-attr]
+        raise JobLockedError(f"upgrade job {job.id} was taken by another process while starting")
+    create_green(client, blue, job)
+    meta = client.get_meta(blue)
+    if meta.mirror != job.green:
+        meta.mirror = job.green
+        client.put_meta(blue, meta)
+    return job, job.green
+
+
+def set_phase(client: CompatClient, coll: str, phase: Phase, *, hold: Lock | None | bool = False,
+              counts: dict[str, int] | None = None) -> None:
+    meta = client.get_meta(coll)
+    assert meta.job is not None
+    meta.job.phase = phase
+    if hold is not False:
+        meta.job.lock = hold  # type: ignore[assignment]
+    if counts is not None:
+        meta.job.counts = dict(counts)
+    meta.job.updated = time.time()
+    client.put_meta(coll, meta)
+
+
+# ----------------------------------------------------------------------------------------------- lifecycle
+def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bool, grace: float,
+            owner: str) -> CutoverResult:
+    """Blue-green cutover (see the module docstring): both announce, grace, complete + in sync, switch."""
+    from qdrant_compat.upgrade.lifecycle import cutover_in_place
+
+    blue, green, bjob, gjob = pair(client, name)
+    if gjob is None:
+        raise UpgradeError(f"job {bjob.id}: green collection '{green}' does not exist yet; run 'upgrade run' first")
+    alias = bjob.alias
+    if not alias:
+        raise UpgradeError(f"job {bjob.id} names no alias to switch; applications must query through an alias")
+    if not client.store.exists(blue):
+        raise UpgradeError(f"job {bjob.id} was cleaned up: '{blue}' is gone and '{alias}' points at '{green}'")
+    check_lock(bjob, owner)
+    if gjob.phase == Phase.CUT_OVER and client.store.resolve(alias) == green:
+        if bjob.phase != Phase.CUT_OVER:
+            set_phase(client, blue, Phase.CUT_OVER)
+        return CutoverResult(collection=green, read=gjob.target, source=gjob.source, target=gjob.target, already=True,
+                             alias=alias, previous=blue)
+    mirror = Mirror(client, blue, green, bjob)
+
+    def in_sync() -> None:
+        n = mirror.differences()
+        if n:
+            raise UpgradeError(f"cutover refused: {n} point(s) differ between '{blue}' and '{green}' (written outside "
+                               "qdrant-compat, or mid-write); run 'upgrade run' to sync them, then cut over again")
+
+    if dry_run:
+        in_sync()
+        out = cutover_in_place(client, green, allow_partial=allow_partial, dry_run=True, grace=0, owner=owner)
+        out.alias, out.previous = alias, blue
+        return out
+    previous = bjob.phase if bjob.phase != Phase.CUTTING_OVER else Phase.FILLED
+    set_phase(client, blue, Phase.CUTTING_OVER)
+    try:
+        if gjob.phase != Phase.CUT_OVER:
+            out = cutover_in_place(client, green, allow_partial=allow_partial, dry_run=False, grace=grace, owner=owner,
+                                   extra_check=in_sync)
+        else:  # a cutover that died after switching green's metadata: the alias is all that is left
+            out = CutoverResult(collection=green, read=gjob.target, source=gjob.source, target=gjob.target)
+    except BaseException:
+        set_phase(client, blue, previous)
+        raise
+    # green serves; it mirrors back into blue when the new model can write blue's vector (a rollback loses nothing)
+    gmeta = client.get_meta(green)
+    gmeta.mirror = blue if _reaches(client, gjob.target_model, blue) else None
+    client.put_meta(green, gmeta)
+    client.store.point_alias(alias, green)  # the switch applications see: one request
+    bmeta = client.get_meta(blue)
+    bmeta.mirror = None
+    assert bmeta.job is not None
+    bmeta.job.phase = Phase.CUT_OVER
+    client.put_meta(blue, bmeta)
+    log.info("cut over alias %s from %s to %s", alias, blue, green)
+    out.alias, out.previous, out.collection = alias, blue, green
+    out.source_kept_in_sync = gmeta.mirror is not None
+    return out
+
+
+def _reaches(client: CompatClient, model: str, coll: str) -> bool:
+    """Can ``model`` write every vector ``coll`` takes new points in?"""
+    try:
+        card = client.registry.get_model(model).card
+        meta = client.get_meta(coll)
+        client.write_targets(card, client.with_model_edges(meta, card), coll)
+    except Exception:  # no route (or the model is gone): not kept in sync
+        return False
+    return True
+
+
+def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str) -> RollbackResult:
+    """Point the alias back at blue, once blue holds everything green holds."""
+    from qdrant_compat.upgrade.lifecycle import rollback_in_place
+
+    blue, green, bjob, gjob = pair(client, name)
+    alias = bjob.alias
+    if not client.store.exists(blue):
+        rec = gjob.cleanup if gjob is not None else None
+        raise UpgradeError(f"cannot roll back: '{blue}' was dropped by cleanup"
+                           + (f"; restore its backup ({rec.backup}) into a new collection" if rec else ""))
+    check_lock(bjob, owner)
+    if gjob is None or gjob.phase != Phase.CUT_OVER:
+        raise UpgradeError(f"nothing to roll back: job {bjob.id} is '{bjob.phase}' and alias '{alias}' still points at "
+                           f"'{client.store.resolve(alias) if alias else blue}'")
+    n = Mirror(client, blue, green, bjob).differences(reverse=True)
+    if n:
+        raise UpgradeError(f"cannot roll back: {n} point(s) written to '{green}' since cutover are missing or different "
+                           f"in '{blue}' ({gjob.target_model} cannot write '{bjob.source}'); re-run an upgrade towards "
+                           f"{bjob.source_model} for them first")
+    out = RollbackResult(collection=blue, read=bjob.source, dry_run=dry_run, alias=alias)
+    if dry_run:
+        return out
+    rollback_in_place(client, green, dry_run=False, owner=owner)  # green: old vector read again, new one filling
+    bmeta = client.get_meta(blue)
+    bmeta.mirror = green  # keep green in sync for a later cutover
+    assert bmeta.job is not None
+    bmeta.job.phase = Phase.ROLLED_BACK
+    client.put_meta(blue, bmeta)
+    if alias:
+        client.store.point_alias(alias, blue)
+    gmeta = client.get_meta(green)
+    gmeta.mirror = None
+    client.put_meta(green, gmeta)
+    log.info("rolled alias %s back from %s to %s", alias, green, blue)
+    return out
+
+
+def cleanup(client: CompatClient, name: str, *, yes: bool, backup_dir: Any, dry_run: bool, owner: str) -> CleanupResult:
+    """Drop the blue collection after cutover, backed up first; journaled in green's job."""
+    blue, green, bjob, gjob = pair(client, name)
+    if gjob is None:
+        raise UpgradeError(f"cleanup needs a cut-over job; green collection '{green}' does not exist")
+    check_lock(gjob, owner)
+    if gjob.phase == Phase.CLEANED:
+        return CleanupResult(collection=green, drops=blue, backup=gjob.cleanup.backup if gjob.cleanup else None,
+                             resumed=True, drops_collection=True)
+    if gjob.phase != Phase.CUT_OVER or (gjob.alias and client.store.resolve(gjob.alias) != green):
+        raise UpgradeError(f"cleanup needs a cut-over job; job {gjob.id} is '{bjob.phase}' (alias "
+                           f"'{gjob.alias}' -> '{client.store.resolve(gjob.alias or blue)}')")
+    out = CleanupResult(collection=green, drops=blue, backup=gjob.cleanup.backup if gjob.cleanup else None,
+                        resumed=gjob.cleanup is not None, dry_run=dry_run, drops_collection=True)
+    if dry_run:
+        return out
+    if not yes:
+        raise UpgradeError(f"cleanup drops collection '{blue}' for good; pass --yes (a backup is made first)")
+    gmeta = client.get_meta(green)
+    assert gmeta.job is not None
+    if gmeta.job.cleanup is None:
+        if not client.store.exists(blue):
+            raise UpgradeError(f"collection '{blue}' is gone but job {gjob.id} recorded no backup of it")
+        rec = CleanupRecord(vector="", backup=client.store.backup(blue, backup_dir), collection=blue)
+        gmeta = client.get_meta(green)
+        assert gmeta.job is not None
+        gmeta.job.cleanup, gmeta.mirror = rec, None  # recorded before the drop; green stops writing into blue
+        client.put_meta(green, gmeta)
+        out.backup = rec.backup
+    if client.store.exists(blue):
+        client.store.delete(blue)
+    gmeta = client.get_meta(green)
+    assert gmeta.job is not None and gmeta.job.cleanup is not None
+    gmeta.job.cleanup.dropped = True
+    gmeta.job.phase = Phase.CLEANED
+    client.put_meta(green, gmeta)
+    log.info("dropped %s (backup %s); %s serves alias %s", blue, gmeta.job.cleanup.backup, green, gjob.alias)
+    return out
+
+
+__all__ = ["Mirror", "SyncReport", "check_alias", "cleanup", "create_green", "cutover", "green_name", "green_vector",
+           "is_blue_green", "pair", "rollback", "start"]

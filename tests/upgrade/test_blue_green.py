@@ -1,0 +1,228 @@
+"""Blue-green upgrades: a legacy unnamed-vector collection, filled into a new collection, switched by an alias."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from qdrant_compat import CompatClient
+from qdrant_compat.bridges import fit_and_register
+from qdrant_compat.enums import Layout, Phase
+from qdrant_compat.errors import JobLockedError, UpgradeError
+from qdrant_compat.metadata import Lock
+from qdrant_compat.runtime.embedder import Embedder
+from qdrant_compat.store import Capabilities, Store
+from qdrant_compat.upgrade import cleanup, cutover, plan_upgrade, rollback, run_upgrade, upgrade_status
+from qdrant_compat.upgrade.verify import check_fill
+
+GREEN = "legacy--omni-indep-2"
+
+
+@pytest.fixture()
+def legacy(world):
+    """'legacy': made with plain qdrant-client (one unnamed vector, omni@1 embeddings, payload image_path),
+    adopted as omni@1; applications query it through alias 'live'."""
+    tmp, client = world
+    recs = list(client.scroll_all("g", with_vectors=True))
+    q = client.qdrant
+    q.create_collection("legacy", vectors_config=models.VectorParams(size=32, distance=models.Distance.COSINE))
+    q.upsert("legacy", [models.PointStruct(id=r.id, vector=r.vector["omni@1"],
+                                           payload={"image_path": r.payload["image_path"], "n": i})
+                        for i, r in enumerate(recs)])
+    q.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name="legacy", alias_name="live"))])
+    client.adopt_collection("legacy", "omni@1")
+    return tmp, client
+
+
+def _snapshot(q: QdrantClient, name: str) -> dict:
+    return {r.id: (r.payload, np.round(r.vector, 5).tolist()) for r in q.scroll(name, limit=1000, with_vectors=True)[0]}
+
+
+def _reference(client):
+    emb = Embedder(client.registry.get_model("omni-indep@2"))
+    return lambda recs: emb.embed([r.payload["image_path"] for r in recs])
+
+
+def test_plan_chooses_blue_green_where_a_named_vector_cannot_be_added(legacy, monkeypatch):
+    tmp, client = legacy
+    old = Capabilities(embedded=False, version="1.15.2", named_vector_changes=False, snapshots=True)
+    monkeypatch.setattr(Store, "capabilities", lambda self: old)
+    p = plan_upgrade(client, "legacy", "omni-indep@2")
+    assert p.layout == Layout.BLUE_GREEN and p.green == GREEN and p.alias == "live"
+    assert any("1.15.2" in r and ">= 1.18" in r for r in p.reasons)
+    # the same collection queried by its own name only: plan shows the one-time step
+    client.qdrant.update_collection_aliases(change_aliases_operations=[models.DeleteAliasOperation(
+        delete_alias=models.DeleteAlias(alias_name="live"))])
+    p = plan_upgrade(client, "legacy", "omni-indep@2")
+    assert p.alias is None and any("one-time step" in r and "collection alias legacy-live legacy" in r for r in p.reasons)
+    with pytest.raises(UpgradeError, match="has none: applications that query 'legacy' by its own name"):
+        run_upgrade(client, "legacy", "omni-indep@2")
+    assert not client.store.exists(GREEN)  # refused before anything was made
+    with pytest.raises(UpgradeError, match="named vector cannot be added in place"):
+        plan_upgrade(client, "legacy", "omni-indep@2", layout="in_place")
+
+
+def test_blue_green_end_to_end_leaves_the_old_collection_untouched_until_cleanup(legacy):
+    tmp, client = legacy
+    q = client.qdrant
+    before = _snapshot(q, "legacy")
+    img = next(iter(before.values()))[0]["image_path"]
+    rep = run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green", batch_size=32,
+                      max_batches=2)
+    assert rep.stopped_early and rep.sync["copied"] == 150
+    # a write through CompatClient mid-fill reaches both collections (and the alias still serves the old one)
+    v = Embedder(client.registry.get_model("omni@1")).embed([img])
+    client.upsert("live", "omni@1", v, ids=[10_000], payloads=[{"image_path": img, "n": -1}])
+    assert q.count("legacy").count == 151 and q.count(GREEN).count == 151
+    rep = run_upgrade(client, "live")  # resume: the recorded blue-green job
+    assert rep.remaining == 0 and rep.job.phase == Phase.FILLED and rep.job.layout == Layout.BLUE_GREEN
+    res = check_fill(client, GREEN, "omni-indep@2", reference=_reference(client))
+    assert res["ok"] and res["points"] == 151, res
+    assert sorted(client.store.vector_params(GREEN)) == ["omni-indep@2", "omni@1"]
+    old_now = _snapshot(q, "legacy")
+    assert {k: old_now[k] for k in before} == before  # blue: not a point, payload or vector changed
+
+    st = upgrade_status(client, "live")
+    assert st.collection == GREEN and st.blue_green["alias_points_at"] == "legacy"
+    out = cutover(client, "live", grace=0.1)
+    assert out.alias == "live" and client.store.resolve("live") == GREEN
+    hits = client.query("live", "omni-indep@2", Embedder(client.registry.get_model("omni-indep@2")).embed([img])[0], limit=1)
+    assert hits and hits[0].payload["image_path"] == img
+    assert client.get_meta("legacy").job.phase == Phase.CUT_OVER
+
+    rollback(client, "live")
+    assert client.store.resolve("live") == "legacy"
+    cutover(client, "live", grace=0.1)
+    assert client.store.resolve("live") == GREEN
+    done = cleanup(client, "live", yes=True, backup_dir=tmp / "bk")
+    assert not client.store.exists("legacy") and done.drops == "legacy"
+    assert client.get_meta(GREEN).job.phase == Phase.CLEANED
+    with pytest.raises(UpgradeError, match="was dropped by cleanup.*restore its backup"):
+        rollback(client, "live")
+    # the backup really holds the old collection
+    assert client.store.restore(done.backup, "legacy-restored") == 151
+    assert {k: v for k, v in _snapshot(q, "legacy-restored").items() if k in before} == before
+    assert cleanup(client, "live", yes=True).resumed  # idempotent
+
+
+def test_cutover_refuses_when_the_old_collection_changed_outside_qdrant_compat(legacy):
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    q = client.qdrant
+    ids = [r.id for r in q.scroll("legacy", limit=3)[0]]
+    q.set_payload("legacy", {"n": 999}, points=[ids[0]])  # another app, plain qdrant-client, on the old collection
+    q.delete("legacy", points_selector=models.PointIdsList(points=[ids[1]]))
+    with pytest.raises(UpgradeError, match="2 point\\(s\\) differ between 'legacy' and '" + GREEN):
+        cutover(client, "live", grace=0)
+    assert client.store.resolve("live") == "legacy" and client.get_meta("legacy").job.phase == Phase.FILLED
+    rep = run_upgrade(client, "live")  # syncs the change and the deletion, re-extracts the changed point
+    assert rep.sync["replaced"] == 1 and rep.sync["deleted"] == 1 and rep.remaining == 0
+    cutover(client, "live", grace=0)
+    assert client.store.resolve("live") == GREEN and q.count(GREEN).count == 149
+    assert q.retrieve(GREEN, [ids[0]])[0].payload["n"] == 999
+
+
+def test_rollback_refused_while_the_new_collection_holds_points_the_old_lacks(legacy):
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    out = cutover(client, "live", grace=0)
+    assert not out.source_kept_in_sync  # omni-indep@2 cannot write omni@1 vectors: green does not mirror back
+    img = client.qdrant.scroll(GREEN, limit=1)[0][0].payload["image_path"]
+    v = Embedder(client.registry.get_model("omni-indep@2")).embed([img])
+    client.upsert("live", "omni-indep@2", v, ids=[20_000])
+    with pytest.raises(UpgradeError, match="1 point\\(s\\) written to '" + GREEN + "' since cutover"):
+        rollback(client, "live")
+    assert client.store.resolve("live") == GREEN
+
+
+def test_the_job_lock_holds_against_a_second_runner(legacy):
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green", max_batches=1)
+    meta = client.get_meta("legacy")
+    meta.job.lock = Lock("elsewhere:1:abc", time.time() + 300)
+    client.put_meta("legacy", meta)
+    with pytest.raises(JobLockedError, match="elsewhere:1:abc"):
+        run_upgrade(client, "live")
+
+
+def test_readers_through_the_alias_never_fail_during_cutover_and_rollback(legacy, omni_train):
+    tmp, client = legacy
+    # a new->old adapter keeps the old vector in sync after cutover, so old-model readers go on working there
+    fit_and_register(client.registry, "omni-indep@2", "omni@1", "linear", direction="new_to_old", images=omni_train,
+                     conv_id="n2o")
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    reader = CompatClient(client.qdrant, registry=client.registry, meta_ttl=0)
+    qv = np.asarray(client.qdrant.scroll("legacy", limit=1, with_vectors=True)[0][0].vector, np.float32)
+    answers, failures, stop = [0], [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                hits = reader.query("live", "omni@1", qv, limit=3)
+                if len(hits) != 3:
+                    failures.append(f"{len(hits)} hits")
+                answers[0] += 1
+            except Exception as exc:  # any failure is what the test looks for
+                failures.append(repr(exc))
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        for step in (lambda: cutover(client, "live", grace=0.2), lambda: rollback(client, "live"),
+                     lambda: cutover(client, "live", grace=0.2)):
+            time.sleep(0.2)
+            step()
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join()
+    assert client.store.resolve("live") == GREEN
+    assert not failures, failures[:3]
+    assert answers[0] > 10
+
+
+def _cmd(tmp, *args):
+    return [sys.executable, "-m", "qdrant_compat.cli.main", "--path", str(tmp / "store"), "--registry", str(tmp / "reg"),
+            "--no-progress", *args]
+
+
+def test_sigkill_mid_fill_then_resume(legacy):
+    tmp, client = legacy
+    client.close()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    rng = np.random.default_rng(1)
+    kills = 0
+    for _trial in range(2):
+        proc = subprocess.Popen(_cmd(tmp, "-v", "upgrade", "run", "live", "--to", "omni-indep@2", "--strategy", "backfill",
+                                     "--layout", "blue_green", "--batch-size", "8", "--lock-ttl", "300"),
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wanted, seen = int(rng.integers(1, 5)), 0
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen += "points written" in line
+            if seen >= wanted:
+                break
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    done = subprocess.run(_cmd(tmp, "--json", "upgrade", "run", "live"), env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert kills >= 1
+    c = CompatClient(path=str(tmp / "store"), registry=tmp / "reg")
+    try:
+        res = check_fill(c, GREEN, "omni-indep@2", reference=_reference(c))
+        assert res["ok"] and res["points"] == 150, res
+        assert c.store.count("legacy") == 150 and c.store.resolve("live") == "legacy"
+    finally:
+        c.close()
