@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[train,dev,bench]"
+	$(BIN)/pip install -q -e ".[train,dev,bench,ray]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -7,6 +7,7 @@ import json
 import click
 
 from qdrant_compat.cli.context import CliState, pass_state
+from qdrant_compat.engines import ENGINES
 from qdrant_compat.enums import Layout, Priority, Strategy, choices
 
 
@@ -58,6 +59,11 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @click.option("--read-workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Threads reading and preprocessing images while the model embeds (0: no pipeline).")
 @click.option("--dry-run", is_flag=True)
+@click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True,
+              help="Where images are decoded and embedded: this machine's threads, or Ray Data (the ray extra).")
+@click.option("--ray-address", default=None, help="With --engine ray: the cluster (default: a local Ray).")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --engine ray: embedding actors (one ONNX Runtime session each).")
 @click.option("--layout", type=click.Choice(choices(Layout)), default=None,
               help="in_place: a second named vector; blue_green: a new collection and an alias switch "
                    "(default: in place where the server can add a named vector).")
@@ -66,10 +72,13 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @pass_state
 def run(state: CliState, collection: str, target: str | None, strategy: str | None, converter: str | None,
         priority: str, image_field: str, batch_size: int, max_batches: int | None, lock_ttl: float,
-        retry_missing: bool, read_workers: int, dry_run: bool, layout: str | None, into: str | None,
-        alias: str | None) -> None:
+        retry_missing: bool, read_workers: int, dry_run: bool, engine: str, ray_address: str | None, ray_workers: int,
+        layout: str | None, into: str | None, alias: str | None) -> None:
     """Execute (or resume) the upgrade in batches, with progress and ETA."""
+    from qdrant_compat.engines import make_engine
     from qdrant_compat.upgrade import run_upgrade
+
+    eng = make_engine(engine, address=ray_address, workers=ray_workers)
 
     store = state.client.store
     total = store.count(collection) if store.exists(collection) else 0
@@ -77,7 +86,7 @@ def run(state: CliState, collection: str, target: str | None, strategy: str | No
         rep = run_upgrade(state.client, collection, target, strategy=strategy, converter=converter, priority=priority,
                           image_field=image_field, batch_size=batch_size, progress=bar, max_batches=max_batches,
                           lock_ttl=lock_ttl, dry_run=dry_run, retry_missing=retry_missing,
-                          read_workers=read_workers, layout=layout, into=into, alias=alias)
+                          read_workers=read_workers, layout=layout, into=into, alias=alias, engine=eng)
     job = rep.job
 
     def human() -> str:

@@ -185,8 +185,38 @@ def _provenance(rec: Any, target: str) -> str | None:
     return ((rec.payload or {}).get(PROVENANCE_KEY) or {}).get(provenance_key(target))
 
 
+def _converted(client: CompatClient, job: JobState, batches: Iterator[list[Any]],
+               engine: Any) -> Iterator[tuple[list[Any], np.ndarray]]:
+    """(records, converted source vectors) per batch: here, or through the engine's converter actors."""
+    assert job.converter is not None
+    if engine is None:
+        for recs in batches:
+            src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
+            try:
+                yield recs, client.converters.apply(job.converter, src)
+            except InvalidArgumentError as exc:
+                raise UpgradeError(f"{exc}; nothing of this batch was written") from None
+        return
+    size, chunk = 1, []
+    for recs in batches:
+        size = max(size, len(recs))
+        chunk += recs
+        if len(chunk) >= engine.chunk:
+            yield from _converted_remote(client, job, chunk, engine, size)
+            chunk = []
+    if chunk:
+        yield from _converted_remote(client, job, chunk, engine, size)
+
+
+def _converted_remote(client: CompatClient, job: JobState, recs: list[Any], engine: Any,
+                      size: int) -> Iterator[tuple[list[Any], np.ndarray]]:
+    src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
+    for out in engine.convert(src, registry_root=str(client.registry.root), converter=job.converter, batch_size=size):
+        yield [recs[int(i)] for i in out["i"]], np.asarray(out["out"], np.float32)
+
+
 def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
-                   progress: ProgressFn | None, budget: list[int]) -> int:
+                   progress: ProgressFn | None, budget: list[int], engine: Any = None) -> int:
     if job.converter is None:
         raise UpgradeError(f"job {job.id} converts but names no converter")
     total = client.store.count(collection)
@@ -196,14 +226,10 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
     def need(r: Any) -> bool:
         return record_vector(r, job.target) is None
 
-    for recs in _pending(client, collection, job, need=need, payload=[], batch=batch_size, with_target=True):
+    pending = _pending(client, collection, job, need=need, payload=[], batch=batch_size, with_target=True)
+    for recs, out in _converted(client, job, pending, engine):
         if budget[0] == 0:
             break
-        src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
-        try:
-            out = client.converters.apply(job.converter, src)
-        except InvalidArgumentError as exc:
-            raise UpgradeError(f"{exc}; nothing of this batch was written") from None
         _write_batch(client, collection, job.target, {r.id: o.tolist() for r, o in zip(recs, out, strict=True)}, {})
         done += len(recs)
         job.counts["converted"] = job.counts.get("converted", 0) + len(recs)
@@ -294,20 +320,30 @@ def _prepare(reader: ImageReader, job: JobState, spec: Any, batch: list[Any]) ->
     return _Prepared(batch, ids, tensor, missing, failed, errors, time.perf_counter() - t0)
 
 
+def _from_engine(ordered: list[Any], out: dict[str, np.ndarray]) -> tuple[_Prepared, np.ndarray]:
+    """An engine's result batch as the writer takes it (rows are positions in ``ordered``)."""
+    batch = [ordered[int(i)] for i in out["i"]]
+    status = [str(x) for x in out["status"]]
+    ok = np.asarray([x == "ok" for x in status], bool)
+    pick = {k: [r.id for r, x in zip(batch, status, strict=True) if x == k] for k in ("ok", "missing", "failed")}
+    errors = [f"point {r.id}: {e}" for r, x, e in zip(batch, status, out["error"], strict=True) if x != "ok"]
+    vecs = np.asarray(out["vec"], np.float32)[ok]
+    return _Prepared(batch, pick["ok"], np.empty((0,), np.float32), pick["missing"], pick["failed"], errors), vecs
+
+
 def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
                     progress: ProgressFn | None, budget: list[int], seed: int, retry_missing: bool,
-                    reader: ImageReader, read_workers: int, stages: dict[str, float]) -> int:
+                    reader: ImageReader, read_workers: int, stages: dict[str, float], engine: Any = None) -> int:
     """Re-extract pending points as a pipeline: read/decode/preprocess in a bounded thread pool, embed in the
     calling thread, write (and check, mark, heartbeat) in one writer thread; bounded queues keep memory flat.
-    Every Qdrant call happens in the writer thread, in batch order. ``read_workers=0`` runs it all in line."""
+    Every Qdrant call happens in the writer thread, in batch order. ``read_workers=0`` runs it all in line.
+    With an ``engine`` (Ray), reading and embedding run there and this thread writes what comes back, in order."""
     import queue
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from qdrant_compat.runtime.embedder import Embedder
 
-    emb = Embedder(client.registry.get_model(job.target_model), batch_size=batch_size)
-    spec = emb.card.input
     skip = (Mark.EXTRACTED.value,) if retry_missing else DONE_MARKS
     recs = [r for chunk in _pending(client, collection, job, need=lambda r: _provenance(r, job.target) not in skip,
                                     payload=[job.image_field], batch=1024) for r in chunk]
@@ -353,6 +389,23 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
         log.info("backfill %s: %d/%d points written", job.id, done[0], len(order))
         if progress:
             progress(done[0], len(order))
+
+    if engine is not None:
+        ordered = [r for b in batches for r in b]
+        refs = [(r.payload or {}).get(job.image_field) for r in ordered]
+        stages.setdefault("engine_wait", 0.0)
+        t_wait = time.perf_counter()
+        for out in engine.extract(refs, registry_root=str(client.registry.root), model=job.target_model,
+                                  batch_size=batch_size, reader=reader):
+            stages["engine_wait"] += time.perf_counter() - t_wait
+            write(*_from_engine(ordered, out))
+            if budget[0] == 0:
+                break
+            t_wait = time.perf_counter()
+        return done[0]
+
+    emb = Embedder(client.registry.get_model(job.target_model), batch_size=batch_size)
+    spec = emb.card.input
 
     def embed(prep: _Prepared) -> np.ndarray:
         t0 = time.perf_counter()
@@ -453,6 +506,7 @@ def run_upgrade(
     layout: Layout | str | None = None,
     into: str | None = None,
     alias: str | None = None,
+    engine: Any = None,
 ) -> RunReport:
     """Start or resume the collection's upgrade job and fill the target vector.
 
@@ -470,6 +524,8 @@ def run_upgrade(
         layout: ``in_place`` (a second named vector) or ``blue_green`` (a new collection, an alias switches);
             default: in place where the backend can add a named vector, else blue-green.
         into, alias: blue-green only: the new collection's name and the alias to switch (see :func:`plan_upgrade`).
+        engine: where images are decoded and embedded and vectors converted: None (this machine, threads) or
+            a :class:`~qdrant_compat.engines.ray_data.RayEngine`. Marks, stamps and the job are the same either way.
 
     Raises:
         JobLockedError: another live process runs the job.
@@ -482,7 +538,7 @@ def run_upgrade(
     collection = client.store.resolve(collection)
     owner = owner or make_owner()
     fill = _Fill(owner=owner, batch_size=batch_size, progress=progress, lock_ttl=lock_ttl, max_batches=max_batches,
-                 retry_missing=retry_missing, seed=seed, images=images, read_workers=read_workers)
+                 retry_missing=retry_missing, seed=seed, images=images, read_workers=read_workers, engine=engine)
     meta = client.get_meta(collection)
     job = meta.job
     target_ref = client.card(target).ref if target is not None else None
@@ -584,6 +640,7 @@ class _Fill:
     seed: int = 0
     images: ImageReader | None = None
     read_workers: int = 2
+    engine: Any = None  # None: this machine's threads; or a RayEngine
 
 
 def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str | None, fill: _Fill, *,
@@ -629,10 +686,10 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
     stages: dict[str, float] = {}
     try:
         if job.strategy.converts:
-            processed += _convert_stage(client, collection, job, sess, batch_size, progress, budget)
+            processed += _convert_stage(client, collection, job, sess, batch_size, progress, budget, fill.engine)
         if job.strategy.extracts and budget[0] != 0:
             processed += _backfill_stage(client, collection, job, sess, batch_size, progress, budget, seed, retry_missing,
-                                         images or ImageRefs(), read_workers, stages)
+                                         images or ImageRefs(), read_workers, stages, fill.engine)
         total = client.store.count(collection)
         filled = total if job.strategy == Strategy.ADOPT else client.count_with_vector(collection, job.target)
         pending = 0

@@ -1,0 +1,137 @@
+"""The Ray Data engine on a local Ray (2 CPUs): same result as the local engine, survives a killed worker,
+respects the job lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qdrant_compat.errors import JobLockedError
+from qdrant_compat.indexing import index_folder
+from qdrant_compat.runtime.embedder import Embedder
+from qdrant_compat.upgrade import run_upgrade
+from qdrant_compat.upgrade.verify import check_fill
+
+ray = pytest.importorskip("ray", reason="the ray extra is installed by 'make venv'")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from qdrant_compat.engines.ray_data import RayEngine
+
+    eng = RayEngine(workers=2, num_cpus=2, object_store_mb=150, chunk=64)
+    eng.connect()
+    yield eng
+    eng.shutdown()
+
+
+def _vectors(client, name, vector):
+    return {r.id: (np.asarray(r.vector[vector]), (r.payload or {}).get("_qdrant_compat", {}).get("omni_indep_2"))
+            for r in client.scroll_all(name, with_vectors=[vector]) if vector in (r.vector or {})}
+
+
+def _reference(client):
+    emb = Embedder(client.registry.get_model("omni-indep@2"))
+    return lambda recs: emb.embed([r.payload["image_path"] for r in recs])
+
+
+def test_ray_backfill_equals_the_local_engine_point_for_point(world, engine):
+    tmp, client = world
+    index_folder(client, "g2", "omni@1", tmp / "gallery")
+    # one unreadable image: both engines must mark it the same way
+    victim = next(iter(client.scroll_all("g2"))).id
+    client.qdrant.set_payload("g", {"image_path": str(tmp / "nope.png")}, points=[victim])
+    client.qdrant.set_payload("g2", {"image_path": str(tmp / "nope.png")}, points=[victim])
+    local = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=16)
+    remote = run_upgrade(client, "g2", "omni-indep@2", strategy="backfill", batch_size=16, engine=engine)
+    assert remote.job.counts == local.job.counts == {"extracted": 149, "missing": 1, "failed": 0, "unmarked": 0}
+    a, b = _vectors(client, "g", "omni-indep@2"), _vectors(client, "g2", "omni-indep@2")
+    assert a.keys() == b.keys() and len(a) == 149
+    for pid in a:
+        assert a[pid][1] == b[pid][1] == "extracted"
+        assert np.allclose(a[pid][0], b[pid][0], atol=1e-5), pid
+    marks = {r.id: r.payload["_qdrant_compat"].get("omni_indep_2") for r in client.scroll_all("g2")}
+    assert marks[victim] == "missing"
+    assert "engine_wait" in remote.stage_seconds
+
+
+def test_ray_convert_equals_the_local_engine(world, engine, omni_train):
+    from qdrant_compat.bridges import fit_and_register
+
+    tmp, client = world
+    fit_and_register(client.registry, "omni@1", "omni-indep@2", "linear", images=omni_train, conv_id="o2n")
+    index_folder(client, "g2", "omni@1", tmp / "gallery")
+    run_upgrade(client, "g", "omni-indep@2", strategy="convert", converter="o2n")
+    run_upgrade(client, "g2", "omni-indep@2", strategy="convert", converter="o2n", engine=engine)
+    a, b = _vectors(client, "g", "omni-indep@2"), _vectors(client, "g2", "omni-indep@2")
+    assert a.keys() == b.keys() and len(a) == 150
+    assert all(np.allclose(a[k][0], b[k][0], atol=1e-5) for k in a)
+
+
+def _embed_actor_pids() -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "_Embed" in cmd and int(d.name) != os.getpid():
+                pids.append(int(d.name))
+    return pids
+
+
+def test_a_killed_worker_loses_and_duplicates_nothing(world, engine):
+    tmp, client = world
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            meta = client.get_meta("g")
+            if meta.job is not None and meta.job.counts.get("extracted", 0) > 0:
+                pids = _embed_actor_pids()
+                if pids:
+                    os.kill(pids[0], signal.SIGKILL)  # one worker process, by its PID
+                    killed.append(pids[0])
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    try:
+        rep = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=4, engine=engine)
+    except Exception:  # Ray gave up on the batch: the next run resumes it
+        rep = run_upgrade(client, "g", engine=engine)
+    t.join()
+    assert killed, "no embedding actor was found to kill"
+    assert rep.remaining == 0 and rep.job.counts["extracted"] == 150  # recounted from the points: no duplicate
+    res = check_fill(client, "g", "omni-indep@2", reference=_reference(client))
+    assert res["ok"] and res["points"] == 150, res
+
+
+def test_the_job_lock_holds_against_a_local_run_started_meanwhile(world, engine):
+    tmp, client = world
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def ray_run() -> None:
+        try:
+            run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=2, engine=engine,
+                        progress=lambda done, total: started.set())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    t = threading.Thread(target=ray_run)
+    t.start()
+    assert started.wait(120)
+    with pytest.raises(JobLockedError, match="is being run by"):
+        run_upgrade(client, "g", "omni-indep@2", strategy="backfill")
+    t.join()
+    assert not errors, errors
+    assert check_fill(client, "g", "omni-indep@2", reference=_reference(client))["ok"]
