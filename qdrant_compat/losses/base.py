@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import torch
@@ -39,8 +40,7 @@ class LossInputs:
     bank_labels: torch.Tensor | None = None
     seen_mask: torch.Tensor | None = None
     feat: torch.Tensor | None = None  # the new backbone's features of the batch (detached), for label-free terms
-    _cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
-        default_factory=dict, repr=False, compare=False)
+    _cache: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
     def cross_similarity(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(keys, key_labels, sim)``: the old gallery of this step (the batch's old embeddings, then the bank's)
@@ -58,6 +58,16 @@ class LossInputs:
             self._cache.clear()
             self._cache[key] = hit
         return hit
+
+    def scaled_similarity(self, temperature: float) -> torch.Tensor:
+        """:meth:`cross_similarity` divided by ``temperature``, shared by the terms that use the same one."""
+        _, _, sim = self.cross_similarity()
+        key = ("scaled", id(sim), temperature)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = sim / temperature
+            self._cache[key] = hit
+        return hit  # type: ignore[no-any-return]
 
     def need_old(self, what: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.old_emb is None or self.old_weight is None:

@@ -25,18 +25,28 @@ class CrossModelDistillationLoss(BaseLoss):
     def __init__(self, temperature: float = 0.05, only_seen: float = 1.0) -> None:
         super().__init__()
         self.temperature, self.only_seen = float(temperature), bool(only_seen)
+        self._mask: torch.Tensor | None = None
+
+    def _self_mask(self, n: int, k: int, device: torch.device) -> torch.Tensor:
+        """``(n, k)``, True where query ``i`` meets its own old embedding (key ``i``); kept between steps."""
+        m = self._mask
+        if m is None or m.shape != (n, k) or m.device != device:
+            m = torch.zeros(n, k, dtype=torch.bool, device=device)
+            m[torch.arange(n), torch.arange(n)] = True
+            self._mask = m
+        return m
 
     def compute(self, inputs: LossInputs) -> torch.Tensor:
         old_emb, _ = inputs.need_old("cross_distill")
-        keys, _, sim = inputs.cross_similarity()
-        n = len(old_emb)
-        self_mask = torch.zeros(n, len(keys), dtype=torch.bool, device=keys.device)
-        self_mask[torch.arange(n), torch.arange(n)] = True
+        keys, _, _ = inputs.cross_similarity()
+        self_mask = self._self_mask(len(old_emb), len(keys), keys.device)
         with torch.no_grad():  # the teacher: the old model's own ranking (no gradient flows there)
             log_p_old = nn.functional.log_softmax((old_emb @ keys.t() / self.temperature).masked_fill(self_mask, -1e9), dim=1)
             p_old = log_p_old.exp()
-        log_p_new = nn.functional.log_softmax((sim / self.temperature).masked_fill(self_mask, -1e9), dim=1)
-        kl = (p_old * (log_p_old - log_p_new)).sum(dim=1)  # the self column has p_old = 0 exactly
+            neg_entropy = (p_old * log_p_old).sum(dim=1)  # the self column has p_old = 0 exactly
+        student = inputs.scaled_similarity(self.temperature).masked_fill(self_mask, -1e9)
+        # KL(p_old || p_new) = cross-entropy(p_old, p_new) - H(p_old): one fused log-softmax + reduction
+        kl = nn.functional.cross_entropy(student, p_old, reduction="none") + neg_entropy
         if self.only_seen and inputs.seen_mask is not None:
             w = inputs.seen_mask.to(kl.dtype)
             return (kl * w).sum() / w.sum().clamp_min(1.0)

@@ -83,6 +83,10 @@ def test_blue_green_end_to_end_leaves_the_old_collection_untouched_until_cleanup
     v = Embedder(client.registry.get_model("omni@1")).embed([img])
     client.upsert("live", "omni@1", v, ids=[10_000], payloads=[{"image_path": img, "n": -1}])
     assert q.count("legacy").count == 151 and q.count(GREEN).count == 151
+    client.upsert("live", "omni@1", v, ids=[10_001], payloads=[{"image_path": img, "n": -2}])
+    client.delete("live", [10_001])  # deletes through CompatClient reach both as well
+    assert q.count("legacy").count == 151 and q.count(GREEN).count == 151
+    assert not q.retrieve(GREEN, [10_001]) and not q.retrieve("legacy", [10_001])
     rep = run_upgrade(client, "live")  # resume: the recorded blue-green job
     assert rep.remaining == 0 and rep.job.phase == Phase.FILLED and rep.job.layout == Layout.BLUE_GREEN
     res = check_fill(client, GREEN, "omni-indep@2", reference=_reference(client))
