@@ -20,9 +20,11 @@ from qdrant_client import QdrantClient, models
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.enums import Mark, Phase, Relation, VectorState, Via
 from qdrant_compat.errors import (
+    CollectionNotFoundError,
     IncompatibleModelError,
     InvalidArgumentError,
     UnmanagedCollectionError,
+    UpgradeError,
 )
 from qdrant_compat.metadata import META_KEY, CompatMeta, Edge, VectorEntry, read_block
 from qdrant_compat.registry import Registry
@@ -311,7 +313,8 @@ class CompatClient:
         # blue-green: the collection being filled beside this one takes the same points; its own metadata decides
         # which of its vectors they fill, and both are checked before anything is written
         mirror = raw.mirror
-        mirror_targets = self.write_targets(card, self.with_model_edges(self.get_meta(mirror), card), mirror) if mirror else []
+        mirror_targets = self.write_targets(card, self.with_model_edges(self._mirror_meta(name, mirror), card), mirror) \
+            if mirror else []
         arr = as_matrix(vectors, card.dim, f"upsert into '{name}' with {card.ref}")
         n = len(arr)
         ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in range(n)]
@@ -335,9 +338,20 @@ class CompatClient:
                                   [{**(dict(payloads[j]) if payloads is not None else {}), PROVENANCE_KEY: prov} for j in rows])
         return ids
 
+    def _mirror_meta(self, name: str, mirror: str) -> CompatMeta:
+        try:
+            return self.get_meta(mirror)
+        except CollectionNotFoundError:
+            raise UpgradeError(
+                f"collection '{name}' copies every write to '{mirror}' (a blue-green upgrade fills it), but '{mirror}' "
+                "does not exist; nothing was written. Run 'upgrade run' to recreate it, or 'upgrade rollback'"
+            ) from None
+
     def delete(self, name: str, ids: Sequence[int | str]) -> None:
         """Delete points by id (from the collection being filled beside this one too, during a blue-green upgrade)."""
         meta = self.get_meta(name)
+        if meta.mirror:
+            self._mirror_meta(name, meta.mirror)
         self.store.delete_points(name, list(ids))
         if meta.mirror:
             self.store.delete_points(meta.mirror, list(ids))

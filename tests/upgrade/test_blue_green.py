@@ -148,6 +148,36 @@ def test_rollback_refused_while_the_new_collection_holds_points_the_old_lacks(le
     assert client.store.resolve("live") == GREEN
 
 
+def test_a_write_is_refused_whole_when_the_new_collection_vanished(legacy):
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green", max_batches=1)
+    client.qdrant.delete_collection(GREEN)  # someone dropped it by hand mid-upgrade
+    v = np.asarray(client.qdrant.scroll("legacy", limit=1, with_vectors=True)[0][0].vector, np.float32)
+    with pytest.raises(UpgradeError, match=f"copies every write to '{GREEN}'.*does not exist; nothing was written"):
+        client.upsert("live", "omni@1", v, ids=[30_000])
+    assert not client.qdrant.retrieve("legacy", [30_000])
+    rep = run_upgrade(client, "live")  # recreated and refilled
+    assert rep.remaining == 0 and client.qdrant.count(GREEN).count == 150
+
+
+def test_blue_green_convert_rewrites_every_point_without_images(legacy, omni_train):
+    tmp, client = legacy
+    fit_and_register(client.registry, "omni@1", "omni-indep@2", "linear", images=omni_train, conv_id="o2n")
+    p = plan_upgrade(client, "live", "omni-indep@2", layout="blue_green")
+    assert p.strategy == "convert+backfill" and p.converter == "o2n"
+    rep = run_upgrade(client, "live", "omni-indep@2", strategy="convert", layout="blue_green")
+    assert rep.remaining == 0 and rep.job.counts["converted"] == 150
+    old = {r.id: r.vector for r in client.qdrant.scroll("legacy", limit=500, with_vectors=True)[0]}
+    new = {r.id: r.vector["omni-indep@2"] for r in client.qdrant.scroll(GREEN, limit=500, with_vectors=True)[0]}
+    ids = sorted(old)
+    want = client.converters.apply("o2n", np.asarray([old[i] for i in ids], np.float32))
+    got = np.asarray([new[i] for i in ids], np.float32)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    assert np.allclose(unit(got), unit(want), atol=1e-4)
+    cutover(client, "live", grace=0)
+    assert client.store.resolve("live") == GREEN
+
+
 def test_the_job_lock_holds_against_a_second_runner(legacy):
     tmp, client = legacy
     run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green", max_batches=1)
