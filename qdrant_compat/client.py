@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.enums import Mark, Phase, Relation, VectorState, Via
@@ -104,6 +105,7 @@ class CompatClient:
         self.meta_ttl = meta_ttl
         self._meta_cache: dict[str, tuple[float, CompatMeta]] = {}
         self._adapter_cache: tuple[float, list[Any]] | None = None
+        self._alias_cache: dict[str, tuple[float, str]] = {}
 
     @property
     def qdrant(self) -> QdrantClient:
@@ -145,6 +147,21 @@ class CompatClient:
         if key is not None:
             self._cards[ref] = (key, card)
         return card
+
+    def physical(self, name: str, *, fresh: bool = False) -> str:
+        """The collection ``name`` is now: itself, or the one the alias ``name`` points at.
+
+        Every query and write resolves the name once and then reads the metadata of, and searches or writes,
+        that one collection: an alias switched meanwhile (a blue-green cutover) can never pair one collection's
+        vector names with the other's points. Queries reuse a resolution for ``meta_ttl`` seconds (the old
+        collection stays complete until cleanup); writes (``fresh``) resolve every time.
+        """
+        hit = self._alias_cache.get(name)
+        if not fresh and hit is not None and time.monotonic() - hit[0] < self.meta_ttl:
+            return hit[1]
+        coll = self.store.resolve(name)
+        self._alias_cache[name] = (time.monotonic(), coll)
+        return coll
 
     def cached_meta(self, name: str) -> CompatMeta:
         hit = self._meta_cache.get(name)
@@ -308,7 +325,8 @@ class CompatClient:
             InvalidArgumentError: wrong dimension, NaN/inf, zero vectors, ids/payloads of the wrong length.
         """
         card = self.card(model)
-        raw = self.get_meta(name)
+        coll = self.physical(name, fresh=True)
+        raw = self.get_meta(coll)
         targets = self.write_targets(card, self.with_model_edges(raw, card), name)
         # blue-green: the collection being filled beside this one takes the same points; its own metadata decides
         # which of its vectors they fill, and both are checked before anything is written
@@ -326,14 +344,14 @@ class CompatClient:
 
         # a fresh stamp per write: a backfill that read this point earlier sees it changed and does not overwrite
         stamp = uuid.uuid4().hex[:16]
-        for coll, routes in ((name, targets), *(((mirror, mirror_targets),) if mirror else ())):
+        for dest, routes in ((coll, targets), *(((mirror, mirror_targets),) if mirror else ())):
             converted = {t.vector: self.transform(t, arr) for t in routes}
             prov: dict[str, str] = {provenance_key(t.vector): (Mark.EXTRACTED if t.via in (Via.DIRECT, Via.BCT)
                                                                else Mark.CONVERTED).value for t in routes}
             prov[STAMP_KEY] = stamp
             for s in range(0, n, batch_size):
                 rows = range(s, min(n, s + batch_size))
-                self.store.upsert(coll, [ids[j] for j in rows],
+                self.store.upsert(dest, [ids[j] for j in rows],
                                   [{t.vector: converted[t.vector][j].tolist() for t in routes} for j in rows],
                                   [{**(dict(payloads[j]) if payloads is not None else {}), PROVENANCE_KEY: prov} for j in rows])
         return ids
@@ -349,10 +367,11 @@ class CompatClient:
 
     def delete(self, name: str, ids: Sequence[int | str]) -> None:
         """Delete points by id (from the collection being filled beside this one too, during a blue-green upgrade)."""
-        meta = self.get_meta(name)
+        coll = self.physical(name, fresh=True)
+        meta = self.get_meta(coll)
         if meta.mirror:
             self._mirror_meta(name, meta.mirror)
-        self.store.delete_points(name, list(ids))
+        self.store.delete_points(coll, list(ids))
         if meta.mirror:
             self.store.delete_points(meta.mirror, list(ids))
 
@@ -413,12 +432,19 @@ class CompatClient:
             IncompatibleModelError: the collection holds no vectors this model may search (with why and how).
         """
         card = self.card(model)
-        meta = self.with_model_edges(meta or self.cached_meta(name), card)
         q = as_matrix(vector, card.dim, f"query on '{name}' with {card.ref}")
         if len(q) != 1:
             raise InvalidArgumentError(f"query takes one vector, got {len(q)}; use query_batch for several")
-        plan = plan_query(card, meta, name)
-        return self._search(name, plan, q[0], limit=limit, query_filter=query_filter, with_payload=with_payload)
+        for attempt in (0, 1):
+            coll = self.physical(name, fresh=attempt == 1)
+            plan = plan_query(card, self.with_model_edges(meta or self.cached_meta(coll), card), name)
+            try:
+                return self._search(coll, plan, q[0], limit=limit, query_filter=query_filter, with_payload=with_payload)
+            except (CollectionNotFoundError, ValueError, UnexpectedResponse):
+                if attempt or coll == name:  # not a stale alias resolution: a real error
+                    raise
+                self._meta_cache.pop(coll, None)
+        raise AssertionError("unreachable")
 
     def _search(self, name: str, plan: QueryPlan, q: np.ndarray, *, limit: int, query_filter: models.Filter | None,
                 with_payload: bool | list[str]) -> list[models.ScoredPoint]:
@@ -442,13 +468,14 @@ class CompatClient:
         self, name: str, model: ModelCard | str, vectors: Any, *, limit: int = 10, with_payload: bool = False
     ) -> list[list[models.ScoredPoint]]:
         card = self.card(model)
-        meta = self.with_model_edges(self.cached_meta(name), card)
+        coll = self.physical(name)
+        meta = self.with_model_edges(self.cached_meta(coll), card)
         q = as_matrix(vectors, card.dim, f"query on '{name}' with {card.ref}")
         plan = plan_query(card, meta, name)
         if plan.partial is not None:
-            return [self._search(name, plan, v, limit=limit, query_filter=None, with_payload=with_payload) for v in q]
+            return [self._search(coll, plan, v, limit=limit, query_filter=None, with_payload=with_payload) for v in q]
         qv = self.transform(plan.route, q)
-        return self.store.search_batch(name, [v.tolist() for v in qv], using=plan.route.vector, limit=limit,
+        return self.store.search_batch(coll, [v.tolist() for v in qv], using=plan.route.vector, limit=limit,
                                        with_payload=with_payload)
 
     def scroll_all(self, name: str, *, with_vectors: bool | list[str] = False, batch: int = 512) -> Iterable[Any]:

@@ -152,13 +152,15 @@ def cutover_cmd(state: CliState, collection: str, allow_partial: bool, grace: fl
 
 @upgrade_group.command("rollback")
 @click.argument("collection")
+@click.option("--grace", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Blue-green: seconds the new collection keeps copying writes into the old one after the switch.")
 @click.option("--dry-run", is_flag=True)
 @pass_state
-def rollback_cmd(state: CliState, collection: str, dry_run: bool) -> None:
+def rollback_cmd(state: CliState, collection: str, grace: float, dry_run: bool) -> None:
     """Return queries and writes to the old model's vector while it exists."""
     from qdrant_compat.upgrade import rollback
 
-    out = rollback(state.client, collection, dry_run=dry_run)
+    out = rollback(state.client, collection, dry_run=dry_run, grace=grace)
     state.emit(out, f"{'would roll' if dry_run else 'rolled'} '{collection}' back to '{out.read}'"
                + (f" (alias '{out.alias}' -> '{out.collection}')" if out.alias else ""))
 

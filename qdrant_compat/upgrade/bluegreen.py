@@ -398,6 +398,9 @@ def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bo
     gmeta.mirror = blue if _reaches(client, gjob.target_model, blue) else None
     client.put_meta(green, gmeta)
     client.store.point_alias(alias, green)  # the switch applications see: one request
+    # a write that resolved the alias to blue just before the switch must still reach green: blue keeps
+    # mirroring for the grace period
+    time.sleep(max(0.0, grace))
     bmeta = client.get_meta(blue)
     bmeta.mirror = None
     assert bmeta.job is not None
@@ -420,7 +423,7 @@ def _reaches(client: CompatClient, model: str, coll: str) -> bool:
     return True
 
 
-def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str) -> RollbackResult:
+def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str, grace: float = 2.0) -> RollbackResult:
     """Point the alias back at blue, once blue holds everything green holds."""
     from qdrant_compat.upgrade.lifecycle import rollback_in_place
 
@@ -450,6 +453,7 @@ def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str) -> R
     client.put_meta(blue, bmeta)
     if alias:
         client.store.point_alias(alias, blue)
+        time.sleep(max(0.0, grace))  # writes that resolved the alias to green just before keep reaching blue
     gmeta = client.get_meta(green)
     gmeta.mirror = None
     client.put_meta(green, gmeta)

@@ -183,9 +183,11 @@ def _cutover_result(client: CompatClient, collection: str, job: JobState, *, dry
                          not_extracted=total - _prov_count(client, collection, job.target, Mark.EXTRACTED), dry_run=dry_run)
 
 
-def rollback(client: CompatClient, collection: str, *, dry_run: bool = False) -> RollbackResult:
+def rollback(client: CompatClient, collection: str, *, dry_run: bool = False,
+             grace: float = CUTOVER_GRACE_S) -> RollbackResult:
     """Return queries and writes to the job's source vector while it still exists (blue-green: point the
-    alias back at the old collection, :func:`qdrant_compat.upgrade.bluegreen.rollback`).
+    alias back at the old collection, :func:`qdrant_compat.upgrade.bluegreen.rollback`; the new collection keeps
+    copying writes into the old one for ``grace`` seconds after the switch).
 
     Raises:
         UpgradeError: the source vector was cleaned up, or points written since cutover lack it.
@@ -193,7 +195,7 @@ def rollback(client: CompatClient, collection: str, *, dry_run: bool = False) ->
     from qdrant_compat.upgrade import bluegreen
 
     if bluegreen.is_blue_green(client, collection):
-        return bluegreen.rollback(client, collection, dry_run=dry_run, owner=make_owner())
+        return bluegreen.rollback(client, collection, dry_run=dry_run, owner=make_owner(), grace=grace)
     return rollback_in_place(client, collection, dry_run=dry_run, owner=make_owner())
 
 

@@ -103,7 +103,7 @@ def test_blue_green_end_to_end_leaves_the_old_collection_untouched_until_cleanup
     assert hits and hits[0].payload["image_path"] == img
     assert client.get_meta("legacy").job.phase == Phase.CUT_OVER
 
-    rollback(client, "live")
+    rollback(client, "live", grace=0.1)
     assert client.store.resolve("live") == "legacy"
     cutover(client, "live", grace=0.1)
     assert client.store.resolve("live") == GREEN
@@ -111,7 +111,7 @@ def test_blue_green_end_to_end_leaves_the_old_collection_untouched_until_cleanup
     assert not client.store.exists("legacy") and done.drops == "legacy"
     assert client.get_meta(GREEN).job.phase == Phase.CLEANED
     with pytest.raises(UpgradeError, match="was dropped by cleanup.*restore its backup"):
-        rollback(client, "live")
+        rollback(client, "live", grace=0.1)
     # the backup really holds the old collection
     assert client.store.restore(done.backup, "legacy-restored") == 151
     assert {k: v for k, v in _snapshot(q, "legacy-restored").items() if k in before} == before
@@ -144,7 +144,7 @@ def test_rollback_refused_while_the_new_collection_holds_points_the_old_lacks(le
     v = Embedder(client.registry.get_model("omni-indep@2")).embed([img])
     client.upsert("live", "omni-indep@2", v, ids=[20_000])
     with pytest.raises(UpgradeError, match="1 point\\(s\\) written to '" + GREEN + "' since cutover"):
-        rollback(client, "live")
+        rollback(client, "live", grace=0.1)
     assert client.store.resolve("live") == GREEN
 
 
@@ -211,7 +211,7 @@ def test_readers_through_the_alias_never_fail_during_cutover_and_rollback(legacy
     t = threading.Thread(target=read)
     t.start()
     try:
-        for step in (lambda: cutover(client, "live", grace=0.2), lambda: rollback(client, "live"),
+        for step in (lambda: cutover(client, "live", grace=0.2), lambda: rollback(client, "live", grace=0.2),
                      lambda: cutover(client, "live", grace=0.2)):
             time.sleep(0.2)
             step()
@@ -222,6 +222,27 @@ def test_readers_through_the_alias_never_fail_during_cutover_and_rollback(legacy
     assert client.store.resolve("live") == GREEN
     assert not failures, failures[:3]
     assert answers[0] > 10
+
+
+def test_a_query_never_pairs_one_collections_metadata_with_the_others_points(legacy):
+    """The alias flips between the reader's metadata read and its search (a cutover landing mid-query): the
+    query still runs on the collection whose metadata it read."""
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    cutover(client, "live", grace=0)
+    reader = CompatClient(client.qdrant, registry=client.registry, meta_ttl=0)
+    read_meta = reader.cached_meta
+
+    def meta_then_flip(name):
+        meta = read_meta(name)
+        client.store.point_alias("live", "legacy" if client.store.resolve("live") == GREEN else GREEN)
+        return meta
+
+    reader.cached_meta = meta_then_flip  # type: ignore[method-assign]
+    img = client.qdrant.scroll(GREEN, limit=1)[0][0].payload["image_path"]
+    q = Embedder(client.registry.get_model("omni-indep@2")).embed([img])[0]
+    hits = reader.query("live", "omni-indep@2", q, limit=3)
+    assert len(hits) == 3 and hits[0].payload["image_path"] == img
 
 
 def _cmd(tmp, *args):
