@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from qdrant_compat.cli.context import CliState, pass_state
 from qdrant_compat.engines import ENGINES
 from qdrant_compat.enums import Layout, Priority, Strategy, choices
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def layout_options(f: F) -> F:
+    """``--layout``, ``--into``, ``--alias``: where the new vectors go (plan and run take the same)."""
+    f = click.option("--alias", default=None, help="Blue-green: the alias applications query (created if absent).")(f)
+    f = click.option("--into", default=None, help="Blue-green: the new collection's name.")(f)
+    return click.option("--layout", type=click.Choice(choices(Layout)), default=None,
+                        help="in_place: a second named vector; blue_green: a new collection and an alias switch "
+                             "(default: in place where the server can add a named vector).")(f)
 
 
 @click.group("upgrade")
@@ -22,11 +35,7 @@ def upgrade_group() -> None:
 @click.option("--strategy", type=click.Choice(choices(Strategy)), default=None)
 @click.option("--converter", default=None)
 @click.option("--image-field", default="image_path", show_default=True)
-@click.option("--layout", type=click.Choice(choices(Layout)), default=None,
-              help="in_place: a second named vector; blue_green: a new collection and an alias switch "
-                   "(default: in place where the server can add a named vector).")
-@click.option("--into", default=None, help="Blue-green: the new collection's name.")
-@click.option("--alias", default=None, help="Blue-green: the alias applications query (created if absent).")
+@layout_options
 @pass_state
 def plan(state: CliState, collection: str, target: str, strategy: str | None, converter: str | None, image_field: str,
          layout: str | None, into: str | None, alias: str | None) -> None:
@@ -64,11 +73,7 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @click.option("--ray-address", default=None, help="With --engine ray: the cluster (default: a local Ray).")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="With --engine ray: embedding actors (one ONNX Runtime session each).")
-@click.option("--layout", type=click.Choice(choices(Layout)), default=None,
-              help="in_place: a second named vector; blue_green: a new collection and an alias switch "
-                   "(default: in place where the server can add a named vector).")
-@click.option("--into", default=None, help="Blue-green: the new collection's name.")
-@click.option("--alias", default=None, help="Blue-green: the alias applications query (created if absent).")
+@layout_options
 @pass_state
 def run(state: CliState, collection: str, target: str | None, strategy: str | None, converter: str | None,
         priority: str, image_field: str, batch_size: int, max_batches: int | None, lock_ttl: float,
