@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -49,6 +50,18 @@ def machine() -> str:
     except ImportError:
         pass
     return f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.processor() or 'unknown'})"
+
+
+def p1_parser(doc: str | None, *, batch_help: str | None = None, eval_on: bool = True) -> argparse.ArgumentParser:
+    """The options every P1 benchmark takes: data folder, seeds, epochs, batch size (and ``--eval-on``)."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=512, help=batch_help)
+    if eval_on:
+        ap.add_argument("--eval-on", choices=["val", "holdout"], default="val")
+    return ap
 
 
 def tiny_imagenet(data: Path):  # type: ignore[no-untyped-def]

@@ -11,14 +11,13 @@ through their old vectors, merged by score: what ``CompatClient.query`` does dur
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import LITE_SPEC, NEW_BACKBONE, OLD_BACKBONE, SEEN, write_results
+from benchmarks.common import LITE_SPEC, NEW_BACKBONE, OLD_BACKBONE, SEEN, p1_parser, write_results
 from benchmarks.p1_bct import embed, split_data, train_head
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.evaluation import evaluate_pair, l2_normalize
@@ -119,12 +118,7 @@ def area(ys: list[float]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--eval-on", choices=["val", "holdout"], default="val")
+    ap = p1_parser(__doc__)
     ap.add_argument("--plot", default=None, help="also write the curves as a PNG here")
     ap.add_argument("--no-calibration", action="store_true", help="merge raw scores (shows why calibration matters)")
     ap.add_argument("--out", default=None)

@@ -31,6 +31,7 @@ from benchmarks.common import (
     data_dir,
     mean_std,
     negative_control,
+    p1_parser,
     print_targets,
     tiny_imagenet,
     write_results,
@@ -134,12 +135,7 @@ def system_s1(model: EmbeddingModel, tmp: str) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=512, help="for every head (old, indep, bct)")
-    ap.add_argument("--eval-on", choices=["val", "holdout"], default="val")
+    ap = p1_parser(__doc__, batch_help="for every head (old, indep, bct)")
     ap.add_argument("--losses", default=json.dumps(BCT_LOSSES), help="JSON {loss: weight} for the bct model")
     ap.add_argument("--loss-options", default="{}", help="JSON {loss: {option: value}}")
     ap.add_argument("--no-system", action="store_true", help="skip S1 (export parity/throughput)")

@@ -12,7 +12,6 @@ old/old + 2`` top-1.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from typing import Any
 
@@ -26,6 +25,7 @@ from benchmarks.common import (
     collect_cells,
     mean_std,
     negative_control,
+    p1_parser,
     print_targets,
     write_results,
 )
@@ -70,11 +70,7 @@ def run_seed(d: dict[str, Any], seed: int, epochs: int, batch: int) -> dict[str,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=512)
+    ap = p1_parser(__doc__, eval_on=False)
     args = ap.parse_args()
     args.eval_on = "val"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -265,15 +265,23 @@ class Store:
                                        with_payload=with_payload)
         return list(recs), nxt
 
-    def scroll_all(self, name: str, *, batch: int = 512, flt: models.Filter | None = None,
-                   with_vectors: bool | list[str] = False, with_payload: bool | list[str] = True) -> Iterator[Any]:
+    def scroll_pages(self, name: str, *, batch: int = 512, flt: models.Filter | None = None,
+                     with_vectors: bool | list[str] = False,
+                     with_payload: bool | list[str] = True) -> Iterator[list[Any]]:
+        """Every point, a page of at most ``batch`` at a time."""
         offset = None
         while True:
             recs, offset = self.scroll(name, limit=batch, offset=offset, flt=flt, with_vectors=with_vectors,
                                        with_payload=with_payload)
-            yield from recs
+            if recs:
+                yield recs
             if offset is None:
                 break
+
+    def scroll_all(self, name: str, *, batch: int = 512, flt: models.Filter | None = None,
+                   with_vectors: bool | list[str] = False, with_payload: bool | list[str] = True) -> Iterator[Any]:
+        for page in self.scroll_pages(name, batch=batch, flt=flt, with_vectors=with_vectors, with_payload=with_payload):
+            yield from page
 
     def retrieve(self, name: str, ids: Sequence[Any], *, with_vectors: bool | list[str] = False,
                  with_payload: bool | list[str] = True) -> list[Any]:

@@ -90,14 +90,17 @@ class RayEngine:
                 reader: Any) -> Iterator[dict[str, np.ndarray]]:
         """Embed the images ``refs`` names, in order; yields numpy batches with ``i`` (position in ``refs``),
         ``status`` (ok / missing / failed), ``error`` and ``vec`` (zeros where not ok)."""
+        from qdrant_compat.registry import Registry
+
         ray = self.connect()
         pool = self._pool(ray)
+        spec = Registry(Path(registry_root)).get_model(model).card.input  # read (and verified) once, not per batch
         for start in range(0, len(refs), self.chunk):
             items = [{"i": start + k, "ref": str(r) if r is not None else ""}
                      for k, r in enumerate(refs[start : start + self.chunk])]
             ds = ray.data.from_items(items)
             ds = ds.map_batches(_decode, batch_size=batch_size, batch_format="numpy",
-                                fn_kwargs={"registry_root": registry_root, "model": model, "reader": reader})
+                                fn_kwargs={"spec": spec, "reader": reader})
             ds = ds.map_batches(_Embed, batch_size=batch_size, batch_format="numpy",
                                 fn_constructor_kwargs={"registry_root": registry_root, "model": model}, **pool)
             yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2)
@@ -121,19 +124,12 @@ class RayEngine:
             ray.shutdown()
 
 
-def _spec(registry_root: str, model: str) -> Any:
-    from qdrant_compat.registry import Registry
-
-    return Registry(Path(registry_root)).get_model(model).card.input
-
-
-def _decode(batch: dict[str, np.ndarray], *, registry_root: str, model: str, reader: Any) -> dict[str, np.ndarray]:
-    """Read, decode, preprocess one batch (a Ray task)."""
+def _decode(batch: dict[str, np.ndarray], *, spec: Any, reader: Any) -> dict[str, np.ndarray]:
+    """Read, decode, preprocess one batch (a Ray task) to the model's input ``spec``."""
     from qdrant_compat.data.images import ImageMissingError
     from qdrant_compat.data.transforms import preprocess
     from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 
-    spec = _spec(registry_root, model)
     n = len(batch["i"])
     x = np.zeros((n, spec.channels, spec.size, spec.size), np.float32)
     status, error = np.full(n, OK, dtype=object), np.full(n, "", dtype=object)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,7 @@ class SyncReport(Result):
     replaced: int = 0
     deleted: int = 0
     checked: int = 0
-    differing: int = 0  # after the pass (writes racing with it); 0 means green matches blue
+    differing: int = 0  # still differing after three copies (writes racing with them): left for the next pass
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -120,7 +120,7 @@ class Mirror:
         copied again (the copy never leaves an older version behind)."""
         rep = SyncReport()
         store = self.client.store
-        for recs in _chunks(store.scroll_all(self.blue, batch=batch, with_vectors=True, with_payload=True), batch):
+        for recs in store.scroll_pages(self.blue, batch=batch, with_vectors=True, with_payload=True):
             have = self._green_of([r.id for r in recs])
             todo = [r for r in recs if not _same(r, have.get(r.id), self.names)]
             rep.checked += len(recs)
@@ -135,22 +135,23 @@ class Mirror:
                 gone = [r.id for r in todo if r.id not in now]
                 store.delete_points(self.green, gone)
                 todo = [now[r.id] for r in todo if r.id in now and not _same(now[r.id], r, {k: k for k in self.names})]
+            rep.differing += len(todo)  # still racing after three copies: left for the next pass
             if heartbeat is not None:
                 heartbeat()
-        rep.deleted = self._drop_extra(batch)
-        rep.differing = self.differences(batch=batch, recheck=0.0)
+        for extra in self._green_only(batch):  # deleted from blue before mirroring saw it
+            store.delete_points(self.green, extra)
+            rep.deleted += len(extra)
         return rep
 
-    def _drop_extra(self, batch: int) -> int:
-        """Delete green points blue no longer has (deleted from blue before mirroring saw them)."""
-        store, n = self.client.store, 0
-        for recs in _chunks(store.scroll_all(self.green, batch=batch, with_vectors=False, with_payload=False), batch):
+    def _green_only(self, batch: int) -> Iterator[list[Any]]:
+        """Ids of green points blue does not hold, a page at a time (ids only: nothing else is read)."""
+        store = self.client.store
+        for recs in store.scroll_pages(self.green, batch=batch, with_vectors=False, with_payload=False):
             ids = [r.id for r in recs]
             present = {r.id for r in store.retrieve(self.blue, ids, with_vectors=False, with_payload=False)}
             extra = [i for i in ids if i not in present]
-            store.delete_points(self.green, extra)
-            n += len(extra)
-        return n
+            if extra:
+                yield extra
 
     def differences(self, *, batch: int = 256, recheck: float = 0.5, reverse: bool = False) -> int:
         """Points that differ between blue and green (missing from one, or different), counted in both directions.
@@ -163,13 +164,16 @@ class Mirror:
 
         def diff_ids(src: str, dst: str, src_names: dict[str, str]) -> list[Any]:
             out = []
-            for recs in _chunks(store.scroll_all(src, batch=batch, with_vectors=True, with_payload=True), batch):
+            for recs in store.scroll_pages(src, batch=batch, with_vectors=True, with_payload=True):
                 other = {r.id: r for r in store.retrieve(dst, [r.id for r in recs], with_vectors=True, with_payload=True)}
                 out += [r.id for r in recs if not _same(_only(r, src_names), other.get(r.id), src_names)]
             return out
 
-        bad: set[Any] = set() if reverse else set(diff_ids(self.blue, self.green, self.names))
-        bad |= set(diff_ids(self.green, self.blue, inverse))
+        if reverse:  # every green point, compared in full with blue's
+            bad = set(diff_ids(self.green, self.blue, inverse))
+        else:  # every blue point compared in full; the other way only green's extra ids (the rest is compared)
+            bad = set(diff_ids(self.blue, self.green, self.names))
+            bad |= {i for extra in self._green_only(batch) for i in extra}
         if bad and recheck > 0:
             time.sleep(recheck)
             ids = list(bad)
@@ -190,17 +194,6 @@ class _Rec:
     id: Any
     vector: dict[str, Any]
     payload: dict[str, Any] | None
-
-
-def _chunks(it: Any, n: int) -> Any:
-    buf: list[Any] = []
-    for x in it:
-        buf.append(x)
-        if len(buf) == n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
 
 
 # ------------------------------------------------------------------------------------------------- the jobs

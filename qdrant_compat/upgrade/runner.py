@@ -185,8 +185,8 @@ def _provenance(rec: Any, target: str) -> str | None:
     return ((rec.payload or {}).get(PROVENANCE_KEY) or {}).get(provenance_key(target))
 
 
-def _converted(client: CompatClient, job: JobState, batches: Iterator[list[Any]],
-               engine: Any) -> Iterator[tuple[list[Any], np.ndarray]]:
+def _converted(client: CompatClient, job: JobState, batches: Iterator[list[Any]], engine: Any,
+               batch_size: int) -> Iterator[tuple[list[Any], np.ndarray]]:
     """(records, converted source vectors) per batch: here, or through the engine's converter actors."""
     assert job.converter is not None
     if engine is None:
@@ -197,15 +197,14 @@ def _converted(client: CompatClient, job: JobState, batches: Iterator[list[Any]]
             except InvalidArgumentError as exc:
                 raise UpgradeError(f"{exc}; nothing of this batch was written") from None
         return
-    size, chunk = 1, []
+    chunk: list[Any] = []
     for recs in batches:
-        size = max(size, len(recs))
         chunk += recs
         if len(chunk) >= engine.chunk:
-            yield from _converted_remote(client, job, chunk, engine, size)
+            yield from _converted_remote(client, job, chunk, engine, batch_size)
             chunk = []
     if chunk:
-        yield from _converted_remote(client, job, chunk, engine, size)
+        yield from _converted_remote(client, job, chunk, engine, batch_size)
 
 
 def _converted_remote(client: CompatClient, job: JobState, recs: list[Any], engine: Any,
@@ -227,7 +226,7 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
         return record_vector(r, job.target) is None
 
     pending = _pending(client, collection, job, need=need, payload=[], batch=batch_size, with_target=True)
-    for recs, out in _converted(client, job, pending, engine):
+    for recs, out in _converted(client, job, pending, engine, batch_size):
         if budget[0] == 0:
             break
         _write_batch(client, collection, job.target, {r.id: o.tolist() for r, o in zip(recs, out, strict=True)}, {})
