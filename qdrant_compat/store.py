@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,24 @@ def connect(
     if location:
         return QdrantClient(location=location)
     return QdrantClient(path=str(path or DEFAULT_PATH))
+
+
+SPEC_KEYS = ("url", "host", "port", "grpc_port", "prefer_grpc", "https", "prefix", "timeout", "check_compatibility", "path")
+
+
+def _open_embedded(path: str, wait: float) -> QdrantClient:
+    """The embedded store at ``path``, waiting up to ``wait`` s for another process to let go of it."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return QdrantClient(path=path)
+        except RuntimeError as exc:  # qdrant-client: "... is already accessed by another instance"
+            if "already accessed" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise InvalidArgumentError(f"embedded store {path} is still held by another process after {wait:.0f}s; "
+                                           "an embedded store is owned by one process at a time") from None
+            time.sleep(0.2)
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,69 @@ class Store:
 
     def close(self) -> None:
         self.client.close()
+
+    # ------------------------------------------------- opened by another process
+    def spec(self) -> dict[str, Any]:
+        """How another process (a Ray worker) opens this store: the connection options, never a secret.
+
+        The API key is not in it: a worker reads ``QDRANT_API_KEY`` from its own environment; ``api_key``
+        says only whether one is needed.
+
+        Raises:
+            InvalidArgumentError: an in-memory store (no other process can reach it), or a client whose
+                authentication cannot be carried without passing a secret (custom headers, a token provider).
+        """
+        opts = self.client.init_options
+        if self.local_path == ":memory:":
+            raise InvalidArgumentError("an in-memory store cannot be opened by another process; use an embedded "
+                                       "store on disk (--path) or a Qdrant server (--url)")
+        if opts.get("headers") or opts.get("auth_token_provider"):
+            raise InvalidArgumentError("this client authenticates with custom headers or a token provider, which "
+                                       "workers cannot be given without passing a secret; let the driver write")
+        if self.local_path is not None:
+            return {"path": self.local_path, "api_key": False}
+        spec = {k: opts[k] for k in SPEC_KEYS if opts.get(k) is not None}
+        spec["api_key"] = bool(opts.get("api_key"))
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], *, wait: float = 60.0) -> Store:
+        """Open the store :meth:`spec` describes, in this process.
+
+        An embedded store held by another process (the previous owner still exiting) is retried for ``wait``
+        seconds.
+
+        Raises:
+            InvalidArgumentError: a server that needs an API key and no ``QDRANT_API_KEY`` here, or an
+                embedded store still held after ``wait``.
+        """
+        opts = {k: v for k, v in spec.items() if k in SPEC_KEYS}
+        if spec.get("api_key"):
+            key = os.environ.get("QDRANT_API_KEY")
+            if not key:
+                raise InvalidArgumentError(
+                    "the Qdrant server needs an API key and this process has no QDRANT_API_KEY in its environment; "
+                    "set it in the workers' environment (it is never passed to them)")
+            opts["api_key"] = key
+        if "path" not in opts:
+            return cls(QdrantClient(**opts))
+        return cls(_open_embedded(str(opts["path"]), wait))
+
+    @contextmanager
+    def released(self, *, wait: float = 60.0) -> Iterator[None]:
+        """Let another process own an embedded store for the block, then take it back (a server: nothing to do).
+
+        Inside the block this Store must not be used; :attr:`client` is a new QdrantClient afterwards."""
+        path = self.local_path
+        if path is None:
+            yield
+            return
+        self.spec()  # an in-memory store cannot be handed over: refused before anything is closed
+        self.client.close()
+        try:
+            yield
+        finally:
+            self.client = _open_embedded(path, wait)
 
     # ---------------------------------------------------------- collections
     def exists(self, name: str) -> bool:

@@ -10,12 +10,20 @@ and streams their image references, in chunks, into a pipeline of
 
 Convert: the same with ``_Convert`` actors applying the registered converter head to the stored vectors.
 
-Results come back to the driver in order, where the engine-independent writer of
-:mod:`qdrant_compat.upgrade.runner` checks write stamps, writes vectors and marks, updates the job and
-heartbeats its lock. So a Ray run and a local run keep exactly the same per-point state, and each resumes
-the other. Writing from the driver is what the embedded store allows (one process owns it); against a
-server the driver's batched writes are what the measured per-batch cost supports (see
-``benchmarks/s8_ray_scaling.py``), and writing from the workers is left to a later version.
+Who writes (``writes``):
+
+* ``workers`` (the default against a Qdrant server): a third stage, ``_Write`` actors, each with its own
+  QdrantClient opened from the store's :meth:`~qdrant_compat.store.Store.spec` (the URL and options from the
+  driver; the API key from the worker's own ``QDRANT_API_KEY``, never passed). Before each batch a writer
+  checks that the run still holds the job's lock and extends it (:func:`~qdrant_compat.upgrade.writes.hold_lease`);
+  then it does what the local writer does (:func:`~qdrant_compat.upgrade.writes.write_extracted`: write stamps
+  re-checked, vectors and marks in one request) and returns only each point's mark and error. The driver
+  folds those into the job, which it saves when the pipeline ends (the counts are recounted from the points).
+  An embedded store on disk can be written this way too, by one writer while the driver lets go of it.
+* ``driver`` (the default for an embedded store): results come back to the driver in order, where the same
+  writer as the local engine's checks stamps, writes, and heartbeats the lock per batch.
+
+Either way a Ray run and a local run keep exactly the same per-point state, and each resumes the other.
 
 Ray restarts an actor that dies (``max_restarts=-1``) and retries its batch; a run that fails anyway leaves
 a resumable job (nothing is written for a batch that did not come back).
@@ -26,6 +34,7 @@ model's sha256 before use: a worker never embeds with other bytes than the drive
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -39,6 +48,18 @@ from qdrant_compat.errors import require_extra
 
 log = logging.getLogger(__name__)
 OK, MISSING, FAILED = "ok", "missing", "failed"
+WRITES = ("auto", "workers", "driver")
+
+
+@dataclass(frozen=True)
+class WriteJob:
+    """What a write actor needs: how to open the store (no secret in it), where to write, whose lock to keep."""
+
+    spec: dict[str, Any]
+    writers: int
+    target: Any  # qdrant_compat.upgrade.writes.FillTarget
+    owner: str
+    ttl: float
 
 
 @dataclass
@@ -50,6 +71,9 @@ class RayEngine:
         workers: embedding (or converting) actors.
         chunk: pending points handed to one pipeline at a time (bounds the driver's memory).
         num_cpus, object_store_mb: for a local Ray only.
+        writes: ``workers`` (write actors write to Qdrant), ``driver`` (results return to the driver, which
+            writes), or ``auto``: workers against a server, the driver for an embedded store.
+        writers: write actors against a server (default: ``workers``); an embedded store has one writer.
     """
 
     address: str | None = None
@@ -59,6 +83,29 @@ class RayEngine:
     object_store_mb: int | None = None
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     name: str = "ray"
+    writes: str = "auto"
+    writers: int | None = None
+
+    def __post_init__(self) -> None:
+        from qdrant_compat.errors import InvalidArgumentError
+
+        if self.writes not in WRITES:
+            raise InvalidArgumentError(f"writes {self.writes!r} unknown; allowed: {list(WRITES)}")
+        for name in ("workers", "writers", "chunk"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidArgumentError(f"{name} must be >= 1, got {value}")
+
+    def worker_writes(self, store: Any, target: Any, owner: str, ttl: float) -> WriteJob | None:
+        """How the workers write to ``store`` for the run ``owner`` holds, or None when the driver writes.
+
+        Raises:
+            InvalidArgumentError: ``writes="workers"`` with a store no other process can open (in memory)."""
+        server = store.local_path is None
+        if self.writes == "driver" or (self.writes == "auto" and not server):
+            return None
+        return WriteJob(spec=store.spec(), writers=(self.writers or self.workers) if server else 1, target=target,
+                        owner=owner, ttl=ttl)
 
     def connect(self) -> Any:
         require_extra("ray", "ray", feature="'upgrade run --engine ray'")
@@ -86,35 +133,60 @@ class RayEngine:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= self.workers else 0
         return {"compute": ray.data.ActorPoolStrategy(size=self.workers), "num_gpus": gpus, "num_cpus": 0 if gpus else 1}
 
-    def extract(self, refs: list[Any], *, registry_root: str, model: str, batch_size: int,
-                reader: Any) -> Iterator[dict[str, np.ndarray]]:
+    def extract(self, refs: list[Any], *, registry_root: str, model: str, batch_size: int, reader: Any,
+                write: WriteJob | None = None, keys: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Embed the images ``refs`` names, in order; yields numpy batches with ``i`` (position in ``refs``),
-        ``status`` (ok / missing / failed), ``error`` and ``vec`` (zeros where not ok)."""
+        ``status`` (ok / missing / failed), ``error`` and ``vec`` (zeros where not ok).
+
+        With ``write``, the workers write the vectors themselves and the batches hold ``i``, ``mark``
+        (extracted / missing / failed, or ``changed``: nothing written) and ``error``; ``keys`` gives, per
+        ref, the JSON ``[point id, write stamp, image reference]`` the scan read."""
         from qdrant_compat.registry import Registry
 
         ray = self.connect()
         pool = self._pool(ray)
         spec = Registry(Path(registry_root)).get_model(model).card.input  # read (and verified) once, not per batch
         for start in range(0, len(refs), self.chunk):
-            items = [{"i": start + k, "ref": str(r) if r is not None else ""}
-                     for k, r in enumerate(refs[start : start + self.chunk])]
+            items: list[dict[str, Any]] = [{"i": start + k, "ref": str(r) if r is not None else ""}
+                                           for k, r in enumerate(refs[start : start + self.chunk])]
+            if write is not None:
+                assert keys is not None and len(keys) == len(refs)
+                for k, item in enumerate(items):
+                    item["key"] = keys[start + k]
             ds = ray.data.from_items(items)
             ds = ds.map_batches(_decode, batch_size=batch_size, batch_format="numpy",
                                 fn_kwargs={"spec": spec, "reader": reader})
             ds = ds.map_batches(_Embed, batch_size=batch_size, batch_format="numpy",
                                 fn_constructor_kwargs={"registry_root": registry_root, "model": model}, **pool)
+            if write is not None:
+                ds = ds.map_batches(_Write, batch_size=batch_size, batch_format="numpy",
+                                    fn_constructor_kwargs={"job": write}, **self._writers(ray, write))
             yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2)
 
-    def convert(self, vectors: np.ndarray, *, registry_root: str, converter: str,
-                batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        """Apply ``converter`` to ``vectors`` in order; yields batches with ``i`` and ``out``."""
+    def _writers(self, ray: Any, write: WriteJob) -> dict[str, Any]:
+        # writing is I/O: a quarter of a CPU each, so writers never starve the embedding actors of a slot
+        return {"compute": ray.data.ActorPoolStrategy(size=write.writers), "num_cpus": 0.25}
+
+    def convert(self, vectors: np.ndarray, *, registry_root: str, converter: str, batch_size: int,
+                write: WriteJob | None = None, ids: list[Any] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Apply ``converter`` to ``vectors`` in order; yields batches with ``i`` and ``out``.
+
+        With ``write`` (and the point ``ids``), the workers write the converted vectors; batches hold ``i``."""
         ray = self.connect()
         pool = self._pool(ray)
         for start in range(0, len(vectors), self.chunk):
             part = vectors[start : start + self.chunk]
-            ds = ray.data.from_items([{"i": start + k, "src": v} for k, v in enumerate(part)])
+            items: list[dict[str, Any]] = [{"i": start + k, "src": v} for k, v in enumerate(part)]
+            if write is not None:
+                assert ids is not None and len(ids) == len(vectors)
+                for k, item in enumerate(items):
+                    item["key"] = json.dumps(ids[start + k])
+            ds = ray.data.from_items(items)
             ds = ds.map_batches(_Convert, batch_size=batch_size, batch_format="numpy",
                                 fn_constructor_kwargs={"registry_root": registry_root, "converter": converter}, **pool)
+            if write is not None:
+                ds = ds.map_batches(_WriteConverted, batch_size=batch_size, batch_format="numpy",
+                                    fn_constructor_kwargs={"job": write}, **self._writers(ray, write))
             yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2)
 
     def shutdown(self) -> None:
@@ -142,7 +214,12 @@ def _decode(batch: dict[str, np.ndarray], *, spec: Any, reader: Any) -> dict[str
             status[k], error[k] = MISSING, f"image {str(ref)!r} not found ({exc})"
         except (CorruptArtifactError, InvalidArgumentError, OSError, ValueError) as exc:
             status[k], error[k] = FAILED, str(exc)
-    return {"i": batch["i"], "status": status.astype(str), "error": error.astype(str), "x": x}
+    return {**_keys(batch), "i": batch["i"], "status": status.astype(str), "error": error.astype(str), "x": x}
+
+
+def _keys(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The scan's per-point key column, passed through every stage to the writers (when they write)."""
+    return {"key": batch["key"]} if "key" in batch else {}
 
 
 class _Embed:
@@ -160,7 +237,7 @@ class _Embed:
         vec = np.zeros((len(ok), self.emb.card.dim), np.float32)
         if ok.any():
             vec[ok] = self.emb.embed_tensor(np.ascontiguousarray(batch["x"][ok]))
-        return {"i": batch["i"], "status": batch["status"], "error": batch["error"], "vec": vec}
+        return {**_keys(batch), "i": batch["i"], "status": batch["status"], "error": batch["error"], "vec": vec}
 
 
 class _Convert:
@@ -171,4 +248,55 @@ class _Convert:
         self.runtime, self.converter = ConverterRuntime(Registry(Path(registry_root))), converter
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"i": batch["i"], "out": self.runtime.apply(self.converter, np.asarray(batch["src"], np.float32))}
+        out = self.runtime.apply(self.converter, np.asarray(batch["src"], np.float32))
+        return {**_keys(batch), "i": batch["i"], "out": out}
+
+
+class _Writer:
+    """A write actor: its own client to the store (the spec holds no secret), the run's lock checked first."""
+
+    def __init__(self, job: WriteJob) -> None:
+        from qdrant_compat.store import Store
+
+        self.job = job
+        self.store = Store.from_spec(job.spec)
+        self.pid = os.getpid()
+
+    def hold(self) -> None:
+        from qdrant_compat.upgrade.writes import hold_lease
+
+        hold_lease(self.store, self.job.target.collection, self.job.owner, self.job.ttl)
+
+
+class _Write(_Writer):
+    """Writes embedded batches: write stamps re-checked, vectors and marks in one request (as the local writer)."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from qdrant_compat.upgrade.writes import CHANGED, write_extracted
+
+        self.hold()
+        keys = [json.loads(k) for k in batch["key"]]
+        ids = [k[0] for k in keys]
+        status = [str(x) for x in batch["status"]]
+        ok = np.asarray([x == OK for x in status], bool)
+        pick = {x: [pid for pid, st in zip(ids, status, strict=True) if st == x] for x in (OK, MISSING, FAILED)}
+        res = write_extracted(self.store, self.job.target, {k[0]: (k[1], k[2]) for k in keys}, pick[OK],
+                              np.asarray(batch["vec"], np.float32)[ok], pick[MISSING], pick[FAILED])
+        mark = {pid: m for m, pids in res.marks.items() for pid in pids} | {pid: CHANGED for pid in res.changed}
+        error = [res.errors.get(pid, str(e)) for pid, e in zip(ids, batch["error"], strict=True)]
+        return {"i": batch["i"], "mark": np.asarray([mark[pid] for pid in ids], dtype=object).astype(str),
+                "error": np.asarray(error, dtype=object).astype(str)}
+
+
+class _WriteConverted(_Writer):
+    """Writes converted vectors (a point is converted once it holds the target vector)."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from qdrant_compat.upgrade.writes import write_vectors
+
+        self.hold()
+        ids = [json.loads(k) for k in batch["key"]]
+        out = np.asarray(batch["out"], np.float32)
+        t = self.job.target
+        write_vectors(self.store, t.collection, t.vector, {pid: v.tolist() for pid, v in zip(ids, out, strict=True)}, {})
+        return {"i": batch["i"]}

@@ -9,6 +9,7 @@ is redone (writes are idempotent). Nothing is ever deleted; payloads are only ex
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.client import PROVENANCE_KEY, STAMP_KEY, CompatClient
+from qdrant_compat.client import PROVENANCE_KEY, CompatClient
 from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs
 from qdrant_compat.enums import Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
@@ -27,6 +28,7 @@ from qdrant_compat.results import Result
 from qdrant_compat.store import MIN_SERVER_FOR_NAMED_VECTORS, mark_is, mark_not_in, record_vector
 from qdrant_compat.upgrade.plan import UpgradePlan, bct_evidence, check_source_fingerprint, plan_upgrade
 from qdrant_compat.upgrade.state import DEFAULT_LOCK_TTL, JobState, Lock, check_lock, make_owner, new_job_id, provenance_key
+from qdrant_compat.upgrade.writes import CHANGED, FillTarget, Written, seen_key, write_extracted, write_vectors
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
@@ -155,13 +157,6 @@ def _priority_order(client: CompatClient, job: JobState, recs: list[Any], seed: 
     return [int(i) for i in backfill_order(kind, len(recs), vectors=vecs, classifier=w, seed=seed)]
 
 
-def _write_batch(client: CompatClient, collection: str, target: str, vectors: dict[Any, list[float]],
-                 provenance: dict[str, list[Any]]) -> None:
-    """Vectors first, then their provenance, in one request (a crash between them only means the batch is redone)."""
-    client.store.write_vectors(collection, target, vectors, mark_key=provenance_key(target), marks=provenance,
-                               mark_field=PROVENANCE_KEY)
-
-
 def _pending(client: CompatClient, collection: str, job: JobState, *, need: Callable[[Any], bool],
              payload: list[str], batch: int, with_target: bool = False) -> Iterator[list[Any]]:
     """Batches of the points ``need`` selects, in one pass over the collection.
@@ -214,6 +209,21 @@ def _converted_remote(client: CompatClient, job: JobState, recs: list[Any], engi
         yield [recs[int(i)] for i in out["i"]], np.asarray(out["out"], np.float32)
 
 
+def _chunked(batches: Iterator[list[Any]], size: int, budget: list[int]) -> Iterator[list[Any]]:
+    """Batches joined into chunks of about ``size`` points, taking at most ``budget[0]`` batches (-1: all)."""
+    chunk: list[Any] = []
+    for recs in batches:
+        if budget[0] == 0:
+            break
+        chunk += recs
+        budget[0] -= 1
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
                    progress: ProgressFn | None, budget: list[int], engine: Any = None) -> int:
     if job.converter is None:
@@ -226,10 +236,25 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
         return record_vector(r, job.target) is None
 
     pending = _pending(client, collection, job, need=need, payload=[], batch=batch_size, with_target=True)
+    writes = engine.worker_writes(client.store, FillTarget(collection, job.target, job.target_model, job.image_field),
+                                  sess.owner, sess.ttl) if engine is not None else None
+    if writes is not None:  # the workers write; the scan and the job stay here
+        for recs in _chunked(pending, engine.chunk, budget):
+            src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
+            with client.store.released():
+                for out in engine.convert(src, registry_root=str(client.registry.root), converter=job.converter,
+                                          batch_size=batch_size, write=writes, ids=[r.id for r in recs]):
+                    done += len(out["i"])
+                    job.counts["converted"] = job.counts.get("converted", 0) + len(out["i"])
+                    if progress:
+                        progress(done, total)
+            sess.heartbeat(job)
+            log.info("convert %s: %d/%d points written", job.id, done, total)
+        return done
     for recs, out in _converted(client, job, pending, engine, batch_size):
         if budget[0] == 0:
             break
-        _write_batch(client, collection, job.target, {r.id: o.tolist() for r, o in zip(recs, out, strict=True)}, {})
+        write_vectors(client.store, collection, job.target, {r.id: o.tolist() for r, o in zip(recs, out, strict=True)}, {})
         done += len(recs)
         job.counts["converted"] = job.counts.get("converted", 0) + len(recs)
         sess.heartbeat(job)
@@ -273,17 +298,6 @@ def _read_images(reader: ImageReader, image_field: str, batch: list[Any],
             images.append(res)
             ok_ids.append(r.id)
     return ok_ids, images, missing, failed
-
-
-def _unchanged(client: CompatClient, collection: str, job: JobState, batch: list[Any]) -> set[Any]:
-    """Ids of ``batch`` whose write stamp and image reference are still what the scan read."""
-    def key(rec: Any) -> tuple[Any, Any]:
-        payload = rec.payload or {}
-        return (payload.get(PROVENANCE_KEY) or {}).get(STAMP_KEY), payload.get(job.image_field)
-
-    now = {r.id: key(r) for r in client.store.retrieve(collection, [r.id for r in batch],
-                                                       with_payload=[PROVENANCE_KEY, job.image_field])}
-    return {r.id for r in batch if r.id in now and now[r.id] == key(r)}
 
 
 @dataclass
@@ -330,6 +344,18 @@ def _from_engine(ordered: list[Any], out: dict[str, np.ndarray]) -> tuple[_Prepa
     return _Prepared(batch, pick["ok"], np.empty((0,), np.float32), pick["missing"], pick["failed"], errors), vecs
 
 
+def _reported(ordered: list[Any], out: dict[str, np.ndarray]) -> tuple[Written, list[str]]:
+    """A batch the engine's workers wrote themselves, as :class:`Written` (rows are positions in ``ordered``)."""
+    res = Written(marks={m.value: [] for m in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED)})
+    errors = []
+    for i, mark, err in zip(out["i"], out["mark"], out["error"], strict=True):
+        pid = ordered[int(i)].id
+        (res.changed if mark == CHANGED else res.marks[str(mark)]).append(pid)
+        if err:
+            errors.append(f"point {pid}: {err}")
+    return res, errors
+
+
 def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
                     progress: ProgressFn | None, budget: list[int], seed: int, retry_missing: bool,
                     reader: ImageReader, read_workers: int, stages: dict[str, float], engine: Any = None) -> int:
@@ -354,48 +380,56 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
     for k in ("read", "embed", "write"):
         stages.setdefault(k, 0.0)
 
-    def write(prep: _Prepared, vecs: np.ndarray) -> None:
-        t0 = time.perf_counter()
-        for e in prep.errors:
+    target = FillTarget(collection, job.target, job.target_model, job.image_field)
+
+    def account(n: int, res: Written, errors: list[str]) -> None:
+        """Fold one written batch of ``n`` points into the job (the caller heartbeats)."""
+        for e in errors:
             job.add_error(e)
-        # a point re-written or deleted since it was read keeps its new state: skip it (a re-written point lost
-        # its mark, so the next pass takes it with its new image)
-        unchanged = _unchanged(client, collection, job, prep.batch)
-        changed = len(prep.batch) - len(unchanged)
-        if changed:
+        for pid, e in res.errors.items():
+            job.add_error(f"point {pid}: {e}")
+        if res.changed:  # a re-written point lost its mark: the next pass takes it with its new image
             log.info("backfill %s: %d point(s) changed or deleted while being re-extracted: left for the next pass",
-                     job.id, changed)
-            job.counts["changed_during_run"] = job.counts.get("changed_during_run", 0) + changed
-        keep = [i for i, pid in enumerate(prep.ok_ids) if pid in unchanged]
-        ok_ids = [prep.ok_ids[i] for i in keep]
-        vecs = vecs[keep] if len(vecs) else vecs
-        missing = [i for i in prep.missing if i in unchanged]
-        failed = [i for i in prep.failed if i in unchanged]
-        good = [i for i, v in enumerate(vecs) if np.isfinite(v).all() and np.any(v)]
-        if len(good) < len(ok_ids):  # a model that emits NaN for an image: that point fails, the rest goes on
-            for i in sorted(set(range(len(ok_ids))) - set(good)):
-                job.add_error(f"point {ok_ids[i]}: {job.target_model} produced a non-finite or zero vector")
-                failed.append(ok_ids[i])
-            ok_ids, vecs = [ok_ids[i] for i in good], vecs[good]
-        _write_batch(client, collection, job.target, {i: v.tolist() for i, v in zip(ok_ids, vecs, strict=True)},
-                     {Mark.EXTRACTED.value: ok_ids, Mark.MISSING.value: missing, Mark.FAILED.value: failed})
-        for k, ids in ((Mark.EXTRACTED, ok_ids), (Mark.MISSING, missing), (Mark.FAILED, failed)):
-            job.counts[k.value] = job.counts.get(k.value, 0) + len(ids)
-        done[0] += len(prep.batch)
-        sess.heartbeat(job)
+                     job.id, len(res.changed))
+            job.counts["changed_during_run"] = job.counts.get("changed_during_run", 0) + len(res.changed)
+        for mark, ids in res.marks.items():
+            job.counts[mark] = job.counts.get(mark, 0) + len(ids)
+        done[0] += n
         budget[0] -= 1
-        stages["write"] += time.perf_counter() - t0
         log.info("backfill %s: %d/%d points written", job.id, done[0], len(order))
+
+    def report() -> None:
         if progress:
             progress(done[0], len(order))
+
+    def write(prep: _Prepared, vecs: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        seen = {r.id: seen_key(r.payload, job.image_field) for r in prep.batch}
+        res = write_extracted(client.store, target, seen, prep.ok_ids, vecs, prep.missing, prep.failed)
+        account(len(prep.batch), res, prep.errors)
+        sess.heartbeat(job)
+        stages["write"] += time.perf_counter() - t0
+        report()
 
     if engine is not None:
         ordered = [r for b in batches for r in b]
         refs = [(r.payload or {}).get(job.image_field) for r in ordered]
         stages.setdefault("engine_wait", 0.0)
+        kw = {"registry_root": str(client.registry.root), "model": job.target_model, "batch_size": batch_size,
+              "reader": reader}
+        writes = engine.worker_writes(client.store, target, sess.owner, sess.ttl)
+        if writes is not None:  # the workers write (and keep the lock); this thread folds their reports into the job
+            keys = [json.dumps([r.id, *seen_key(r.payload, job.image_field)]) for r in ordered]
+            left = budget[0] - len(batches) if budget[0] >= 0 else -1
+            with client.store.released():
+                for out in engine.extract(refs, **kw, write=writes, keys=keys):
+                    account(len(out["i"]), *_reported(ordered, out))
+                    report()
+            budget[0] = left  # the engine's batches need not line up with ours; all of ours were handed over
+            sess.heartbeat(job)
+            return done[0]
         t_wait = time.perf_counter()
-        for out in engine.extract(refs, registry_root=str(client.registry.root), model=job.target_model,
-                                  batch_size=batch_size, reader=reader):
+        for out in engine.extract(refs, **kw):
             stages["engine_wait"] += time.perf_counter() - t_wait
             write(*_from_engine(ordered, out))
             if budget[0] == 0:

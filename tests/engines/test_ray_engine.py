@@ -1,8 +1,10 @@
-"""The Ray Data engine on a local Ray (2 CPUs): same result as the local engine, survives a killed worker,
+"""The Ray Data engine on a local Ray (2 CPUs), with the driver or the workers writing: same result as the local
+engine, survives a killed embedding or write worker,
 respects the job lock."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -41,16 +43,24 @@ def _reference(client):
     return lambda recs: emb.embed([r.payload["image_path"] for r in recs])
 
 
-def test_ray_backfill_equals_the_local_engine_point_for_point(world, engine):
+@pytest.mark.parametrize("writes", ["driver", "workers"])
+def test_ray_backfill_equals_the_local_engine_point_for_point(world, engine, writes):
     tmp, client = world
     index_folder(client, "g2", "omni@1", tmp / "gallery")
     # one unreadable image: both engines must mark it the same way
     victim = next(iter(client.scroll_all("g2"))).id
-    client.qdrant.set_payload("g", {"image_path": str(tmp / "nope.png")}, points=[victim])
-    client.qdrant.set_payload("g2", {"image_path": str(tmp / "nope.png")}, points=[victim])
+    for name in ("g", "g2"):
+        client.qdrant.set_payload(name, {"image_path": str(tmp / "nope.png")}, points=[victim])
     local = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=16)
-    remote = run_upgrade(client, "g2", "omni-indep@2", strategy="backfill", batch_size=16, engine=engine)
+    seen: list[int] = []
+    remote = run_upgrade(client, "g2", "omni-indep@2", strategy="backfill", batch_size=16,
+                         engine=dataclasses.replace(engine, writes=writes), progress=lambda done, total: seen.append(done))
     assert remote.job.counts == local.job.counts == {"extracted": 149, "missing": 1, "failed": 0, "unmarked": 0}
+    assert remote.job.lock is None and remote.job.phase == local.job.phase and remote.remaining == local.remaining == 1
+    assert any("nope.png" in e for e in remote.job.errors)
+    assert seen and seen[-1] == 150 and seen == sorted(seen)
+    if writes == "workers":
+        assert remote.stage_seconds["write"] == 0.0  # nothing was written by the driver
     a, b = _vectors(client, "g", "omni-indep@2"), _vectors(client, "g2", "omni-indep@2")
     assert a.keys() == b.keys() and len(a) == 149
     for pid in a:
@@ -61,20 +71,23 @@ def test_ray_backfill_equals_the_local_engine_point_for_point(world, engine):
     assert "engine_wait" in remote.stage_seconds
 
 
-def test_ray_convert_equals_the_local_engine(world, engine, omni_train):
+@pytest.mark.parametrize("writes", ["driver", "workers"])
+def test_ray_convert_equals_the_local_engine(world, engine, omni_train, writes):
     from qdrant_compat.bridges import fit_and_register
 
     tmp, client = world
     fit_and_register(client.registry, "omni@1", "omni-indep@2", "linear", images=omni_train, conv_id="o2n")
     index_folder(client, "g2", "omni@1", tmp / "gallery")
     run_upgrade(client, "g", "omni-indep@2", strategy="convert", converter="o2n")
-    run_upgrade(client, "g2", "omni-indep@2", strategy="convert", converter="o2n", engine=engine)
+    rep = run_upgrade(client, "g2", "omni-indep@2", strategy="convert", converter="o2n",
+                      engine=dataclasses.replace(engine, writes=writes))
+    assert rep.remaining == 0 and rep.job.counts["converted"] == 150 and rep.job.lock is None
     a, b = _vectors(client, "g", "omni-indep@2"), _vectors(client, "g2", "omni-indep@2")
     assert a.keys() == b.keys() and len(a) == 150
     assert all(np.allclose(a[k][0], b[k][0], atol=1e-5) for k in a)
 
 
-def _embed_actor_pids() -> list[int]:
+def _embed_actor_pids(name: str = "_Embed") -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -82,7 +95,7 @@ def _embed_actor_pids() -> list[int]:
                 cmd = (d / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if "_Embed" in cmd and int(d.name) != os.getpid():
+            if name in cmd and int(d.name) != os.getpid():
                 pids.append(int(d.name))
     return pids
 
@@ -135,3 +148,57 @@ def test_the_job_lock_holds_against_a_local_run_started_meanwhile(world, engine)
     t.join()
     assert not errors, errors
     assert check_fill(client, "g", "omni-indep@2", reference=_reference(client))["ok"]
+
+
+@pytest.fixture()
+def writing_engine(engine):
+    """The same Ray, with the workers writing to the store themselves (one writer: the store is embedded)."""
+    return dataclasses.replace(engine, writes="workers")
+
+
+def test_a_killed_write_actor_loses_and_duplicates_nothing(world, writing_engine):
+    tmp, client = world
+    killed: list[int] = []
+
+    def kill_a_writer(done: int, total: int) -> None:  # the store is the workers' now: watch the progress instead
+        if not killed and done >= 8:
+            pids = _embed_actor_pids("_Write")
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)  # the one writer process, by its PID
+                killed.append(pids[0])
+
+    try:
+        rep = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=4, engine=writing_engine,
+                          progress=kill_a_writer)
+    except Exception:  # Ray gave up on the batch: the next run resumes it
+        rep = run_upgrade(client, "g", engine=writing_engine)
+    assert killed, "no write actor was found to kill"
+    assert rep.remaining == 0 and rep.job.counts["extracted"] == 150  # recounted from the points: no duplicate
+    res = check_fill(client, "g", "omni-indep@2", reference=_reference(client))
+    assert res["ok"] and res["points"] == 150, res
+
+
+def test_worker_writes_need_a_store_another_process_can_open(writing_engine, client):
+    from qdrant_compat.errors import InvalidArgumentError
+    from qdrant_compat.upgrade.writes import FillTarget
+
+    target = FillTarget("g", "v", "m@1", "image_path")
+    with pytest.raises(InvalidArgumentError, match="in-memory store cannot be opened by another process"):
+        writing_engine.worker_writes(client.store, target, "me", 60.0)
+    assert writing_engine.__class__(writes="auto").worker_writes(client.store, target, "me", 60.0) is None
+    with pytest.raises(InvalidArgumentError, match="writes 'sometimes' unknown; allowed"):
+        writing_engine.__class__(writes="sometimes")
+
+
+def test_the_cli_runs_a_worker_writing_ray_upgrade(make_world, other_model, engine):
+    import json
+
+    tmp, run = make_world(10)
+    run("index", str(tmp / "gallery"), "--collection", "g", "--model", "omni@1")
+    res = run("--json", "upgrade", "run", "g", "--to", "omni-indep@2", "--strategy", "backfill", "--engine", "ray",
+              "--ray-workers", "1", "--ray-writes", "workers", "--batch-size", "8")
+    out = json.loads(res.output)
+    assert out["remaining"] == 0 and out["job"]["counts"]["extracted"] == out["processed"] > 0
+    assert out["stage_seconds"]["write"] == 0.0
+    bad = run("upgrade", "run", "g", "--engine", "ray", "--ray-writes", "sometimes", ok=False)
+    assert bad.exit_code == 2 and "'sometimes' is not one of" in bad.output
