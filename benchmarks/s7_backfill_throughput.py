@@ -57,10 +57,11 @@ def build(tmp: Path, n_images: int) -> tuple[Any, list[str]]:
     return registry, paths
 
 
-def fresh_collection(registry: Any, paths: list[str]) -> Any:
+def fresh_collection(registry: Any, paths: list[str], path: str | None = None) -> Any:
+    """Collection 'g' of ``paths`` in memory, or in an embedded store on disk at ``path``."""
     from qdrant_compat import CompatClient
 
-    client = CompatClient(location=":memory:", registry=registry)
+    client = CompatClient(path=path, registry=registry) if path else CompatClient(location=":memory:", registry=registry)
     client.create_collection("g", "v@1")
     vecs = np.random.default_rng(0).normal(size=(len(paths), 32)).astype(np.float32)
     client.upsert("g", "v@1", vecs, ids=list(range(len(paths))), payloads=[{"image_path": p} for p in paths],

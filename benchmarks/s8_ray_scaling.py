@@ -5,7 +5,9 @@
 Same world as S7 (the Omniglot fixture's images as PNG files, the P1 Lite0 extractor, an in-memory
 embedded store). Per variant, median of ``--repeats`` fresh collections: ``upgrade run`` backfill with the
 local engine (in line, and the 2-thread pipeline) and with ``--engine ray`` on a local Ray (2 CPUs) with 1
-and 2 actors. Ray's start-up (``ray.init``) is measured once and not counted in the per-run figures.
+and 2 actors. Then the same 2-actor run on an embedded store on disk (the only kind another process can
+open) with the driver writing and with the workers writing (``--ray-writes workers``: one write actor).
+Ray's start-up (``ray.init``) is measured once and not counted in the per-run figures.
 
 From the measured figures it writes the arithmetic for 10M images: the per-core cost of one image
 (decode + embed), the cores for ``--hours``, the write rate the Qdrant cluster must absorb, the ceiling of
@@ -29,10 +31,15 @@ from benchmarks.s7_backfill_throughput import build, fresh_collection
 IMAGES_10M = 10_000_000
 
 
-def run_once(registry: Any, paths: list[str], batch: int, engine: Any, read_workers: int) -> dict[str, Any]:
+def run_once(registry: Any, paths: list[str], batch: int, engine: Any, read_workers: int,
+             disk: Path | None = None) -> dict[str, Any]:
+    import shutil
+
     from qdrant_compat.upgrade import run_upgrade
 
-    client = fresh_collection(registry, paths)
+    if disk is not None:
+        shutil.rmtree(disk, ignore_errors=True)
+    client = fresh_collection(registry, paths, str(disk) if disk is not None else None)
     t0 = time.perf_counter()
     rep = run_upgrade(client, "g", "lite0@1", strategy="backfill", priority="id", batch_size=batch,
                       read_workers=read_workers, engine=engine)
@@ -53,6 +60,9 @@ def plan_10m(per_image_core_s: float, write_s_per_batch: float, batch: int, hour
         "cores_needed": cores, "machines_of_16_cores": cores / 16,
         "qdrant_point_updates_per_s": need, "qdrant_batch_requests_per_s": need / batch,
         "one_driver_write_ceiling_images_per_s": batch / write_s_per_batch if write_s_per_batch else None,
+        # --ray-writes workers (the default against a server): each write actor has that ceiling, the driver
+        # only folds marks; the measured write is the embedded store's, a stand-in for a server's round trip
+        "write_actors_needed": need * write_s_per_batch / batch if write_s_per_batch else None,
         "batch_size": batch,
         "shards": "4 (2 per node on 2 nodes; ~2.5M points per shard); replication 2 for the switch-over",
         "status": "plan, not run (no multi-node cluster here)",
@@ -69,20 +79,25 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     from qdrant_compat.engines.ray_data import RayEngine
 
-    engines = {w: RayEngine(workers=w, num_cpus=2, object_store_mb=300) for w in (1, 2)}
+    engines = {w: RayEngine(workers=w, num_cpus=2, object_store_mb=300, writes="driver") for w in (1, 2)}
     t0 = time.perf_counter()
     engines[1].connect()
     ray_init_s = time.perf_counter() - t0
-    variants: dict[str, tuple[Any, int]] = {"local, in line": (None, 0), "local, pipeline (2 read threads)": (None, 2),
-                                            "ray, 1 actor": (engines[1], 0), "ray, 2 actors": (engines[2], 0)}
+    workers_write = RayEngine(workers=2, num_cpus=2, object_store_mb=300, writes="workers")
+    variants: dict[str, tuple[Any, int, bool]] = {
+        "local, in line": (None, 0, False), "local, pipeline (2 read threads)": (None, 2, False),
+        "ray, 1 actor": (engines[1], 0, False), "ray, 2 actors": (engines[2], 0, False),
+        "ray, 2 actors, on disk, driver writes": (engines[2], 0, True),
+        "ray, 2 actors, on disk, workers write": (workers_write, 0, True)}
     with tempfile.TemporaryDirectory() as d:
         registry, paths = build(Path(d), args.images)
         run_once(registry, paths[:256], args.batch_size, engines[2], 0)  # warm Ray's workers once, not counted
         # every run below is compared with the first local one: the same vectors for every point
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
         for r in range(args.repeats):
-            for name, (eng, rw) in variants.items():
-                runs[name].append(run_once(registry, paths, args.batch_size, eng, rw))
+            for name, (eng, rw, on_disk) in variants.items():
+                runs[name].append(run_once(registry, paths, args.batch_size, eng, rw,
+                                           Path(d) / "store" if on_disk else None))
             print(f"repeat {r}: " + ", ".join(f"{k}: {v[-1]['rate']:.0f} img/s" for k, v in runs.items()), flush=True)
     engines[1].shutdown()
     import numpy as np

@@ -49,6 +49,7 @@ from qdrant_compat.errors import require_extra
 log = logging.getLogger(__name__)
 OK, MISSING, FAILED = "ok", "missing", "failed"
 WRITES = ("auto", "workers", "driver")
+ABORT = "abort"  # a writer's row: it stopped (its error in the row), nothing of the batch was written
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class RayEngine:
             if write is not None:
                 ds = ds.map_batches(_Write, batch_size=batch_size, batch_format="numpy",
                                     fn_constructor_kwargs={"job": write}, **self._writers(ray, write))
-            yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2)
+            yield from _results(ds, batch_size)
 
     def _writers(self, ray: Any, write: WriteJob) -> dict[str, Any]:
         # writing is I/O: a quarter of a CPU each, so writers never starve the embedding actors of a slot
@@ -187,13 +188,34 @@ class RayEngine:
             if write is not None:
                 ds = ds.map_batches(_WriteConverted, batch_size=batch_size, batch_format="numpy",
                                     fn_constructor_kwargs={"job": write}, **self._writers(ray, write))
-            yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2)
+            yield from _results(ds, batch_size)
 
     def shutdown(self) -> None:
         import ray
 
         if ray.is_initialized() and not self.address:
             ray.shutdown()
+
+
+def _results(ds: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """The pipeline's batches, in order. A writer that had to stop (its run lost the lock, it cannot open the
+    store) reports it in its rows rather than raising, since Ray keeps only the text of a worker's exception:
+    raised here as the same qdrant-compat error, it ends as one clear line."""
+    from qdrant_compat import errors
+
+    batches = ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2)
+    try:
+        for batch in batches:
+            if "mark" in batch and len(batch["mark"]) and str(batch["mark"][0]) == ABORT:
+                kind, _, message = str(batch["error"][0]).partition(": ")
+                cls = getattr(errors, kind, None)
+                raise (cls if isinstance(cls, type) and issubclass(cls, errors.QdrantCompatError)
+                       else errors.UpgradeError)(message)
+            yield batch
+    finally:  # stop the pipeline now (its actors exit): an embedded store is free again for the driver
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def _decode(batch: dict[str, np.ndarray], *, spec: Any, reader: Any) -> dict[str, np.ndarray]:
@@ -253,28 +275,57 @@ class _Convert:
 
 
 class _Writer:
-    """A write actor: its own client to the store (the spec holds no secret), the run's lock checked first."""
+    """A write actor: its own client to the store (the spec holds no secret), the run's lock checked first.
+
+    Ray may hand an actor several batches at once: they are written one at a time. A writer that must stop
+    (it cannot open the store, the run lost its lock) lets go of the store and answers every batch with an
+    ``abort`` row naming the error, which the driver raises."""
 
     def __init__(self, job: WriteJob) -> None:
+        import threading
+
+        from qdrant_compat.errors import QdrantCompatError
         from qdrant_compat.store import Store
 
         self.job = job
-        self.store = Store.from_spec(job.spec)
         self.pid = os.getpid()
+        self.serial = threading.Lock()
+        self.abort: BaseException | None = None
+        self.store: Any = None
+        try:
+            self.store = Store.from_spec(job.spec)
+        except QdrantCompatError as exc:
+            self.abort = exc
 
-    def hold(self) -> None:
+    def write(self, fn: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from qdrant_compat.errors import QdrantCompatError, UpgradeError
         from qdrant_compat.upgrade.writes import hold_lease
 
-        hold_lease(self.store, self.job.target.collection, self.job.owner, self.job.ttl)
+        with self.serial:
+            if self.abort is None:
+                try:
+                    hold_lease(self.store, self.job.target.collection, self.job.owner, self.job.ttl)
+                    return fn(batch)  # type: ignore[no-any-return]
+                except QdrantCompatError as exc:
+                    self.abort = exc
+                except Exception as exc:  # the store failed (network, server): the job stays resumable
+                    self.abort = UpgradeError(f"a write worker (pid {self.pid}) failed: {type(exc).__name__}: {exc}; "
+                                              "what it wrote is kept: run 'upgrade run' again to resume")
+                self.store.close()  # this writer is done: let go of the store now (an embedded one has one owner)
+            n = len(batch["i"])
+            return {"i": batch["i"], "mark": np.full(n, ABORT).astype(str),
+                    "error": np.full(n, f"{type(self.abort).__name__}: {self.abort}").astype(str)}
 
 
 class _Write(_Writer):
     """Writes embedded batches: write stamps re-checked, vectors and marks in one request (as the local writer)."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.write(self._write, batch)
+
+    def _write(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from qdrant_compat.upgrade.writes import CHANGED, write_extracted
 
-        self.hold()
         keys = [json.loads(k) for k in batch["key"]]
         ids = [k[0] for k in keys]
         status = [str(x) for x in batch["status"]]
@@ -292,11 +343,14 @@ class _WriteConverted(_Writer):
     """Writes converted vectors (a point is converted once it holds the target vector)."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.write(self._write, batch)
+
+    def _write(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from qdrant_compat.upgrade.writes import write_vectors
 
-        self.hold()
         ids = [json.loads(k) for k in batch["key"]]
         out = np.asarray(batch["out"], np.float32)
         t = self.job.target
         write_vectors(self.store, t.collection, t.vector, {pid: v.tolist() for pid, v in zip(ids, out, strict=True)}, {})
-        return {"i": batch["i"]}
+        n = len(ids)
+        return {"i": batch["i"], "mark": np.full(n, "converted").astype(str), "error": np.full(n, "").astype(str)}

@@ -421,10 +421,14 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
         if writes is not None:  # the workers write (and keep the lock); this thread folds their reports into the job
             keys = [json.dumps([r.id, *seen_key(r.payload, job.image_field)]) for r in ordered]
             left = budget[0] - len(batches) if budget[0] >= 0 else -1
+            t_wait = time.perf_counter()
             with client.store.released():
                 for out in engine.extract(refs, **kw, write=writes, keys=keys):
                     account(len(out["i"]), *_reported(ordered, out))
+                    if client.store.local_path is None:  # a server stays reachable: keep the job's counts current
+                        sess.heartbeat(job)
                     report()
+            stages["engine_wait"] += time.perf_counter() - t_wait  # embedding and writing both happen there
             budget[0] = left  # the engine's batches need not line up with ours; all of ours were handed over
             sess.heartbeat(job)
             return done[0]

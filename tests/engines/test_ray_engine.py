@@ -5,6 +5,7 @@ respects the job lock."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qdrant_compat.errors import JobLockedError
+from qdrant_compat.data.images import ImageRefs
+from qdrant_compat.errors import JobLockedError, UpgradeError
 from qdrant_compat.indexing import index_folder
 from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.upgrade import run_upgrade
@@ -202,3 +204,43 @@ def test_the_cli_runs_a_worker_writing_ray_upgrade(make_world, other_model, engi
     assert out["stage_seconds"]["write"] == 0.0
     bad = run("upgrade", "run", "g", "--engine", "ray", "--ray-writes", "sometimes", ok=False)
     assert bad.exit_code == 2 and "'sometimes' is not one of" in bad.output
+
+
+def test_a_writer_whose_run_lost_the_lock_stops_the_run_with_that_error(world, writing_engine):
+    from qdrant_compat.upgrade.writes import FillTarget
+
+    tmp, client = world  # 'g' has no job: no run holds its lock, so a writer must refuse before writing anything
+    recs = list(client.scroll_all("g"))[:8]
+    job = writing_engine.worker_writes(client.store, FillTarget("g", "omni-indep@2", "omni-indep@2", "image_path"),
+                                       "a-run-that-lost-its-lock", 60.0)
+    keys = [json.dumps([r.id, None, r.payload["image_path"]]) for r in recs]
+    with client.store.released():
+        with pytest.raises(JobLockedError, match="no longer held by a-run-that-lost-its-lock") as err:
+            list(writing_engine.extract([r.payload["image_path"] for r in recs], registry_root=str(client.registry.root),
+                                        model="omni-indep@2", batch_size=4, reader=ImageRefs(), write=job, keys=keys))
+    assert type(err.value) is JobLockedError  # itself, not Ray's wrapper: the CLI prints it as one line
+    assert client.count_with_vector("g", "omni-indep@2") == 0
+
+
+def test_a_writer_that_cannot_reach_the_server_stops_the_run_with_one_clear_error(world, writing_engine):
+    from qdrant_compat.engines.ray_data import WriteJob
+    from qdrant_compat.errors import InvalidArgumentError
+    from qdrant_compat.upgrade.writes import FillTarget
+
+    assert "QDRANT_API_KEY" not in os.environ  # the local Ray's workers inherit this process's environment
+    tmp, client = world
+    recs = list(client.scroll_all("g"))[:4]
+    # a server that needs a key: the spec says so, and carries no key (none can be given to a worker)
+    job = WriteJob(spec={"url": "http://127.0.0.1:9", "check_compatibility": False, "api_key": True}, writers=1,
+                   target=FillTarget("g", "omni-indep@2", "omni-indep@2", "image_path"), owner="me", ttl=60.0)
+    with pytest.raises(InvalidArgumentError, match="no QDRANT_API_KEY in its environment"):
+        list(writing_engine.extract([r.payload["image_path"] for r in recs], registry_root=str(client.registry.root),
+                                    model="omni-indep@2", batch_size=4, reader=ImageRefs(), write=job,
+                                    keys=[json.dumps([r.id, None, r.payload["image_path"]]) for r in recs]))
+    # a server nobody answers at: the writer's failure comes back as one error saying the job is resumable
+    down = dataclasses.replace(job, spec={"url": "http://127.0.0.1:9", "check_compatibility": False, "api_key": False,
+                                          "timeout": 2})
+    with pytest.raises(UpgradeError, match=r"a write worker \(pid \d+\) failed: .*run 'upgrade run' again to resume"):
+        list(writing_engine.extract([r.payload["image_path"] for r in recs], registry_root=str(client.registry.root),
+                                    model="omni-indep@2", batch_size=4, reader=ImageRefs(), write=down,
+                                    keys=[json.dumps([r.id, None, r.payload["image_path"]]) for r in recs]))
