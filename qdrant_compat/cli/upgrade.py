@@ -76,17 +76,19 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @click.option("--ray-writes", type=click.Choice(["auto", "workers", "driver"]), default="auto", show_default=True,
               help="With --engine ray: who writes to Qdrant. auto: the workers against a server (each opens its own "
                    "client; the API key from its own QDRANT_API_KEY), the driver for an embedded store.")
+@click.option("--ray-writers", type=click.IntRange(min=1), default=None,
+              help="With --engine ray and workers writing to a server: write actors (default: --ray-workers).")
 @layout_options
 @pass_state
 def run(state: CliState, collection: str, target: str | None, strategy: str | None, converter: str | None,
         priority: str, image_field: str, batch_size: int, max_batches: int | None, lock_ttl: float,
         retry_missing: bool, read_workers: int, dry_run: bool, engine: str, ray_address: str | None, ray_workers: int,
-        ray_writes: str, layout: str | None, into: str | None, alias: str | None) -> None:
+        ray_writes: str, ray_writers: int | None, layout: str | None, into: str | None, alias: str | None) -> None:
     """Execute (or resume) the upgrade in batches, with progress and ETA."""
     from qdrant_compat.engines import make_engine
     from qdrant_compat.upgrade import run_upgrade
 
-    eng = make_engine(engine, address=ray_address, workers=ray_workers, writes=ray_writes)
+    eng = make_engine(engine, address=ray_address, workers=ray_workers, writes=ray_writes, writers=ray_writers)
 
     store = state.client.store
     total = store.count(collection) if store.exists(collection) else 0

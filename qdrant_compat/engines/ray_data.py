@@ -102,10 +102,19 @@ class RayEngine:
 
         Raises:
             InvalidArgumentError: ``writes="workers"`` with a store no other process can open (in memory)."""
+        from qdrant_compat.errors import InvalidArgumentError
+
         server = store.local_path is None
         if self.writes == "driver" or (self.writes == "auto" and not server):
             return None
-        return WriteJob(spec=store.spec(), writers=(self.writers or self.workers) if server else 1, target=target,
+        try:
+            spec = store.spec()
+        except InvalidArgumentError as exc:
+            if self.writes == "workers":
+                raise
+            log.warning("the driver writes: %s", exc)  # auto: a client workers cannot copy (custom auth)
+            return None
+        return WriteJob(spec=spec, writers=(self.writers or self.workers) if server else 1, target=target,
                         owner=owner, ttl=ttl)
 
     def connect(self) -> Any:

@@ -188,6 +188,18 @@ def test_worker_writes_need_a_store_another_process_can_open(writing_engine, cli
     with pytest.raises(InvalidArgumentError, match="in-memory store cannot be opened by another process"):
         writing_engine.worker_writes(client.store, target, "me", 60.0)
     assert writing_engine.__class__(writes="auto").worker_writes(client.store, target, "me", 60.0) is None
+    # a server client whose authentication workers cannot be given: auto lets the driver write, workers refuses
+    from qdrant_client import QdrantClient
+
+    from qdrant_compat.store import Store
+
+    custom = Store(QdrantClient(url="http://127.0.0.1:9", check_compatibility=False, auth_token_provider=lambda: "t"))
+    assert writing_engine.__class__(writes="auto").worker_writes(custom, target, "me", 60.0) is None
+    with pytest.raises(InvalidArgumentError, match="custom headers or a token provider"):
+        writing_engine.worker_writes(custom, target, "me", 60.0)
+    plain = Store(QdrantClient(url="http://127.0.0.1:9", check_compatibility=False, api_key="k"))
+    job = writing_engine.__class__(writes="auto", workers=3).worker_writes(plain, target, "me", 60.0)
+    assert job is not None and job.writers == 3 and job.spec["api_key"] is True and "k" not in job.spec.values()
     with pytest.raises(InvalidArgumentError, match="writes 'sometimes' unknown; allowed"):
         writing_engine.__class__(writes="sometimes")
 
