@@ -256,3 +256,14 @@ def test_a_writer_that_cannot_reach_the_server_stops_the_run_with_one_clear_erro
         list(writing_engine.extract([r.payload["image_path"] for r in recs], registry_root=str(client.registry.root),
                                     model="omni-indep@2", batch_size=4, reader=ImageRefs(), write=down,
                                     keys=[json.dumps([r.id, None, r.payload["image_path"]]) for r in recs]))
+
+
+def test_a_blue_green_upgrade_with_writing_workers_fills_the_new_collection(legacy, writing_engine):
+    tmp, client = legacy  # 'legacy' (one unnamed vector, plain qdrant-client) behind alias 'live'
+    rep = run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green", batch_size=16,
+                      engine=writing_engine)
+    green = rep.job.green
+    assert rep.remaining == 0 and rep.job.counts["extracted"] == 150 and green and green != "legacy"
+    res = check_fill(client, green, "omni-indep@2", reference=_reference(client))
+    assert res["ok"] and res["points"] == 150, res
+    assert "omni-indep@2" not in client.store.vector_params("legacy")  # blue untouched

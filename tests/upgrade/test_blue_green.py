@@ -26,23 +26,6 @@ from qdrant_compat.upgrade.verify import check_fill
 GREEN = "legacy--omni-indep-2"
 
 
-@pytest.fixture()
-def legacy(world):
-    """'legacy': made with plain qdrant-client (one unnamed vector, omni@1 embeddings, payload image_path),
-    adopted as omni@1; applications query it through alias 'live'."""
-    tmp, client = world
-    recs = list(client.scroll_all("g", with_vectors=True))
-    q = client.qdrant
-    q.create_collection("legacy", vectors_config=models.VectorParams(size=32, distance=models.Distance.COSINE))
-    q.upsert("legacy", [models.PointStruct(id=r.id, vector=r.vector["omni@1"],
-                                           payload={"image_path": r.payload["image_path"], "n": i})
-                        for i, r in enumerate(recs)])
-    q.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
-        create_alias=models.CreateAlias(collection_name="legacy", alias_name="live"))])
-    client.adopt_collection("legacy", "omni@1")
-    return tmp, client
-
-
 def _snapshot(q: QdrantClient, name: str) -> dict:
     return {r.id: (r.payload, np.round(r.vector, 5).tolist()) for r in q.scroll(name, limit=1000, with_vectors=True)[0]}
 
