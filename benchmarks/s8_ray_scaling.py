@@ -9,6 +9,10 @@ and 2 actors. Then the same 2-actor run on an embedded store on disk (the only k
 open) with the driver writing and with the workers writing (``--ray-writes workers``: one write actor).
 Ray's start-up (``ray.init``) is measured once and not counted in the per-run figures.
 
+It also measures the driver's memory per pending point (``tracemalloc``, 20,000 points with the Lite0
+extractor's 128-d vectors, uncertainty order): what the backfill queue keeps now (vectors dropped once
+scored) against keeping the scrolled records whole (before).
+
 From the measured figures it writes the arithmetic for 10M images: the per-core cost of one image
 (decode + embed), the cores for ``--hours``, the write rate the Qdrant cluster must absorb, the ceiling of
 one driver writing (the measured write seconds per batch), and shard / batch sizes. A multi-node cluster
@@ -50,7 +54,45 @@ def run_once(registry: Any, paths: list[str], batch: int, engine: Any, read_work
     return {"rate": len(paths) / seconds, "seconds": seconds, "stages": rep.stage_seconds, "vectors": vecs}
 
 
-def plan_10m(per_image_core_s: float, write_s_per_batch: float, batch: int, hours: float) -> dict[str, Any]:
+def driver_memory(registry: Any, n: int = 20_000) -> dict[str, float]:
+    """Bytes the driver holds per pending point while a backfill runs: now, and with the vectors kept (before)."""
+    import gc
+    import tracemalloc
+
+    import numpy as np
+
+    from qdrant_compat import CompatClient
+    from qdrant_compat.enums import Priority, Strategy
+    from qdrant_compat.upgrade.runner import _backfill_queue, _pending
+    from qdrant_compat.upgrade.state import JobState
+
+    client = CompatClient(location=":memory:", registry=registry)
+    client.create_collection("g", "lite0@1")
+    vecs = np.random.default_rng(0).normal(size=(n, 128)).astype(np.float32)
+    client.upsert("g", "lite0@1", vecs, ids=list(range(n)),
+                  payloads=[{"image_path": f"s3://bucket/gallery/{i:09d}.jpg"} for i in range(n)], batch_size=2048)
+    job = JobState(id="m", source="lite0@1", source_model="lite0@1", target="next@2", target_model="next@2",
+                   target_fingerprint="",
+                   strategy=Strategy.BACKFILL, priority=Priority.UNCERTAINTY, image_field="image_path")
+    out = {}
+    for name in ("now", "before"):
+        gc.collect()
+        tracemalloc.start()
+        if name == "now":
+            held: Any = _backfill_queue(client, "g", job, lambda r: True, 0)
+        else:
+            held = [r for page in _pending(client, "g", job, need=lambda r: True, payload=["image_path"], batch=1024)
+                    for r in page]
+        gc.collect()
+        out[f"{name}_bytes_per_point"] = tracemalloc.get_traced_memory()[0] / n
+        tracemalloc.stop()
+        del held
+    client.close()
+    return out
+
+
+def plan_10m(per_image_core_s: float, write_s_per_batch: float, batch: int, hours: float,
+             bytes_per_point: float) -> dict[str, Any]:
     """The arithmetic for 10M images (nothing here was run on a cluster)."""
     need = IMAGES_10M / (hours * 3600)
     cores = need * per_image_core_s
@@ -64,6 +106,7 @@ def plan_10m(per_image_core_s: float, write_s_per_batch: float, batch: int, hour
         # only folds marks; the measured write is the embedded store's, a stand-in for a server's round trip
         "write_actors_needed": need * write_s_per_batch / batch if write_s_per_batch else None,
         "batch_size": batch,
+        "driver_memory_gb_for_the_queue": IMAGES_10M * bytes_per_point / 1e9,
         "shards": "4 (2 per node on 2 nodes; ~2.5M points per shard); replication 2 for the switch-over",
         "status": "plan, not run (no multi-node cluster here)",
     }
@@ -91,6 +134,8 @@ def main() -> None:
         "ray, 2 actors, on disk, workers write": (workers_write, 0, True)}
     with tempfile.TemporaryDirectory() as d:
         registry, paths = build(Path(d), args.images)
+        memory = driver_memory(registry)
+        print(f"driver memory per pending point: {memory}", flush=True)
         run_once(registry, paths[:256], args.batch_size, engines[2], 0)  # warm Ray's workers once, not counted
         # every run below is compared with the first local one: the same vectors for every point
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
@@ -116,13 +161,14 @@ def main() -> None:
     n_batches = -(-args.images // args.batch_size)
     write_per_batch = statistics.median(x["stages"]["write"] for x in runs["ray, 2 actors"]) / n_batches
     scaling = figures["ray, 2 actors"]["images_per_s"] / figures["ray, 1 actor"]["images_per_s"]
-    plan = plan_10m(per_core, write_per_batch, 256, args.hours)
+    plan = plan_10m(per_core, write_per_batch, 256, args.hours, memory["now_bytes_per_point"])
     targets = {"S8": {"met": bool(equal), "value": {"ray_2_over_1": round(scaling, 2), "equal_to_local": equal,
                                                     "sizing": "written (plan_10m)"}}}
     path = write_results("s8_ray_scaling.json", {"images": args.images, "batch_size": args.batch_size,
                                                  "repeats": args.repeats, "ray_init_seconds": ray_init_s,
                                                  "figures": figures, "inline_busy_seconds": inline,
                                                  "write_seconds_per_batch": write_per_batch, "plan_10m": plan,
+                                                 "driver_memory": memory,
                                                  "targets": targets})
     print(f"\nray.init: {ray_init_s:.1f}s (once; not in the figures)\n\n| variant | images/s |\n|---|---|")
     for k, f in figures.items():

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,6 +33,14 @@ from qdrant_compat.upgrade.writes import CHANGED, FillTarget, Written, seen_key,
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 DONE_MARKS = (Mark.EXTRACTED.value, Mark.MISSING.value, Mark.FAILED.value)
+SCAN_PAGE = 1024  # points per page of the backfill's scan (scored, then their vectors dropped)
+
+
+class Queued(NamedTuple):
+    """A point waiting to be re-extracted: all the backfill keeps of it (a scrolled record costs 10x more)."""
+
+    id: Any
+    payload: dict[str, Any] | None
 
 
 @dataclass
@@ -142,30 +150,44 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
     return job
 
 
-def _priority_order(client: CompatClient, job: JobState, recs: list[Any], seed: int) -> list[int]:
-    from qdrant_compat.upgrade.priority import backfill_order
+def _backfill_queue(client: CompatClient, collection: str, job: JobState, need: Callable[[Any], bool],
+                    seed: int) -> tuple[list[Any], list[int]]:
+    """The points to re-extract, and the order to take them in (indices into the list).
 
-    if not recs:
-        return []
+    One pass: the uncertainty score of each page is computed as it arrives, and only each point's id and the
+    payload fields the writer needs (image reference, write stamp) are kept, not the scrolled record with its
+    vectors: ~0.45 kB a point instead of ~5 kB with a 128-d vector (``benchmarks/s8_ray_scaling.py``)."""
+    from qdrant_compat.upgrade.priority import backfill_order, uncertainty_scores
+
     kind, w = job.priority, None
     if kind == Priority.UNCERTAINTY:
         w = client.registry.get_model(job.source_model).classifier_weight()
         if w is None:
             log.warning("source model %s has no classifier: backfilling in id order", job.source_model)
             kind = Priority.ID
-    vecs = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32) if kind == Priority.UNCERTAINTY else None
-    return [int(i) for i in backfill_order(kind, len(recs), vectors=vecs, classifier=w, seed=seed)]
+    recs: list[Any] = []
+    scores: list[np.ndarray] = []
+    for page in _pending(client, collection, job, need=need, payload=[job.image_field], batch=SCAN_PAGE,
+                         vectors=w is not None):
+        if w is not None:
+            scores.append(uncertainty_scores(np.asarray([_vec(r, job.source) for r in page], np.float32), w))
+        recs += [Queued(r.id, r.payload) for r in page]
+    if w is None:
+        return recs, [int(i) for i in backfill_order(kind, len(recs), seed=seed)]
+    if not recs:
+        return recs, []
+    return recs, [int(i) for i in np.argsort(-np.concatenate(scores), kind="stable")]
 
 
 def _pending(client: CompatClient, collection: str, job: JobState, *, need: Callable[[Any], bool],
-             payload: list[str], batch: int, with_target: bool = False) -> Iterator[list[Any]]:
+             payload: list[str], batch: int, with_target: bool = False, vectors: bool = True) -> Iterator[list[Any]]:
     """Batches of the points ``need`` selects, in one pass over the collection.
 
     Selecting here rather than with a Qdrant filter keeps the pass linear on every backend (an embedded
     store evaluates filters point by point on every scroll call)."""
-    vectors = [v for v in (job.source, job.target if with_target else None) if v]
+    names = [v for v in (job.source, job.target if with_target else None) if v]
     out: list[Any] = []
-    for rec in client.store.scroll_all(collection, batch=batch, with_vectors=vectors or True,
+    for rec in client.store.scroll_all(collection, batch=batch, with_vectors=(names or True) if vectors else False,
                                        with_payload=[PROVENANCE_KEY, *payload]):
         if need(rec):
             out.append(rec)
@@ -370,9 +392,7 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
     from qdrant_compat.runtime.embedder import Embedder
 
     skip = (Mark.EXTRACTED.value,) if retry_missing else DONE_MARKS
-    recs = [r for chunk in _pending(client, collection, job, need=lambda r: _provenance(r, job.target) not in skip,
-                                    payload=[job.image_field], batch=1024) for r in chunk]
-    order = _priority_order(client, job, recs, seed)
+    recs, order = _backfill_queue(client, collection, job, lambda r: _provenance(r, job.target) not in skip, seed)
     batches = [[recs[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
     if budget[0] >= 0:
         batches = batches[: budget[0]]

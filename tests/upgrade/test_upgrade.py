@@ -29,6 +29,23 @@ def test_plan_backfill_changes_nothing(world):
     assert client.get_meta("g").to_dict() == before
 
 
+def test_backfill_takes_the_old_models_least_certain_points_first(world, monkeypatch):
+    from qdrant_compat.upgrade import runner
+
+    tmp, client = world
+    monkeypatch.setattr(runner, "SCAN_PAGE", 16)  # scored page by page, as a large gallery is
+    old = {r.id: np.asarray(r.vector["omni@1"], np.float64) for r in client.scroll_all("g", with_vectors=["omni@1"])}
+    w = np.asarray(client.registry.get_model("omni@1").classifier_weight(), np.float64)
+    cos = lambda v: (w @ v) / (np.linalg.norm(w, axis=1) * np.linalg.norm(v))  # noqa: E731
+    doubt = {pid: 1 - cos(v).max() for pid, v in old.items()}
+    rep = run_upgrade(client, "g", "omni-indep@2", batch_size=20, max_batches=1)  # uncertainty: the default
+    done = set(_vectors(client, "omni-indep@2"))
+    assert rep.processed == 20 and len(done) == 20
+    ranked = sorted(doubt, key=doubt.get, reverse=True)
+    assert min(doubt[p] for p in done) >= doubt[ranked[19]] - 1e-6  # exactly the 20 most doubtful points
+    assert max(doubt[p] for p in set(old) - done) <= min(doubt[p] for p in done) + 1e-6
+
+
 def test_backfill_interrupted_then_resumed_exactly_once(world):
     tmp, client = world
     before = payloads(client)
