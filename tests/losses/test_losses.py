@@ -161,3 +161,35 @@ def test_self_distill_matches_loop_and_is_zero_when_the_embedding_keeps_the_back
     x.feat = None
     with pytest.raises(InvalidArgumentError, match="needs the backbone's features"):
         loss(x)
+
+
+def test_the_cross_terms_together_give_the_gradients_of_two_plainly_written_softmaxes():
+    """Both cross-model terms in one composite (sharing one similarity matrix), with a bank, sharply peaked logits (temperature 0.02) and the
+    query's own old embedding dominating: value and gradient equal two plainly written soft-target
+    cross-entropies (one softmax over every key, one with the own key masked out)."""
+    x = _inputs(seed=3)
+    g = torch.Generator().manual_seed(7)
+    x.bank_emb = F.normalize(torch.randn(5, 5, generator=g), dim=1)
+    x.bank_labels = torch.tensor([0, 1, 2, 3, 0])
+    x.emb = F.normalize(x.old_emb + 0.05 * torch.randn(6, 5, generator=g), dim=1).requires_grad_(True)
+    t = 0.02
+    comp = CompositeLoss({"cross_contrastive": (8.0, create_loss("cross_contrastive", temperature=t)),
+                          "cross_distill": (4.0, create_loss("cross_distill", temperature=t))})
+    total, _ = comp(x)
+    (grad,) = torch.autograd.grad(total, x.emb)
+
+    e = x.emb.detach().clone().requires_grad_(True)
+    keys = torch.cat([x.old_emb, x.bank_emb])
+    labels = torch.cat([x.labels, x.bank_labels])
+    own = torch.zeros(6, 11, dtype=torch.bool)
+    own[torch.arange(6), torch.arange(6)] = True
+    logits = e @ keys.t() / t
+    pos = (x.labels[:, None] == labels[None, :]).float()
+    contrastive = -(F.log_softmax(logits, dim=1) * pos / pos.sum(1, keepdim=True)).sum(1).mean()
+    teacher = F.softmax((x.old_emb @ keys.t() / t).masked_fill(own, float("-inf")), dim=1)
+    log_student = F.log_softmax(logits.masked_fill(own, float("-inf")), dim=1).masked_fill(own, 0.0)
+    distill = (teacher * (torch.log(teacher.clamp_min(1e-30)) - log_student)).sum(1).mean()
+    ref = 8.0 * contrastive + 4.0 * distill
+    (ref_grad,) = torch.autograd.grad(ref, e)
+    assert float(total.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-5)
