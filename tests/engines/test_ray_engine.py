@@ -81,7 +81,7 @@ def test_ray_convert_equals_the_local_engine(world, engine, omni_train, writes):
     fit_and_register(client.registry, "omni@1", "omni-indep@2", "linear", images=omni_train, conv_id="o2n")
     index_folder(client, "g2", "omni@1", tmp / "gallery")
     run_upgrade(client, "g", "omni-indep@2", strategy="convert", converter="o2n")
-    rep = run_upgrade(client, "g2", "omni-indep@2", strategy="convert", converter="o2n",
+    rep = run_upgrade(client, "g2", "omni-indep@2", strategy="convert", converter="o2n", batch_size=16,  # 3 chunks
                       engine=dataclasses.replace(engine, writes=writes))
     assert rep.remaining == 0 and rep.job.counts["converted"] == 150 and rep.job.lock is None
     a, b = _vectors(client, "g", "omni-indep@2"), _vectors(client, "g2", "omni-indep@2")
