@@ -9,7 +9,8 @@ images. Figures, median of ``--repeats``:
 * limit: ONNX Runtime on already preprocessed tensors at the same batch size (nothing else);
 * ``upgrade run`` backfill with ``read_workers=0`` (read, embed, write one after another: the loop before
   the pipeline) and with 1 and 2 read workers (the pipeline), each from a fresh collection;
-* busy seconds per stage (read+decode+preprocess, embed, write) of each run.
+* busy seconds per stage (read+decode+preprocess, embed, write) of each run;
+* ``index`` of the gallery folder into a new collection, in line (``read_workers=0``) and pipelined (2).
 
 Target S7: pipelined end-to-end images/s >= 0.8 x the limit.
 """
@@ -92,6 +93,18 @@ def backfill_rate(registry: Any, paths: list[str], batch: int, workers: int) -> 
     return {"rate": len(paths) / rep.seconds, "seconds": rep.seconds, "stages": rep.stage_seconds}
 
 
+def index_rate(registry: Any, folder: Path, batch: int, workers: int) -> dict[str, Any]:
+    from qdrant_compat import CompatClient
+    from qdrant_compat.indexing import index_folder
+
+    client = CompatClient(location=":memory:", registry=registry)
+    t0 = time.perf_counter()
+    n = index_folder(client, "i", "lite0@1", folder, batch_size=batch, read_workers=workers)
+    seconds = time.perf_counter() - t0
+    client.close()
+    return {"rate": n / seconds, "seconds": seconds, "images": n}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=1500)
@@ -102,12 +115,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         registry, paths = build(Path(d), args.images)
         limit, runs = [], {w: [] for w in (0, 1, 2)}
+        index_runs: dict[int, list[dict[str, Any]]] = {0: [], 2: []}
         for r in range(args.repeats):  # interleaved, so machine noise hits every variant alike
             limit.append(limit_rate(registry, paths, args.batch_size))
             for w in runs:
                 runs[w].append(backfill_rate(registry, paths, args.batch_size, w))
+            for w in index_runs:
+                index_runs[w].append(index_rate(registry, Path(d) / "gallery", args.batch_size, w))
             print(f"repeat {r}: limit {limit[-1]:.0f} img/s; " + ", ".join(
-                f"workers={w}: {runs[w][-1]['rate']:.0f} img/s" for w in runs), flush=True)
+                f"workers={w}: {runs[w][-1]['rate']:.0f} img/s" for w in runs) + "; index " + ", ".join(
+                f"workers={w}: {index_runs[w][-1]['rate']:.0f} img/s" for w in index_runs), flush=True)
     lim = statistics.median(limit)
     figures = {}
     for w, rs in runs.items():
@@ -115,19 +132,24 @@ def main() -> None:
         stages = {k: statistics.median(r["stages"][k] for r in rs) for k in rs[0]["stages"]}
         figures[f"read_workers={w}"] = {"images_per_s": rate, "ratio_to_limit": rate / lim, "stage_seconds": stages,
                                         "runs": rs}
+    index = {f"read_workers={w}": {"images_per_s": statistics.median(r["rate"] for r in rs), "runs": rs}
+             for w, rs in index_runs.items()}
     best = max(figures, key=lambda k: figures[k]["images_per_s"])
     targets = {"S7": {"met": bool(figures[best]["ratio_to_limit"] >= 0.8),
                       "value": {"variant": best, "ratio": figures[best]["ratio_to_limit"],
                                 "before_ratio": figures["read_workers=0"]["ratio_to_limit"]}}}
     path = write_results("s7_backfill_throughput.json", {"images": args.images, "batch_size": args.batch_size,
                                                          "repeats": args.repeats, "limit_images_per_s": lim,
-                                                         "limit_runs": limit, "figures": figures, "targets": targets})
+                                                         "limit_runs": limit, "figures": figures, "index": index,
+                                                         "targets": targets})
     print(f"\n| variant | images/s | x limit | read s | embed s | write s |\n|---|---|---|---|---|---|\n"
           f"| ONNX Runtime on preprocessed tensors (limit) | {lim:.0f} | 1.00 | | | |")
     for k, f in figures.items():
         st = f["stage_seconds"]
         print(f"| backfill, {k} | {f['images_per_s']:.0f} | {f['ratio_to_limit']:.2f} | {st.get('read', 0):.1f} | "
               f"{st.get('embed', 0):.1f} | {st.get('write', 0):.1f} |")
+    for k, f in index.items():
+        print(f"| index, {k} | {f['images_per_s']:.0f} | {f['images_per_s'] / lim:.2f} | | | |")
     print_targets(targets)
     print(f"\nresults: {path}")
 

@@ -108,8 +108,10 @@ def list_collections(state: CliState) -> None:
 @click.option("--collection", required=True)
 @click.option("--model", required=True, help="NAME@VERSION to embed with.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--read-workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Threads reading and preprocessing images while the model embeds (0: one step after another).")
 @pass_state
-def index(state: CliState, folder: str, collection: str, model: str, batch_size: int) -> None:
+def index(state: CliState, folder: str, collection: str, model: str, batch_size: int, read_workers: int) -> None:
     """Embed an image folder (root/<class>/<image>) into COLLECTION (created if missing)."""
     state.may_create_store = True
     from qdrant_compat.data.images import ImageFolder
@@ -118,7 +120,8 @@ def index(state: CliState, folder: str, collection: str, model: str, batch_size:
     n_total = len(ImageFolder(folder))
     with state.progress("indexing", n_total) as bar:
         skipped: list[str] = []
-        n = index_folder(state.client, collection, model, folder, batch_size=batch_size, progress=bar, skipped=skipped)
+        n = index_folder(state.client, collection, model, folder, batch_size=batch_size, progress=bar, skipped=skipped,
+                         read_workers=read_workers)
     state.emit({"collection": collection, "model": model, "indexed": n, "skipped": skipped},
                f"indexed {n} images into '{collection}' with {model}"
                + (f"; skipped {len(skipped)} unreadable: {skipped[0]}" + (" ..." if len(skipped) > 1 else "") if skipped else ""))
