@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,7 @@ class RayEngine:
         return {"compute": ray.data.ActorPoolStrategy(size=self.workers), "num_gpus": gpus, "num_cpus": 0 if gpus else 1}
 
     def extract(self, refs: list[Any], *, registry_root: str, model: str, batch_size: int, reader: Any,
-                write: WriteJob | None = None, keys: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+                write: WriteJob | None = None, keys: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Embed the images ``refs`` names, in order; yields numpy batches with ``i`` (position in ``refs``),
         ``status`` (ok / missing / failed), ``error`` and ``vec`` (zeros where not ok).
 
