@@ -85,10 +85,14 @@ def test_backfill_reads_images_over_http(server):
     vecs = Embedder(client.registry.get_model("omni@1")).embed([str(p) for p in paths])
     client.create_collection("web", "omni@1")
     client.upsert("web", "omni@1", vecs, ids=list(range(40)), payloads=[{"image_path": u} for u in urls])
+    # 1 s per attempt: the 2 s answer always times out, while a loaded 2-core CI box still serves a
+    # 105-px PNG in time (0.5 s once timed out an ordinary image there)
     rep = run_upgrade(client, "web", "omni-indep@2", strategy="backfill", batch_size=16,
-                      images=ImageRefs(timeout=0.5, retries=1, backoff=0.05))
+                      images=ImageRefs(timeout=1.0, retries=1, backoff=0.05))
     assert rep.job.counts["extracted"] == 38 and rep.job.counts["missing"] == 1 and rep.job.counts["failed"] == 1
     assert any("gone.png" in e and "not found" in e for e in rep.job.errors)
+    unread = [e for e in rep.job.errors if "could not be read" in e]
+    assert len(unread) == 1 and "/slow/" in unread[0]  # the one failure is the answer that never came in time
     fresh = Embedder(client.registry.get_model("omni-indep@2")).embed([str(paths[0])])[0]
     got = np.asarray(client.store.retrieve("web", [0], with_vectors=True)[0].vector["omni-indep@2"])
     assert np.allclose(got / np.linalg.norm(got), fresh / np.linalg.norm(fresh), atol=1e-5)
