@@ -157,21 +157,25 @@ class RayEngine:
         pool = self._pool(ray)
         spec = Registry(Path(registry_root)).get_model(model).card.input  # read (and verified) once, not per batch
         for start in range(0, len(refs), self.chunk):
-            items: list[dict[str, Any]] = [{"i": start + k, "ref": str(r) if r is not None else ""}
-                                           for k, r in enumerate(refs[start : start + self.chunk])]
-            if write is not None:
-                assert keys is not None and len(keys) == len(refs)
-                for k, item in enumerate(items):
-                    item["key"] = keys[start + k]
-            ds = ray.data.from_items(items)
-            ds = ds.map_batches(_decode, batch_size=batch_size, batch_format="numpy",
-                                fn_kwargs={"spec": spec, "reader": reader})
-            ds = ds.map_batches(_Embed, batch_size=batch_size, batch_format="numpy",
-                                fn_constructor_kwargs={"registry_root": registry_root, "model": model}, **pool)
-            if write is not None:
-                ds = ds.map_batches(_Write, batch_size=batch_size, batch_format="numpy",
-                                    fn_constructor_kwargs={"job": write}, **self._writers(ray, write))
-            yield from _results(ds, batch_size)
+            items = [{"i": start + k, "ref": str(r) if r is not None else ""}
+                     for k, r in enumerate(refs[start : start + self.chunk])]
+            yield from self._run(ray, items, keys, start, batch_size, [
+                (_decode, {"fn_kwargs": {"spec": spec, "reader": reader}}),
+                (_Embed, {"fn_constructor_kwargs": {"registry_root": registry_root, "model": model}, **pool}),
+            ], _Write, write)
+
+    def _run(self, ray: Any, items: list[dict[str, Any]], keys: Sequence[str] | None, start: int, batch_size: int,
+             stages: list[tuple[Any, dict[str, Any]]], writer: Any, write: WriteJob | None) -> Iterator[dict[str, np.ndarray]]:
+        """One chunk through ``stages`` and, with ``write``, the ``writer`` actors (each row given its scan key)."""
+        if write is not None:
+            assert keys is not None
+            for k, item in enumerate(items):
+                item["key"] = keys[start + k]
+            stages = [*stages, (writer, {"fn_constructor_kwargs": {"job": write}, **self._writers(ray, write)})]
+        ds = ray.data.from_items(items)
+        for fn, kw in stages:
+            ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", **kw)
+        yield from _results(ds, batch_size)
 
     def _writers(self, ray: Any, write: WriteJob) -> dict[str, Any]:
         # writing is I/O: a quarter of a CPU each, so writers never starve the embedding actors of a slot
@@ -184,20 +188,12 @@ class RayEngine:
         With ``write`` (and the point ``ids``), the workers write the converted vectors; batches hold ``i``."""
         ray = self.connect()
         pool = self._pool(ray)
+        keys = [json.dumps(i) for i in ids] if write is not None and ids is not None else None
         for start in range(0, len(vectors), self.chunk):
-            part = vectors[start : start + self.chunk]
-            items: list[dict[str, Any]] = [{"i": start + k, "src": v} for k, v in enumerate(part)]
-            if write is not None:
-                assert ids is not None and len(ids) == len(vectors)
-                for k, item in enumerate(items):
-                    item["key"] = json.dumps(ids[start + k])
-            ds = ray.data.from_items(items)
-            ds = ds.map_batches(_Convert, batch_size=batch_size, batch_format="numpy",
-                                fn_constructor_kwargs={"registry_root": registry_root, "converter": converter}, **pool)
-            if write is not None:
-                ds = ds.map_batches(_WriteConverted, batch_size=batch_size, batch_format="numpy",
-                                    fn_constructor_kwargs={"job": write}, **self._writers(ray, write))
-            yield from _results(ds, batch_size)
+            items = [{"i": start + k, "src": v} for k, v in enumerate(vectors[start : start + self.chunk])]
+            yield from self._run(ray, items, keys, start, batch_size, [
+                (_Convert, {"fn_constructor_kwargs": {"registry_root": registry_root, "converter": converter}, **pool}),
+            ], _WriteConverted, write)
 
     def shutdown(self) -> None:
         import ray

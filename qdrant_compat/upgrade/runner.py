@@ -214,13 +214,7 @@ def _converted(client: CompatClient, job: JobState, batches: Iterator[list[Any]]
             except InvalidArgumentError as exc:
                 raise UpgradeError(f"{exc}; nothing of this batch was written") from None
         return
-    chunk: list[Any] = []
-    for recs in batches:
-        chunk += recs
-        if len(chunk) >= engine.chunk:
-            yield from _converted_remote(client, job, chunk, engine, batch_size)
-            chunk = []
-    if chunk:
+    for chunk in _chunked(batches, engine.chunk, [-1]):
         yield from _converted_remote(client, job, chunk, engine, batch_size)
 
 
