@@ -17,12 +17,14 @@ from qdrant_compat.registry import Registry
 log = logging.getLogger(__name__)
 
 
-def paired_embeddings(registry: Registry, source: str, target: str, images: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Run both registered models over the same images: row i of each embeds image i."""
+def paired_embeddings(registry: Registry, source: str, target: str, images: Any, *,
+                      cache: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run both registered models over the same images: row i of each embeds image i (``cache``: a
+    :class:`~qdrant_compat.runtime.cache.VectorCache` that earlier runs of the same models filled)."""
     from qdrant_compat.runtime.embedder import Embedder
 
-    a = Embedder(registry.get_model(source)).embed_source(images)
-    b = Embedder(registry.get_model(target)).embed_source(images)
+    a = Embedder(registry.get_model(source)).embed_source(images, cache=cache)
+    b = Embedder(registry.get_model(target)).embed_source(images, cache=cache)
     return a, b
 
 
@@ -120,6 +122,7 @@ def fit_and_register(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     holdout: float = 0.1,
+    cache: Any = None,
 ) -> ConverterCard:
     """Fit a ``kind`` head from ``source`` to ``target`` space, export it (parity-checked) and register it.
 
@@ -130,7 +133,7 @@ def fit_and_register(
     """
     s_card, t_card = registry.get_model(source).card, registry.get_model(target).card
     if images is not None:
-        src, dst = paired_embeddings(registry, source, target, images)
+        src, dst = paired_embeddings(registry, source, target, images, cache=cache)
         labels = np.asarray(images.labels) if labels is None else labels
         class_names = list(images.classes) if class_names is None else class_names
     if src is None or dst is None:

@@ -93,14 +93,9 @@ def _torchvision_model(torchvision: Any, arch: str) -> Any:
 
 def _timm_model(name: str, channels: int) -> Any:
     """A timm architecture, randomly initialised (nothing downloaded: ``pretrained=False``); needs the ``timm`` extra."""
-    from qdrant_compat.errors import require_extra
+    from qdrant_compat.models.backbones import TimmBackbone
 
-    require_extra("timm", "timm", feature="'model import --arch timm:NAME'")
-    import timm
-
-    if not timm.is_model(name):
-        raise InvalidArgumentError(f"unknown timm architecture {name!r} (see timm.list_models())")
-    return timm.create_model(name, pretrained=False, in_chans=channels, num_classes=0)
+    return TimmBackbone(name, channels).net
 
 
 def _load_without_head(net: Any, state: dict[str, Any]) -> None:

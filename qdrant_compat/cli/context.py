@@ -99,6 +99,26 @@ class CliState:
 pass_state = click.make_pass_decorator(CliState)
 
 
+def cache_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--cache-dir``/``--cache-size``/``--no-cache``: the on-disk vector cache (old-model targets, frozen-backbone
+    features), passed to the command as ``cache`` (a VectorCache, or None with --no-cache)."""
+
+    f = click.option("--no-cache", is_flag=True, help="Compute every embedding afresh; read and write no cache.")(f)
+    f = click.option("--cache-size", type=click.FloatRange(min=0), default=10.0, show_default=True,
+                     help="Cache size cap in GiB (least recently used models dropped first).")(f)
+    f = click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="QDRANT_COMPAT_CACHE",
+                     help="Vector cache folder (env QDRANT_COMPAT_CACHE; default ~/.cache/qdrant-compat/vectors).")(f)
+    return f
+
+
+def make_cache(cache_dir: str | None, cache_size: float, no_cache: bool) -> Any:
+    if no_cache:
+        return None
+    from qdrant_compat.runtime.cache import VectorCache
+
+    return VectorCache(cache_dir, max_bytes=int(cache_size * (1 << 30)))
+
+
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -7,7 +7,7 @@ import json
 import click
 
 from converters.kinds import list_converters
-from qdrant_compat.cli.context import CliState, pass_state
+from qdrant_compat.cli.context import CliState, cache_options, make_cache, pass_state
 from qdrant_compat.enums import Direction, choices
 
 
@@ -28,9 +28,11 @@ def converter_group() -> None:
 @click.option("--max-classes", type=int, default=None)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--option", "options", multiple=True, help="KEY=VALUE head option (rank=32, hidden=512; class_weight=0.5: target classifier term).")
+@cache_options
 @pass_state
 def fit(state: CliState, data: str, source: str, target: str, kind: str, direction: str, conv_id: str | None,
-        split: str, max_classes: int | None, seed: int, options: tuple[str, ...]) -> None:
+        split: str, max_classes: int | None, seed: int, options: tuple[str, ...], cache_dir: str | None,
+        cache_size: float, no_cache: bool) -> None:
     """Fit a head on the images of DATA (both models are run over them), export and register it."""
     from qdrant_compat.errors import InvalidArgumentError, require_torch
 
@@ -46,7 +48,7 @@ def fit(state: CliState, data: str, source: str, target: str, kind: str, directi
         opts[k] = json.loads(v) if v.replace(".", "", 1).lstrip("-").isdigit() else v
     src = open_source(data, split=split, max_classes=max_classes)
     card = fit_and_register(state.registry, source, target, kind, direction=direction, images=src, conv_id=conv_id,
-                            seed=seed, options=opts)
+                            seed=seed, options=opts, cache=make_cache(cache_dir, cache_size, no_cache))
     ho = card.fit.get("holdout", {})
     state.emit(card.to_dict(), f"registered converter {card.id} ({card.source} -> {card.target}, {card.kind}): "
                f"val cosine {card.fit['val_cosine']:.3f}"

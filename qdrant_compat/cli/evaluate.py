@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qdrant_compat.cli.context import CliState, pass_state
+from qdrant_compat.cli.context import CliState, cache_options, make_cache, pass_state
 
 
 @click.command()
@@ -17,17 +17,19 @@ from qdrant_compat.cli.context import CliState, pass_state
 @click.option("--record", "record", default=None, help="NAME@VERSION of a bct model: store the measured figures in its card.")
 @click.option("--heatmap", type=click.Path(dir_okay=False), default=None, help="Write the query x gallery heat map (PNG).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Write an HTML report here.")
+@cache_options
 @pass_state
 def evaluate(state: CliState, data: str, models_: tuple[str, ...], adapters: tuple[str, ...], split: str,
              max_classes: int | None, seen_classes: int | None, record: str | None, heatmap: str | None,
-             report_dir: str | None) -> None:
+             report_dir: str | None, cache_dir: str | None, cache_size: float, no_cache: bool) -> None:
     """Query model x gallery model top-1/top-5/mAP (leave-one-out) on DATA, with the derived figures."""
     from qdrant_compat.data.images import open_source
     from qdrant_compat.evaluation import evaluate_registered, record_bct_evidence
 
     src = open_source(data, split=split, max_classes=max_classes)
     seen = set(range(seen_classes)) if seen_classes else None
-    rep, emb = evaluate_registered(state.registry, list(models_), src, seen_classes=seen, adapters=list(adapters))
+    rep, emb = evaluate_registered(state.registry, list(models_), src, seen_classes=seen, adapters=list(adapters),
+                                     cache=make_cache(cache_dir, cache_size, no_cache))
     out: dict = {"cells": rep.cells, "images": len(src)}
     if record:
         card = record_bct_evidence(state.registry, record, rep, emb)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from qdrant_compat.cli.context import CliState, pass_state
+from qdrant_compat.cli.context import CliState, cache_options, pass_state
 from qdrant_compat.errors import InvalidArgumentError
 
 
@@ -28,42 +30,204 @@ def _loss_weights(items: tuple[str, ...], default: dict[str, float]) -> dict[str
     return out
 
 
+ARGS_FILE = "train_args.json"
+
+
+def _init_from(registry, ref: str, weights: str | None):  # type: ignore[no-untyped-def]
+    """``--init-from NAME@VERSION``: the backbone (and input spec) of a registered model as v2's starting point.
+
+    An imported torchvision/timm model is rebuilt from its architecture and its weights file (``--weights``,
+    checked against the sha256 the card recorded); a model trained here from its checkpoint folder
+    (``--weights CKPT``)."""
+    from pathlib import Path
+
+    from qdrant_compat.importing import sha256_file
+
+    card = registry.get_model(ref).card
+    imported = card.training.get("imported") or {}
+    if imported.get("from") in ("torchvision", "timm"):
+        if imported.get("layer") not in (None, "pooled features"):
+            raise InvalidArgumentError(f"{ref} embeds layer {imported['layer']!r}; --init-from takes models that embed "
+                                       "pooled features")
+        if not weights:
+            raise InvalidArgumentError(f"--init-from {ref} needs its weights file ({imported.get('weights')}) as --weights")
+        if sha256_file(weights) != imported.get("weights_sha256"):
+            raise InvalidArgumentError(f"--weights {weights} is not the file {ref} was imported from "
+                                       f"({imported.get('weights')}, sha256 {str(imported.get('weights_sha256'))[:12]}…)")
+        arch = imported["arch"]
+        return card, (arch if str(arch).startswith("timm:") else str(arch)), weights
+    model_cfg = card.training.get("model")
+    if model_cfg:
+        if not weights or not (Path(weights) / "model.safetensors").is_file():
+            raise InvalidArgumentError(f"--init-from {ref} (trained with qdrant-compat) needs its checkpoint folder as "
+                                       "--weights (the --out of its train)")
+        from safetensors.torch import load_file, save_file
+
+        state = {k[len("backbone."):]: v for k, v in load_file(str(Path(weights) / "model.safetensors")).items()
+                 if k.startswith("backbone.")}
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="qc-init-")) / "backbone.safetensors"
+        save_file(state, str(tmp))
+        return card, str(model_cfg["backbone"]), str(tmp)
+    raise InvalidArgumentError(f"{ref} was imported as a bare ONNX graph: there are no torch weights to start from; "
+                               "import it with --arch and its weights file, or pick --backbone and --weights")
+
+
+class _TrainProgress:
+    """A bar with the step's own words on a TTY; elsewhere a line on stderr every ``every_s`` seconds."""
+
+    def __init__(self, state: CliState, total: int, every_s: float = 10.0) -> None:
+        import sys
+        import time
+
+        self.state, self.total, self.every_s = state, total, every_s
+        self.tty = state.progress_enabled()
+        self.pipe = state.show_progress and not state.json and not sys.stderr.isatty()
+        self.text, self.last_line = "", time.monotonic()
+        self.bar: Any = None
+
+    def __enter__(self) -> _TrainProgress:
+        import sys
+
+        if self.tty:
+            self.bar = click.progressbar(length=self.total, label="training", file=sys.stderr, show_eta=True,
+                                         item_show_func=lambda _: self.text).__enter__()
+            self._done = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def step(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self._done, None)
+            self._done = done
+
+    def report(self, rep) -> None:  # type: ignore[no-untyped-def]
+        import time
+
+        if self.bar is not None:
+            self.text = " ".join(f"{k} {v:.3f}" for k, v in rep.losses.items()) + f" | {rep.images_per_s:.0f} img/s"
+            self.text = f"epoch {rep.epoch}/{rep.epochs} " + self.text
+        elif self.pipe and time.monotonic() - self.last_line >= self.every_s:
+            self.last_line = time.monotonic()
+            click.echo(rep.line(), err=True)
+
+    def epoch(self, epoch: int, row: dict) -> None:  # type: ignore[type-arg]
+        if self.pipe:
+            terms = " ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds", "images_per_s"))
+            click.echo(f"epoch {epoch} done: {terms} ({row['seconds']:.1f} s, {row['images_per_s']:.0f} img/s)", err=True)
+
+
 @click.command()
-@click.argument("data", type=click.Path(exists=True))
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Checkpoint folder to write.")
+@click.argument("data", required=False, type=click.Path(exists=True))
+@click.option("--out", "out_dir", default=None, type=click.Path(), help="Checkpoint folder to write.")
+@click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False),
+              help="Continue the run that writes this checkpoint folder, from its last resume state (its options are "
+                   "read from there; DATA and --out may be left out).")
 @click.option("--split", default="train", show_default=True, help="Split of an .npz bundle.")
-@click.option("--max-classes", type=int, default=None, help="Use only the first N classes.")
+@click.option("--max-classes", type=click.IntRange(min=1), default=None, help="Use only the first N classes.")
 @click.option("--backbone", default="smallcnn", show_default=True,
-              help="smallcnn, efficientnet-lite0..4, or any torchvision classification model.")
-@click.option("--weights", type=click.Path(exists=True), default=None, help="Local backbone state dict.")
+              help="smallcnn, efficientnet-lite0..4, any torchvision classification model, or timm:NAME.")
+@click.option("--weights", type=click.Path(exists=True), default=None,
+              help="Local backbone weights (safetensors or a torch state dict; nothing is downloaded).")
+@click.option("--init-from", default=None,
+              help="NAME@VERSION: start from this registered model's backbone and input spec (--weights: its weights "
+                   "file, or its checkpoint folder).")
 @click.option("--freeze-backbone", is_flag=True, help="Train only the embedding head and classifier.")
-@click.option("--dim", default=128, show_default=True)
-@click.option("--head", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True)
-@click.option("--size", default=64, show_default=True, help="Input size in pixels (square).")
-@click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True)
+@click.option("--dim", type=click.IntRange(min=1), default=128, show_default=True, help="Embedding dimension.")
+@click.option("--head", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Embedding head.")
+@click.option("--size", type=click.IntRange(min=8), default=None, help="Input size in pixels, square [default: 64, or "
+              "the --init-from model's].")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels [default: 3].")
 @click.option("--mean", default=None, help="Comma-separated per-channel mean (default ImageNet / 0.5).")
 @click.option("--std", default=None, help="Comma-separated per-channel std.")
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--augment", type=click.Choice(["none", "flip", "light", "standard"]), default="none", show_default=True,
+              help="Training views: flip; light = random resized crop (60-100 %) + flip; standard = crop (25-100 %) + "
+                   "flip + colour jitter. With --old-model the old model embeds the same view.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Passes over the data.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True,
+              help="Images per optimisation step, over all processes and --accum-steps.")
+@click.option("--accum-steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Micro-batches per step (gradient accumulation).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Learning rate of the head and classifier.")
+@click.option("--backbone-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate of the backbone [default: --lr].")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Linear warm-up steps before the cosine decay.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="AdamW weight decay.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the initialisation, order and views.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
+              help="Mixed precision (auto: bf16 or fp16 on a GPU, off on a CPU).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the training step.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="DataLoader worker processes reading and augmenting images.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Steps between resume states (0: each epoch's end only).")
+@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Steps between progress reports (loss terms, images/s).")
+@click.option("--deterministic", is_flag=True, help="Deterministic algorithms only (bit-reproducible resume on CPU).")
 @click.option("--old-model", default=None, help="NAME@VERSION: train backward-compatible with this frozen model.")
 @click.option("--loss", "losses", multiple=True,
               help="NAME[=WEIGHT], repeatable (default: norm_softmax; with --old-model the BCT default).")
 @click.option("--no-labels", is_flag=True, help="Label-free compatible training (with --old-model): the data's labels "
                                                 "are ignored and never read.")
 @click.option("--register", "register_as", default=None, help="Also export and register as NAME@VERSION.")
-@pass_state
-def train(state: CliState, data: str, out_dir: str, split: str, max_classes: int | None, backbone: str,
-          weights: str | None, freeze_backbone: bool, dim: int, head: str, size: int, channels: str,
-          mean: str | None, std: str | None, epochs: int, batch_size: int, lr: float, seed: int, device: str,
-          old_model: str | None, losses: tuple[str, ...], no_labels: bool, register_as: str | None) -> None:
-    """Train an embedding model on DATA (an image folder root/<class>/<image>, or an .npz bundle)."""
+@cache_options
+@click.pass_context
+def train(ctx: click.Context, **opts: Any) -> None:
+    """Train an embedding model on DATA: an image folder root/<class>/<image>, an .npz bundle, or an image list
+    (.csv/.tsv/.jsonl with image and class columns, or .txt with one path or URL a line).
+
+    Streams the images (memory does not grow with their number), checkpoints for --resume, and runs under
+    torchrun for several GPUs: torchrun --nproc-per-node 4 -m qdrant_compat.cli.main train ...
+    """
     from qdrant_compat.errors import require_torch
 
     require_torch("'train'")
+    state: CliState = ctx.find_object(CliState)  # type: ignore[assignment]
+    if opts["resume_dir"]:
+        opts = _resumed_options(ctx, opts)
+    elif not opts["data"] or not opts["out_dir"]:
+        raise click.UsageError("train needs DATA and --out (or --resume DIR to continue a run)")
+    _train(state, opts)
+
+
+def _resumed_options(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]:
+    """The options a run was started with, with those given now on the command line on top."""
+    import json
+    from pathlib import Path
+
+    from qdrant_compat.errors import CorruptArtifactError
+
+    d = Path(opts["resume_dir"])
+    try:
+        saved = json.loads((d / ARGS_FILE).read_text())
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"{d} holds no {ARGS_FILE}: it is not the --out of a train run") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CorruptArtifactError(f"{d / ARGS_FILE} cannot be read ({exc})") from None
+    merged = dict(saved)
+    for k, v in opts.items():
+        src = ctx.get_parameter_source(k)
+        if src is not None and src.name == "COMMANDLINE":
+            merged[k] = v
+    merged["losses"] = tuple(merged.get("losses") or ())
+    merged["out_dir"], merged["resume_dir"] = str(d), str(d)
+    return merged
+
+
+def _train(state: CliState, o: dict[str, Any]) -> None:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
     from qdrant_compat.cards import InputSpec, parse_ref
+    from qdrant_compat.cli.context import make_cache
     from qdrant_compat.data.images import open_source
     from qdrant_compat.models import ModelConfig
     from qdrant_compat.training import (
@@ -77,45 +241,99 @@ def train(state: CliState, data: str, out_dir: str, split: str, max_classes: int
         save_checkpoint,
         train_model,
     )
+    from qdrant_compat.training.config import resolve_device
+    from qdrant_compat.training.distributed import Dist
 
-    c = int(channels)
+    dist = Dist.from_env(resolve_device(o["device"]))
+    out_dir, backbone, weights = o["out_dir"], o["backbone"], o["weights"]
+    base_spec = None
+    if o["init_from"]:
+        init_card, backbone, weights = _init_from(state.registry, o["init_from"], weights)
+        base_spec = init_card.input
+    c = int(o["channels"] or (base_spec.channels if base_spec else 3))
     default_mean, default_std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if c == 3 else ((0.5,), (0.5,))
-    spec = InputSpec(size=size, channels=c, mean=_floats(mean, "--mean") if mean else default_mean,
-                     std=_floats(std, "--std") if std else default_std)
-    if register_as:
-        parse_ref(register_as)
-    src = open_source(data, split=split, max_classes=max_classes)
-    if no_labels and not old_model:
+    if base_spec is not None and base_spec.channels == c:
+        default_mean, default_std = base_spec.mean, base_spec.std
+    spec = InputSpec(size=int(o["size"] or (base_spec.size if base_spec else 64)), channels=c,
+                     mean=_floats(o["mean"], "--mean") if o["mean"] else default_mean,
+                     std=_floats(o["std"], "--std") if o["std"] else default_std)
+    if o["register_as"]:
+        parse_ref(o["register_as"])
+    if o["no_labels"] and not o["old_model"]:
         raise InvalidArgumentError("--no-labels trains a model compatible with an old one: name it with --old-model")
+    src = open_source(o["data"], split=o["split"], max_classes=o["max_classes"])
+    cache = make_cache(o["cache_dir"], o["cache_size"], o["no_cache"])
+    if dist.is_main and not o["resume_dir"]:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / ARGS_FILE).write_text(json.dumps({k: v for k, v in o.items() if k != "resume_dir"}, indent=2,
+                                                          default=list))
     old = None
-    if old_model:
-        old_reg = state.registry.get_model(old_model)
-        old = prepare_old_targets(old_reg, src, labels=not no_labels)
-    default = NOLABEL_LOSSES if no_labels else BCT_LOSSES if old_model else PLAIN_LOSSES
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, no_labels=no_labels,
-                      losses=_loss_weights(losses, default))
-    mcfg = ModelConfig(backbone=backbone, dim=dim, head=head, in_channels=c, freeze_backbone=freeze_backbone)
-    steps = max(1, len(src) // batch_size) * epochs
-    with state.progress("training", steps) as bar:
-        res = train_model(src, mcfg, cfg, spec, old=old, weights=weights, progress=bar)
-    from dataclasses import asdict
-
+    if o["old_model"]:
+        old_reg = state.registry.get_model(o["old_model"])
+        old = prepare_old_targets(old_reg, src, labels=not o["no_labels"], cache=cache) if dist.is_main else None
+        old = _share_old(dist, old, old_reg, src, not o["no_labels"])
+    default = NOLABEL_LOSSES if o["no_labels"] else BCT_LOSSES if o["old_model"] else PLAIN_LOSSES
+    cfg = TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], backbone_lr=o["backbone_lr"],
+                      weight_decay=o["weight_decay"], seed=o["seed"], device=o["device"], no_labels=o["no_labels"],
+                      losses=_loss_weights(tuple(o["losses"]), default), augment=o["augment"], workers=o["workers"],
+                      amp=o["amp"], compile=o["compile_"], accum_steps=o["accum_steps"], warmup_steps=o["warmup_steps"],
+                      checkpoint_every=o["checkpoint_every"], log_every=o["log_every"], deterministic=o["deterministic"])
+    mcfg = ModelConfig(backbone=backbone, dim=o["dim"], head=o["head"], in_channels=c, freeze_backbone=o["freeze_backbone"])
+    steps = max(1, len(src) // o["batch_size"]) * o["epochs"]
+    with _TrainProgress(state, steps) as bar:
+        res = train_model(src, mcfg, cfg, spec, old=old, weights=weights, progress=bar.step, on_log=bar.report,
+                          on_epoch=bar.epoch, out_dir=out_dir, resume=bool(o["resume_dir"]), cache=cache, dist=dist)
+    if not dist.is_main:
+        dist.close()
+        return
     summary = TrainingSummary(
-        input=spec, classes=[] if no_labels else list(src.classes), config=asdict(cfg), history=res.history, seconds=res.seconds,
-        parent=old.card.ref if old else None, parent_fingerprint=old.card.fingerprint if old else None,
-        relation="bct" if old else None, synthesized_rows=len(old.synthesized) if old else 0, dataset=str(data),
+        input=spec, classes=[] if o["no_labels"] else list(src.classes), config=asdict(cfg), history=res.history,
+        seconds=res.seconds, parent=old.card.ref if old else None, parent_fingerprint=old.card.fingerprint if old else None,
+        relation="bct" if old else None, synthesized_rows=len(old.synthesized) if old else 0, dataset=str(o["data"]),
+        skipped=len(res.skipped), init_from=o["init_from"],
     )
     save_checkpoint(out_dir, res.model, summary)
-    out = {"checkpoint": out_dir, "images": len(src), "classes": len(src.classes), "epochs": epochs,
-           "seconds": round(res.seconds, 2), "final": res.history[-1]}
-    if register_as:
-        name, version = parse_ref(register_as)
+    from qdrant_compat.training.resume import remove_state
+
+    remove_state(out_dir)
+    out: dict[str, Any] = {"checkpoint": out_dir, "images": len(src), "classes": len(src.classes), "epochs": o["epochs"],
+                           "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 1),
+                           "final": res.history[-1], "history": res.history, "input": res.input_mode,
+                           "skipped": {str(k): v for k, v in sorted(res.skipped.items())[:20]},
+                           "skipped_count": len(res.skipped), "processes": dist.world,
+                           "resumed_from_step": res.resumed_from_step}
+    if o["register_as"]:
+        name, version = parse_ref(o["register_as"])
         card, diff = export_and_register(out_dir, state.registry, name, version)
         out.update(registered=card.ref, fingerprint=card.fingerprint, export_max_abs_diff=diff)
+    dist.close()
     state.emit(out, lambda: "\n".join(
-        [f"trained {len(src)} images / {len(src.classes)} classes in {res.seconds:.1f}s "
-         f"(train acc {res.history[-1]['train_acc']:.3f}) -> {out_dir}"]
-        + ([f"registered {out['registered']} ({str(out['fingerprint'])[:12]}…)"] if register_as else [])))
+        [f"trained {len(src)} images / {len(src.classes)} classes in {res.seconds:.1f}s ({res.images_per_s:.0f} img/s, "
+         f"train acc {res.history[-1]['train_acc']:.3f}) -> {out_dir}"]
+        + ([f"skipped {len(res.skipped)} unreadable image(s), e.g. {next(iter(res.skipped.values()))}"] if res.skipped else [])
+        + ([f"registered {out['registered']} ({str(out['fingerprint'])[:12]}…)"] if o["register_as"] else [])))
+
+
+def _share_old(dist, old, old_reg, src, labels: bool):  # type: ignore[no-untyped-def]
+    """Rank 0's old-model targets on every rank (computed once, sent as tensors: nothing is pickled)."""
+    if not dist.enabled:
+        return old
+    import numpy as np
+
+    from qdrant_compat.training.old_model import OldTargets
+
+    main = dist.is_main
+    classes = list(src.classes) if labels else []
+    emb = dist.broadcast_array(old.embeddings if main else None)
+    weight = dist.broadcast_array(old.weight if main else None)
+    synth = dist.broadcast_array(np.asarray([[float(c in set(old.synthesized))] for c in classes] or [[0.0]], np.float32)
+                                 if main else None)
+    bad = dist.broadcast_array(np.asarray([[i] for i in old.unreadable] or [[-1]], np.float32) if main else None)
+    if main:
+        return old
+    return OldTargets(card=old_reg.card, embeddings=emb, weight=weight,
+                      synthesized=[c for c, s in zip(classes, synth[:, 0], strict=False) if s > 0.5], classes=classes,
+                      onnx_path=str(old_reg.onnx_path), unreadable=[int(i) for i in bad[:, 0] if i >= 0])
 
 
 @click.command()

@@ -14,11 +14,13 @@ from qdrant_compat.data.images import (
     open_source,
     write_image_folder,
 )
+from qdrant_compat.data.lists import ImageList
 from qdrant_compat.data.transforms import preprocess
 
 __all__ = [
     "ArrayImages",
     "ImageFolder",
+    "ImageList",
     "ImageMissingError",
     "ImageReader",
     "ImageRefs",

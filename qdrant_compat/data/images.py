@@ -194,6 +194,13 @@ class ImageFolder:
     def get(self, i: int) -> Image.Image:
         return load_image(self.paths[i])
 
+    def raw_key(self, i: int) -> bytes:
+        """The file's bytes: what identifies the image for the embedding cache."""
+        try:
+            return self.paths[i].read_bytes()
+        except OSError:
+            return str(self.paths[i]).encode()
+
 
 class ArrayImages:
     """uint8 images ``(n, H, W)`` or ``(n, H, W, C)`` with integer labels."""
@@ -213,6 +220,9 @@ class ArrayImages:
 
     def get(self, i: int) -> np.ndarray:
         return self.x[i]
+
+    def raw_key(self, i: int) -> bytes:
+        return self.x[i].tobytes() + repr(self.x[i].shape).encode()
 
     def subset(self, idx: np.ndarray) -> ArrayImages:
         return ArrayImages(self.x[idx], self.labels[idx], self.classes)
@@ -236,6 +246,9 @@ class JpegBytesImages:
         except (UnidentifiedImageError, OSError) as exc:
             raise CorruptArtifactError(f"image {i} of the npz is not a readable JPEG ({exc})") from None
 
+    def raw_key(self, i: int) -> bytes:
+        return self.data[self.offsets[i] : self.offsets[i + 1]].tobytes()
+
     def subset(self, idx: np.ndarray) -> _Subset:
         return _Subset(self, idx)
 
@@ -251,6 +264,19 @@ class _Subset:
 
     def get(self, i: int) -> Any:
         return self.base.get(int(self.idx[i]))
+
+    def raw_key(self, i: int) -> bytes:
+        return raw_key(self.base, int(self.idx[i]))
+
+
+def raw_key(source: Any, i: int) -> bytes:
+    """What identifies image ``i`` of ``source`` by content (the embedding cache's key): the source's own
+    ``raw_key`` (file bytes, array bytes, JPEG bytes, a remote image's URL), else the decoded pixels."""
+    if hasattr(source, "raw_key"):
+        return bytes(source.raw_key(i))
+    img = source.get(i)
+    arr = np.asarray(img)
+    return arr.tobytes() + repr(arr.shape).encode()
 
 
 def unique_names(names: Sequence[str]) -> list[str]:
@@ -308,9 +334,21 @@ def write_image_folder(src: ImageSource, root: str | Path, indices: Sequence[int
 
 
 def open_source(data: str | Path, *, split: str = "train", max_classes: int | None = None) -> Any:
-    """An image folder or an npz bundle, optionally limited to its first ``max_classes`` classes."""
+    """An image folder, an npz bundle or an image list (``.csv``/``.tsv``/``.jsonl``/``.txt``/``.lst``, see
+    :mod:`qdrant_compat.data.lists`), optionally limited to its first ``max_classes`` classes."""
+    from qdrant_compat.data.lists import LIST_SUFFIXES, ImageList
+
     p = Path(data)
-    src: Any = load_npz(p, split) if p.suffix == ".npz" else ImageFolder(p)
+    src: Any
+    if p.suffix == ".npz":
+        src = load_npz(p, split)
+    elif p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
+        src = ImageList(p)
+    elif p.is_file():
+        raise InvalidArgumentError(f"{p} is a file but neither an .npz bundle nor an image list "
+                                   f"({', '.join(LIST_SUFFIXES)}); an image folder is a directory root/<class>/<image>")
+    else:
+        src = ImageFolder(p)
     if max_classes is not None:
         if max_classes < 1:
             raise InvalidArgumentError(f"max_classes must be >= 1, got {max_classes}")

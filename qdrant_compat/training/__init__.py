@@ -6,25 +6,30 @@ require_extra("train", "torch", "torchvision", feature="qdrant_compat.training")
 
 
 from qdrant_compat.training.config import BCT_LOSSES, NOLABEL_LOSSES, PLAIN_LOSSES, TrainConfig  # noqa: E402
+from qdrant_compat.training.data import AUGMENTS, Augment  # noqa: E402
 from qdrant_compat.training.old_model import (  # noqa: E402
     OldTargets,
+    SameViewOld,
     build_old_targets,
     prepare_old_targets,
     synthesize_rows,
     unlabelled_old_targets,
 )
-from qdrant_compat.training.trainer import TrainResult, compute_features, fit, train_model  # noqa: E402
+from qdrant_compat.training.trainer import StepReport, TrainResult, compute_features, train_model  # noqa: E402
 
 __all__ = [
     "BCT_LOSSES",
     "NOLABEL_LOSSES",
     "PLAIN_LOSSES",
+    "AUGMENTS",
+    "Augment",
     "OldTargets",
+    "SameViewOld",
+    "StepReport",
     "TrainConfig",
     "TrainResult",
     "build_old_targets",
     "compute_features",
-    "fit",
     "prepare_old_targets",
     "synthesize_rows",
     "unlabelled_old_targets",

@@ -26,6 +26,8 @@ class TrainingSummary:
     relation: str | None = None
     synthesized_rows: int = 0
     dataset: str = ""
+    skipped: int = 0  # training images that could not be read
+    init_from: str | None = None  # the registered model whose backbone v2 started from
 
 
 def save_checkpoint(directory: str | Path, model: EmbeddingModel, summary: TrainingSummary) -> Path:
@@ -66,6 +68,9 @@ def export_and_register(
                 "config": summary.config,
                 "epochs": len(summary.history),
                 "final": summary.history[-1] if summary.history else {},
+                "history": summary.history,
+                "skipped_images": summary.skipped,
+                **({"init_from": summary.init_from} if summary.init_from else {}),
                 "seconds": round(summary.seconds, 2),
                 "synthesized_rows": summary.synthesized_rows,
                 "dataset": summary.dataset,

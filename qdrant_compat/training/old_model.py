@@ -1,10 +1,13 @@
 """The frozen old model's side of backward-compatible training.
 
 The old model is used only through its registered ONNX file, so it is frozen by construction and can
-never be put in train mode by mistake. Everything it contributes is computed once, before training:
-its embedding of every training image (for alignment / contrastive terms) and its classifier rows in
-the new label space, with synthesised rows (the old model's mean normalised embedding of the class) for
-classes it never saw.
+never be put in train mode by mistake. What it contributes is computed once, before training (and kept in
+the vector cache for the next run): its embedding of every training image (for alignment / contrastive terms,
+and the bank) and its classifier rows in the new label space, with synthesised rows (the old model's mean
+normalised embedding of the class) for classes it never saw.
+
+When the batches are augmented, the precomputed embeddings no longer describe the view the new model sees:
+:class:`SameViewOld` runs the old ONNX graph on the very batch, each step.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class OldTargets:
     weight: np.ndarray  # (n_new_classes, d_old), L2-normalised
     synthesized: list[str]
     classes: list[str] = field(default_factory=list)  # the new label space, in order
+    onnx_path: str | None = None  # the old model's graph, for same-view targets on augmented batches
+    unreadable: list[int] = field(default_factory=list)  # training images that could not be read: left out
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -108,13 +113,100 @@ def unlabelled_old_targets(card: ModelCard, old_embeddings: np.ndarray) -> OldTa
 
 
 def prepare_old_targets(old: RegisteredModel, source, *, synthesize: str = "missing", batch_size: int = 128,  # type: ignore[no-untyped-def]
-                        labels: bool = True) -> OldTargets:
+                        labels: bool = True, cache=None) -> OldTargets:
     """Run the registered old ONNX model over ``source`` and build :class:`OldTargets` (``labels=False``:
-    embeddings only, the source's labels are never read)."""
+    embeddings only, the source's labels are never read).
+
+    Args:
+        cache: a :class:`~qdrant_compat.runtime.cache.VectorCache`; images the same old model embedded before
+            (in ``train``, ``evaluate`` or ``converter fit``) are read from it.
+    """
     from qdrant_compat.runtime.embedder import Embedder
 
     log.info("embedding %d training images with the old model %s", len(source), old.card.ref)
-    emb = Embedder(old, batch_size=batch_size).embed_source(source, range(len(source)))
+    emb = embed_readable(Embedder(old, batch_size=batch_size), source, cache=cache)
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if len(bad):
+        log.warning("%d training image(s) cannot be read; left out of training (first: %s)", len(bad), bad[:5].tolist())
+    ok = np.setdiff1d(np.arange(len(emb)), bad)
     if not labels:
-        return unlabelled_old_targets(old.card, emb)
-    return build_old_targets(old.card, old.classifier_weight(), np.asarray(source.labels), list(source.classes), emb, synthesize=synthesize)
+        out = unlabelled_old_targets(old.card, np.nan_to_num(emb))
+    else:
+        lab = np.asarray(source.labels)
+        part = build_old_targets(old.card, old.classifier_weight(), lab[ok], list(source.classes), emb[ok],
+                                 synthesize=synthesize)
+        full = np.zeros_like(emb)
+        full[ok] = part.embeddings
+        part.embeddings = full
+        out = part
+    out.onnx_path = str(old.onnx_path)
+    out.unreadable = [int(i) for i in bad]
+    return out
+
+
+def embed_readable(embedder, source, *, cache=None) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The embedder's rows for every image of ``source``; an image that cannot be read gets a NaN row (and is
+    not cached), instead of failing the whole pass."""
+    from qdrant_compat.errors import QdrantCompatError
+    from qdrant_compat.runtime.cache import cached_rows, model_key
+
+    def compute(idx: list[int]) -> np.ndarray:
+        try:
+            return embedder.embed_source(source, idx)
+        except (QdrantCompatError, OSError, ValueError):
+            out = np.full((len(idx), embedder.card.dim), np.nan, dtype=np.float32)
+            for k, i in enumerate(idx):
+                try:
+                    out[k] = embedder.embed_source(source, [i])[0]
+                except (QdrantCompatError, OSError, ValueError) as exc:
+                    log.info("image %d cannot be read (%s)", i, exc)
+            return out
+
+    def batched(idx: list[int]) -> np.ndarray:
+        step = max(1, embedder.batch_size)
+        return np.concatenate([compute(idx[s : s + step]) for s in range(0, len(idx), step)]) if idx else \
+            np.empty((0, embedder.card.dim), np.float32)
+
+    return cached_rows(cache, model_key("onnx", embedder.card.fingerprint, embedder.card.input), source,
+                       range(len(source)), batched)
+
+
+class SameViewOld:
+    """The old model's embedding of the exact batch the new model trains on (ONNX Runtime, CUDA when available).
+
+    ``__call__(views)`` takes the batch as ``[0, 1]`` pixels ``(n, C, S, S)`` (on any device) and returns the
+    old embeddings ``(n, d_old)``, L2-normalised, on the same device. When the new and old input specs agree
+    (size and channels) the old model gets exactly the tensor the new model sees, up to its own mean/std; a
+    different size is resized bilinearly (antialiased), a grey old model gets the channel mean.
+    """
+
+    def __init__(self, onnx_path: str, card: ModelCard, *, providers: list[str] | None = None) -> None:
+        from qdrant_compat.runtime.onnx import ort_session
+
+        self.card = card
+        self._sess = ort_session(onnx_path, providers)
+        self._in, self._out = self._sess.get_inputs()[0].name, self._sess.get_outputs()[0].name
+
+    def old_input(self, views):  # type: ignore[no-untyped-def]
+        import torch
+
+        spec = self.card.input
+        x = views
+        if x.shape[1] != spec.channels:
+            if spec.channels == 1:
+                x = x.mean(1, keepdim=True)
+            else:
+                x = x.expand(-1, spec.channels, -1, -1)
+        if x.shape[-1] != spec.size or x.shape[-2] != spec.size:
+            x = torch.nn.functional.interpolate(x, size=(spec.size, spec.size), mode="bilinear", antialias=True,
+                                                align_corners=False)
+        mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, views):  # type: ignore[no-untyped-def]
+        import torch
+
+        x = self.old_input(views.float()).detach().cpu().numpy()
+        out = self._sess.run([self._out], {self._in: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return torch.from_numpy(_normalize(np.asarray(out, dtype=np.float32))).to(views.device)

@@ -93,7 +93,7 @@ def test_composite_weights_terms_and_gradients_flow():
     x.emb.requires_grad_(True)
     comp = CompositeLoss({"norm_softmax": (1.0, create_loss("norm_softmax")), "alignment": (0.5, create_loss("alignment"))})
     total, parts = comp(x)
-    assert float(total.detach()) == pytest.approx(parts["norm_softmax"] + 0.5 * parts["alignment"], rel=1e-5)
+    assert float(total.detach()) == pytest.approx(float(parts["norm_softmax"]) + 0.5 * float(parts["alignment"]), rel=1e-5)
     total.backward()
     assert x.emb.grad is not None and torch.isfinite(x.emb.grad).all() and x.emb.grad.abs().sum() > 0
 
