@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from qdrant_compat import CompatClient, InputSpec, Registry
 from qdrant_compat.cli.main import cli
 from qdrant_compat.data import load_npz, write_image_folder
 
+# commands that cache vectors (train, evaluate, converter fit) write to a throw-away folder, never ~/.cache
+os.environ["QDRANT_COMPAT_VECTOR_CACHE"] = tempfile.mkdtemp(prefix="qc-test-vectors-")
 ROOT = Path(__file__).resolve().parents[1]
 OMNIGLOT = ROOT / "examples" / "data" / "omniglot_small.npz"
 SPEC = InputSpec(size=28, channels=1, mean=(0.92,), std=(0.27,))

@@ -106,8 +106,8 @@ def cache_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--no-cache", is_flag=True, help="Compute every embedding afresh; read and write no cache.")(f)
     f = click.option("--cache-size", type=click.FloatRange(min=0), default=10.0, show_default=True,
                      help="Cache size cap in GiB (least recently used models dropped first).")(f)
-    f = click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="QDRANT_COMPAT_CACHE",
-                     help="Vector cache folder (env QDRANT_COMPAT_CACHE; default ~/.cache/qdrant-compat/vectors).")(f)
+    f = click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="QDRANT_COMPAT_VECTOR_CACHE",
+                     help="Vector cache folder (env QDRANT_COMPAT_VECTOR_CACHE; default ~/.cache/qdrant-compat/vectors).")(f)
     return f
 
 

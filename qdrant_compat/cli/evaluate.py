@@ -52,7 +52,9 @@ def evaluate(state: CliState, data: str, models_: tuple[str, ...], adapters: tup
         if record:
             ev = out["recorded"]["evidence"]
             lines.append(f"recorded in {record}: cross top-1 {ev['cross_top1']:.1f} vs old/old {ev['old_top1']:.1f} -> "
-                         f"criterion {'met' if ev['criterion_met'] else 'NOT met'}")
+                         f"criterion {'met' if ev['criterion_met'] else 'NOT met'}"
+                         + ("" if ev["criterion_met"] else ": recorded as a failing edge; its queries are refused on the old "
+                            "model's vectors and 'upgrade plan' will not adopt it"))
         for k in ("heatmap", "report"):
             if k in out:
                 lines.append(f"{k}: {out[k]}")

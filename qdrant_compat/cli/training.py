@@ -176,6 +176,13 @@ class _TrainProgress:
               help="NAME[=WEIGHT], repeatable (default: norm_softmax; with --old-model the BCT default).")
 @click.option("--no-labels", is_flag=True, help="Label-free compatible training (with --old-model): the data's labels "
                                                 "are ignored and never read.")
+@click.option("--gate/--no-gate", default=True, show_default=True,
+              help="With --old-model: hold out a slice of each class, measure new/old vs old/old on it after every "
+                   "epoch, keep the best epoch that meets the criterion, raise the compatibility weight while it fails.")
+@click.option("--gate-holdout", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.1, show_default=True,
+              help="Fraction of each class the gate holds out (at least 2 images a class).")
+@click.option("--gate-margin", type=float, default=0.0, show_default=True,
+              help="The criterion: new/old top-1 must exceed old/old by more than this many points.")
 @click.option("--register", "register_as", default=None, help="Also export and register as NAME@VERSION.")
 @cache_options
 @click.pass_context
@@ -279,10 +286,15 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
                       amp=o["amp"], compile=o["compile_"], accum_steps=o["accum_steps"], warmup_steps=o["warmup_steps"],
                       checkpoint_every=o["checkpoint_every"], log_every=o["log_every"], deterministic=o["deterministic"])
     mcfg = ModelConfig(backbone=backbone, dim=o["dim"], head=o["head"], in_channels=c, freeze_backbone=o["freeze_backbone"])
+    from qdrant_compat.training.gate import GateConfig
+
+    gate = GateConfig(holdout=o.get("gate_holdout", 0.1), margin=o.get("gate_margin", 0.0), seed=o["seed"]) \
+        if o.get("gate", True) and old is not None and not o["no_labels"] else None
     steps = max(1, len(src) // o["batch_size"]) * o["epochs"]
     with _TrainProgress(state, steps) as bar:
         res = train_model(src, mcfg, cfg, spec, old=old, weights=weights, progress=bar.step, on_log=bar.report,
-                          on_epoch=bar.epoch, out_dir=out_dir, resume=bool(o["resume_dir"]), cache=cache, dist=dist)
+                          on_epoch=bar.epoch, out_dir=out_dir, resume=bool(o["resume_dir"]), cache=cache, dist=dist,
+                          gate=gate)
     if not dist.is_main:
         dist.close()
         return
@@ -290,7 +302,7 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
         input=spec, classes=[] if o["no_labels"] else list(src.classes), config=asdict(cfg), history=res.history,
         seconds=res.seconds, parent=old.card.ref if old else None, parent_fingerprint=old.card.fingerprint if old else None,
         relation="bct" if old else None, synthesized_rows=len(old.synthesized) if old else 0, dataset=str(o["data"]),
-        skipped=len(res.skipped), init_from=o["init_from"],
+        skipped=len(res.skipped), init_from=o["init_from"], gate=res.gate.to_dict() if res.gate else None,
     )
     save_checkpoint(out_dir, res.model, summary)
     from qdrant_compat.training.resume import remove_state
@@ -302,6 +314,8 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
                            "skipped": {str(k): v for k, v in sorted(res.skipped.items())[:20]},
                            "skipped_count": len(res.skipped), "processes": dist.world,
                            "resumed_from_step": res.resumed_from_step}
+    if res.gate is not None:
+        out["gate"] = {**res.gate.to_dict(), "verdict": res.gate.sentence()}
     if o["register_as"]:
         name, version = parse_ref(o["register_as"])
         card, diff = export_and_register(out_dir, state.registry, name, version)
@@ -311,6 +325,7 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
         [f"trained {len(src)} images / {len(src.classes)} classes in {res.seconds:.1f}s ({res.images_per_s:.0f} img/s, "
          f"train acc {res.history[-1]['train_acc']:.3f}) -> {out_dir}"]
         + ([f"skipped {len(res.skipped)} unreadable image(s), e.g. {next(iter(res.skipped.values()))}"] if res.skipped else [])
+        + ([res.gate.sentence()] if res.gate is not None else [])
         + ([f"registered {out['registered']} ({str(out['fingerprint'])[:12]}…)"] if o["register_as"] else [])))
 
 

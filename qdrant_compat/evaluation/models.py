@@ -79,6 +79,12 @@ def record_bct_evidence(registry: Registry, new: str, rep: CompatibilityReport,
         from qdrant_compat.evaluation.calibration import fit_score_calibration
 
         d["score_calibration"] = fit_score_calibration(embeddings[new], embeddings[new], embeddings[old])
+    if not d.get("criterion_met"):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s fails the compatibility criterion against %s (cross top-1 %.1f vs old/old %.1f): recorded as a failing "
+            "edge; it will not be adopted", new, old, float(d.get("cross_top1", float("nan"))), float(d.get("old_top1", float("nan"))))
     card = card.with_(lineage=replace(card.lineage, evidence=d))
     registry.update_card(card)
     return card

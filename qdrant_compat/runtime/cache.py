@@ -34,8 +34,8 @@ DEFAULT_MAX_BYTES = 10 << 30
 
 
 def default_cache_dir() -> Path:
-    """``$QDRANT_COMPAT_CACHE``, else ``$XDG_CACHE_HOME/qdrant-compat/vectors`` (``~/.cache/...``)."""
-    env = os.environ.get("QDRANT_COMPAT_CACHE")
+    """``$QDRANT_COMPAT_VECTOR_CACHE``, else ``$XDG_CACHE_HOME/qdrant-compat/vectors`` (``~/.cache/...``)."""
+    env = os.environ.get("QDRANT_COMPAT_VECTOR_CACHE")
     if env:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -28,6 +28,7 @@ class TrainingSummary:
     dataset: str = ""
     skipped: int = 0  # training images that could not be read
     init_from: str | None = None  # the registered model whose backbone v2 started from
+    gate: dict[str, Any] | None = None  # compatibility measured while training (training/gate.py)
 
 
 def save_checkpoint(directory: str | Path, model: EmbeddingModel, summary: TrainingSummary) -> Path:
@@ -71,6 +72,7 @@ def export_and_register(
                 "history": summary.history,
                 "skipped_images": summary.skipped,
                 **({"init_from": summary.init_from} if summary.init_from else {}),
+                **({"gate": summary.gate} if summary.gate else {}),
                 "seconds": round(summary.seconds, 2),
                 "synthesized_rows": summary.synthesized_rows,
                 "dataset": summary.dataset,

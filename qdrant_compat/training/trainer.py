@@ -40,6 +40,7 @@ from qdrant_compat.training import resume as resume_state
 from qdrant_compat.training.config import TrainConfig, resolve_device
 from qdrant_compat.training.data import StepSampler, get_augment, make_loader, normalizer, sample_seed
 from qdrant_compat.training.distributed import Dist
+from qdrant_compat.training.gate import CompatibilityGate, GateConfig, GateResult, split_holdout
 from qdrant_compat.training.old_model import OldTargets, SameViewOld
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class TrainResult:
     input_mode: str = "stream"
     images_per_s: float = 0.0
     resumed_from_step: int = 0
+    gate: GateResult | None = None  # the compatibility measured while training (with old and a gate)
 
 
 def seed_everything(seed: int) -> None:
@@ -289,6 +291,7 @@ def train_model(
     resume: bool = False,
     cache: Any = None,
     dist: Dist | None = None,
+    gate: GateConfig | None = None,
 ) -> TrainResult:
     """Train an embedding model on a labelled image source.
 
@@ -308,6 +311,9 @@ def train_model(
             from the state there.
         cache: a :class:`~qdrant_compat.runtime.cache.VectorCache` for frozen-backbone features.
         dist: the DDP context (default: from torchrun's environment).
+        gate: with ``old`` (and labels), keep a per-class slice apart and measure compatibility on it after each
+            epoch (:mod:`~qdrant_compat.training.gate`): the kept model is the best epoch that meets the
+            criterion, and ``TrainResult.gate`` says whether one did.
 
     Returns:
         The trained model (eval mode, on the CPU), the per-epoch history and the unreadable images skipped.
@@ -335,6 +341,13 @@ def train_model(
     if old is not None and len(old.embeddings) != len(source):
         raise InvalidArgumentError(f"old embeddings cover {len(old.embeddings)} images, training has {len(source)}")
     augment = get_augment(cfg.effective_augment)
+    gate_obj = None
+    if gate is not None and old is not None:
+        if cfg.no_labels:
+            log.warning("the compatibility gate needs labels to measure retrieval; label-free training runs without it")
+        else:
+            source, labels_np, old, images, features, gate_obj = _hold_out(source, labels_np, old, images, features,
+                                                                           gate, spec)
     dist = dist or Dist.from_env(resolve_device(cfg.device))
     device = dist.device(resolve_device(cfg.device))
     model_config = replace(model_config, num_classes=num_classes)
@@ -369,11 +382,35 @@ def train_model(
     t_feat = time.perf_counter() - t0 if inputs.mode == "features" else 0.0
     labels = torch.from_numpy(labels_np.astype(np.int64))
     loop = _Loop(model, loss_fn, cfg, spec, inputs, labels, old, augment, dist, device, source)
+    loop.gate = gate_obj
     history, skipped, ips, resumed = loop.run(progress=progress, on_epoch=on_epoch, on_log=on_log, out_dir=out_dir,
                                               resume=resume)
+    gate_res = gate_obj.finish(model, cfg.epochs) if gate_obj is not None else None
+    if gate_res is not None:
+        log.info("%s", gate_res.sentence())
     model.cpu().eval()
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - t0 - t_feat, feature_seconds=t_feat,
-                       skipped=skipped, input_mode=inputs.mode, images_per_s=ips, resumed_from_step=resumed)
+                       skipped=skipped, input_mode=inputs.mode, images_per_s=ips, resumed_from_step=resumed, gate=gate_res)
+
+
+def _hold_out(source: Any, labels_np: np.ndarray, old: OldTargets, images: torch.Tensor | None,
+              features: torch.Tensor | None, gate: GateConfig, spec: InputSpec) -> tuple[Any, ...]:
+    """The gate's per-class slice taken out of everything training reads (source, labels, old targets, tensors)."""
+    from qdrant_compat.data.images import _Subset
+
+    readable = np.setdiff1d(np.arange(len(labels_np)), np.asarray(old.unreadable, dtype=np.int64))
+    tr_r, ho_r = split_holdout(labels_np[readable], gate)
+    held = readable[ho_r]
+    train_idx = np.setdiff1d(np.arange(len(labels_np)), held)
+    remap = {int(i): k for k, i in enumerate(train_idx)}
+    gate_obj = CompatibilityGate(gate, _Subset(source, held), labels_np[held], old.embeddings[held], spec)
+    old = replace(old, embeddings=old.embeddings[train_idx], unreadable=[remap[i] for i in old.unreadable if i in remap])
+    sub = _Subset(source, train_idx)
+    log.info("compatibility gate: %d images of %d classes held out, %d left to train on", len(held),
+             len(np.unique(labels_np[held])), len(train_idx))
+    t = torch.from_numpy(train_idx)
+    return (sub, labels_np[train_idx], old, None if images is None else images[t],
+            None if features is None else features[t], gate_obj)
 
 
 class _Loop:
@@ -383,6 +420,7 @@ class _Loop:
                  labels: torch.Tensor, old: OldTargets | None, augment: Any, dist: Dist, device: str, source: Any) -> None:
         self.model, self.loss_fn, self.cfg, self.spec, self.inputs = model, loss_fn, cfg, spec, inputs
         self.labels, self.old, self.augment, self.dist, self.device, self.source = labels, old, augment, dist, device, source
+        self.gate: CompatibilityGate | None = None
         self.cuda = device.startswith("cuda")
         self.amp = amp_dtype(cfg.amp, device)
         self.channels_last = self.cuda if cfg.channels_last is None else cfg.channels_last
@@ -497,6 +535,8 @@ class _Loop:
             sums.load(st["sums"])
             epoch_elapsed = float(st["epoch_seconds"])
             resume_state.set_rng_state(st["rng"])
+            if self.gate is not None and st.get("gate") is not None:
+                self.gate.load(st["gate"], self.loss_fn)
             log.info("resuming at epoch %d step %d (global step %d of %d)", start_epoch + 1, start_step, global_step, self.total)
         resumed_from = global_step
 
@@ -508,6 +548,7 @@ class _Loop:
                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                 "global_step": global_step, "history": history, "skipped": {str(k): v for k, v in skipped.items()},
                 "sums": sums.to_state(), "epoch_seconds": t_epoch, "rng": resume_state.rng_state(),
+                "gate": self.gate.to_state() if self.gate is not None else None,
             })
 
         spe = self.sampler.steps_per_epoch
@@ -573,6 +614,9 @@ class _Loop:
                 if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and step + 1 < spe:
                     save(epoch, step + 1, time.perf_counter() - t_epoch)
             row = self._epoch_row(sums, epoch, time.perf_counter() - t_epoch)
+            if self.gate is not None and ((epoch + 1) % self.gate.cfg.every == 0 or epoch + 1 == cfg.epochs):
+                measured = self.gate.measure(self.model, dev, epoch + 1, self.loss_fn)
+                row.update({f"gate_{k}": v for k, v in measured.items() if k != "epoch"})
             history.append(row)
             log.info("epoch %d/%d loss %.4f train_acc %.3f (%s) %.1fs", epoch + 1, cfg.epochs, row["loss"],
                      row["train_acc"], ", ".join(f"{k} {v:.3f}" for k, v in row.items()
@@ -582,9 +626,9 @@ class _Loop:
                 on_epoch(epoch + 1, row)
             sums, epoch_elapsed = _Sums(dev), 0.0
             save(epoch + 1, 0, 0.0)
+        elapsed = time.perf_counter() - t_run  # before the workers are shut down: that is not training
         self.inputs.loader = None  # stops persistent workers
         _sync_bn(self.model, back=True)
-        elapsed = time.perf_counter() - t_run
         return history, skipped, images_run / max(elapsed, 1e-9), resumed_from
 
     def _check_finite(self, means: dict[str, float], epoch: int) -> None:

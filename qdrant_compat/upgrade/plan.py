@@ -119,7 +119,13 @@ def plan_upgrade(
         raise UpgradeError(f"collection '{collection}' already serves {card.ref} from vector '{src}'")
     reasons: list[str] = []
     ev = bct_evidence(card, src_card)
-    bct_ok = ev is not None and ev.get("criterion_met") is True
+    gate = card.training.get("gate") if card.lineage.parent == src_card.ref else None
+    gate_failed = isinstance(gate, dict) and gate.get("criterion_met") is False
+    bct_ok = ev is not None and ev.get("criterion_met") is True and not gate_failed
+    if gate_failed:
+        assert isinstance(gate, dict)
+        reasons.append(f"{card.ref} failed its training-time compatibility gate (new/old {float(gate['new_old']):.1f} vs "
+                       f"old/old {float(gate['old_old']):.1f} on {gate['holdout_images']} held-out images): not adopting")
     convs = client.registry.find_converters(src_card, card)
     if converter:
         conv_card = client.registry.get_converter(converter).card
@@ -129,7 +135,7 @@ def plan_upgrade(
             )
     elif convs:
         converter = max(convs, key=lambda c: c.fit.get("val_cosine", 0.0)).id
-    if ev is not None and not bct_ok:
+    if ev is not None and ev.get("criterion_met") is not True:
         reasons.append(f"{card.ref} has a bct edge to {src_card.ref} but its recorded criterion failed "
                        f"(cross top-1 {float(ev.get('cross_top1', float('nan'))):.1f} vs old/old "
                        f"{float(ev.get('old_top1', float('nan'))):.1f}): not adopting")

@@ -23,7 +23,7 @@ COMMON = ["--max-classes", "60", "--channels", "1", "--size", "28", "--dim", "16
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "QDRANT_COMPAT_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "QDRANT_COMPAT_VECTOR_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _cli(tmp: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -111,7 +111,7 @@ def test_torchrun_two_gloo_processes_equal_one_process_at_the_same_global_batch(
     for a, b in zip(h1, h2, strict=True):
         assert a["cross_contrastive"] == pytest.approx(b["cross_contrastive"], rel=1e-4)
         assert a["train_acc"] == pytest.approx(b["train_acc"], abs=1e-9)
-    assert h2[1]["loss"] < h2[0]["loss"]  # it trained
+    assert h2[1]["train_acc"] > h2[0]["train_acc"]  # it trained (the loss itself rises with the gate's weight boost)
 
 
 def test_init_from_an_imported_torchvision_model(tmp_path):
