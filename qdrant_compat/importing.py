@@ -68,18 +68,53 @@ def probe_dim(path: str | Path, spec: InputSpec) -> int:
     return int(out.shape[1])
 
 
+def read_classifier(path: str | Path, dim: int) -> tuple[np.ndarray, list[str]]:
+    """A team's classifier for an imported model: an ``.npz`` with ``weight`` ``(n_classes, dim)`` and ``classes``
+    ``(n_classes,)`` (the class names, matched by name against the training data's classes).
+
+    Raises:
+        InvalidArgumentError: missing keys, wrong shape, non-finite rows, or duplicate class names.
+    """
+    p = Path(path)
+    try:
+        z = np.load(p, allow_pickle=False)
+        weight, classes = np.asarray(z["weight"], dtype=np.float32), [str(c) for c in z["classes"]]
+    except KeyError as exc:
+        raise InvalidArgumentError(f"classifier file {p} needs arrays 'weight' (n_classes, dim) and 'classes' (names); "
+                                   f"missing {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidArgumentError(f"classifier file {p} is not a readable .npz ({exc})") from None
+    if weight.ndim != 2 or weight.shape[1] != dim or len(classes) != len(weight):
+        raise InvalidArgumentError(f"classifier {p}: weight must be ({len(classes)}, {dim}) for {len(classes)} class names "
+                                   f"and a {dim}-d model, got {weight.shape}")
+    if not np.isfinite(weight).all() or (np.linalg.norm(weight, axis=1) == 0).any():
+        raise InvalidArgumentError(f"classifier {p} has non-finite or all-zero rows")
+    if len(set(classes)) != len(classes):
+        raise InvalidArgumentError(f"classifier {p} names a class twice; class names must be unique")
+    return weight, classes
+
+
 def import_onnx(registry: Registry, path: str | Path, name: str, version: str, *, size: int | None = None,
                 channels: int | None = None, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                distance: str = "Cosine", provenance: dict[str, Any] | None = None) -> ModelCard:
-    """Register an ONNX feature extractor trained elsewhere (its card records where it came from)."""
+                distance: str = "Cosine", provenance: dict[str, Any] | None = None,
+                classifier: str | Path | None = None) -> ModelCard:
+    """Register an ONNX feature extractor trained elsewhere (its card records where it came from).
+
+    ``classifier``: the team's classifier (:func:`read_classifier`); compatible training then keeps its rows for
+    the classes it names instead of synthesising every row.
+    """
     path = Path(path)
     if not path.is_file():
         raise InvalidArgumentError(f"ONNX file {path} does not exist")
     spec = input_spec_for(path, size=size, channels=channels, mean=mean, std=std)
     dim = probe_dim(path, spec)
+    weight, classes = read_classifier(classifier, dim) if classifier is not None else (None, [])
     origin = provenance or {"from": "onnx", "file": path.name, "sha256": sha256_file(path)}
-    card = ModelCard(name=name, version=version, dim=dim, input=spec, distance=distance, training={"imported": origin})
-    card = registry.register_model(path, card)
+    if classifier is not None:
+        origin = {**origin, "classifier": Path(classifier).name, "classifier_sha256": sha256_file(classifier)}
+    card = ModelCard(name=name, version=version, dim=dim, input=spec, distance=distance, training={"imported": origin},
+                     classes=classes)
+    card = registry.register_model(path, card, classifier=weight)
     log.info("imported %s as %s (%d-d, input %dx%d, %d channel(s))", path, card.ref, dim, spec.size, spec.size, spec.channels)
     return card
 
@@ -115,7 +150,8 @@ def _load_without_head(net: Any, state: dict[str, Any]) -> None:
 
 def import_torchvision(registry: Registry, arch: str, weights: str | Path, name: str, version: str, *, size: int,
                        channels: int = 3, layer: str | None = None, mean: tuple[float, ...] | None = None,
-                       std: tuple[float, ...] | None = None, distance: str = "Cosine") -> ModelCard:
+                       std: tuple[float, ...] | None = None, distance: str = "Cosine",
+                       classifier: str | Path | None = None) -> ModelCard:
     """A torchvision classification architecture (or a timm one, ``arch="timm:NAME"``, with the ``timm`` extra)
     with a local state dict (safetensors, or a torch file read with ``weights_only=True``); the embedding is the
     pooled features (the classifier removed) or the flattened output of ``layer``. Exported to ONNX
@@ -174,4 +210,4 @@ def import_torchvision(registry: Registry, arch: str, weights: str | Path, name:
         origin = {"from": library, "arch": arch, "layer": layer or "pooled features",
                   "weights": Path(weights).name, "weights_sha256": sha256_file(weights)}
         return import_onnx(registry, onnx_path, name, version, size=size, channels=channels, mean=mean, std=std,
-                           distance=distance, provenance=origin)
+                           distance=distance, provenance=origin, classifier=classifier)

@@ -42,9 +42,13 @@ def register(state: CliState, onnx_file: str, card_file: str, classifier: str | 
 @click.option("--mean", default=None, help="Comma-separated per-channel mean (default ImageNet / 0.5).")
 @click.option("--std", default=None, help="Comma-separated per-channel std.")
 @click.option("--distance", type=click.Choice(["Cosine", "Dot", "Euclid"]), default="Cosine", show_default=True)
+@click.option("--classifier", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The model's classifier: an .npz with 'weight' (n_classes, dim) and 'classes' (names). Compatible "
+                   "training keeps these rows for the classes they name (without it every row is synthesised).")
 @pass_state
 def import_(state: CliState, source: str, name: str, version: str, arch: str | None, layer: str | None,
-            size: int | None, channels: str | None, mean: str | None, std: str | None, distance: str) -> None:
+            size: int | None, channels: str | None, mean: str | None, std: str | None, distance: str,
+            classifier: str | None) -> None:
     """Register a model trained elsewhere: an ONNX file, or (--arch) a torchvision network's local weights.
 
     The graph is run once on a probe batch: the output dimension is read from it and must be finite.
@@ -59,12 +63,12 @@ def import_(state: CliState, source: str, name: str, version: str, arch: str | N
         if size is None:
             raise InvalidArgumentError("--arch needs --size (the input size the network was trained at)")
         card = import_torchvision(state.registry, arch, source, name, version, size=size, channels=int(channels or 3),
-                                  layer=layer, mean=m, std=sd, distance=distance)
+                                  layer=layer, mean=m, std=sd, distance=distance, classifier=classifier)
     else:
         if layer:
             raise InvalidArgumentError("--layer goes with --arch; an ONNX file's embedding is its first output")
         card = import_onnx(state.registry, source, name, version, size=size, channels=int(channels) if channels else None,
-                           mean=m, std=sd, distance=distance)
+                           mean=m, std=sd, distance=distance, classifier=classifier)
     state.emit(card.to_dict(), f"imported {card.ref}: {card.dim}-d, input {card.input.channels}x{card.input.size}x"
                f"{card.input.size}, mean {card.input.mean}, std {card.input.std} ({card.fingerprint[:12]}…)")
 

@@ -103,9 +103,13 @@ class ViewTransform:
                 self._ops = self._build()
             if not self.augment.crops:
                 pil = _resize(pil, self.spec)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            gen = torch.default_generator
+            saved = gen.get_state()
+            gen.manual_seed(seed)  # the CPU generator alone: torch.manual_seed also queues a CUDA seed with a traceback
+            try:
                 pil = self._ops(pil)
+            finally:
+                gen.set_state(saved)
         else:
             pil = _resize(pil, self.spec)
         arr = np.array(pil, dtype=np.uint8)  # a writable copy

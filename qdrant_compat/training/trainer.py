@@ -428,11 +428,27 @@ class _Loop:
                                    accum=cfg.accum_steps)
         self.total = self.sampler.steps_per_epoch * cfg.epochs
         self.same_view: SameViewOld | None = None
+        self._check_seen_terms()
         if old is not None and inputs.mode == "stream" and augment.name != "none":
             if not old.onnx_path:
                 raise InvalidArgumentError("augmented compatible training runs the old model on each batch: its targets "
                                            "need the old ONNX graph (build them with prepare_old_targets)")
             self.same_view = SameViewOld(old.onnx_path, old.card)
+
+    def _check_seen_terms(self) -> None:
+        """A term restricted to the classes the old classifier knew would be 0 on every step when it knew none of
+        the training classes (an imported model without its classifier): say so now, and apply it to every image."""
+        old = self.old
+        if old is None or not old.classes or len(old.synthesized) < len(old.classes):
+            return
+        for name, term in self.loss_fn.terms.items():
+            if getattr(term, "only_seen", False):
+                term.only_seen = False  # type: ignore[assignment]
+                log.warning(
+                    "%s reads only images of classes the old classifier knew, and %s has no classifier row for any of "
+                    "the %d training classes (every row is synthesised): it would be 0 on every step, so it is applied "
+                    "to every image instead; attach the team's classifier (model import --classifier) to keep it to "
+                    "the classes %s saw", name, old.card.ref, len(old.classes), old.card.ref)
 
     # ---- set-up
     def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
