@@ -51,6 +51,17 @@ def classifier_labels(labels: np.ndarray, class_names: list[str], classifier_cla
     return lut[np.asarray(labels, dtype=np.int64)]
 
 
+def per_class_holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator, minimum: int = 2) -> np.ndarray:
+    """Indices held out of fitting: ``fraction`` of each class, at least ``minimum`` (classes with fewer than
+    ``minimum + 2`` pairs stay whole), so leave-one-out retrieval on them has same-class neighbours to find."""
+    out = []
+    for c in np.unique(labels) if fraction > 0 else []:
+        idx = np.flatnonzero(labels == c)
+        if len(idx) >= minimum + 2:
+            out.append(rng.choice(idx, size=max(minimum, int(round(fraction * len(idx)))), replace=False))
+    return np.sort(np.concatenate(out)) if out else np.empty(0, dtype=np.int64)
+
+
 def fit_head(
     kind: str,
     src: np.ndarray,
@@ -83,9 +94,9 @@ def fit_head(
         raise InvalidArgumentError(f"{len(src)} source but {len(dst)} target embeddings: they must be paired")
     direction = Direction.parse(direction, "direction").value
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(src))
-    n_hold = int(round(holdout * len(src))) if labels is not None else 0
-    hold, fit_idx = (perm[:n_hold], perm[n_hold:]) if n_hold else (perm[:0], np.arange(len(src)))
+    hold = per_class_holdout(np.asarray(labels), holdout, rng) if labels is not None else np.empty(0, dtype=np.int64)
+    fit_idx = np.setdiff1d(np.arange(len(src)), hold)
+    n_hold = len(hold)
     conv = create_converter(kind, dim_in=src.shape[1], dim_out=dst.shape[1], **(options or {}))
     cls_labels = None
     rows = classifier_rows if classifier_rows is not None else labels
@@ -98,6 +109,8 @@ def fit_head(
     if labels is not None and n_hold >= 10:
         ret_labels = np.asarray(labels)[hold]
         fit["holdout"] = retention(conv, src[hold], dst[hold], ret_labels, direction)
+        fit["holdout"]["measured_on"] = (f"{n_hold} held-out pairs of {len(np.unique(ret_labels))} classes (never fitted), "
+                                         "leave-one-out top-1 as evaluate computes it")
     if direction == Direction.NEW_TO_OLD and n_hold >= 20:
         from qdrant_compat.evaluation.calibration import fit_score_calibration
 
@@ -123,6 +136,7 @@ def fit_and_register(
     options: dict[str, Any] | None = None,
     holdout: float = 0.1,
     cache: Any = None,
+    eval_images: Any = None,
 ) -> ConverterCard:
     """Fit a ``kind`` head from ``source`` to ``target`` space, export it (parity-checked) and register it.
 
@@ -130,6 +144,7 @@ def fit_and_register(
     ``src``/``dst`` arrays. With labels, a held-out ``holdout`` share of the pairs (never used for fitting)
     measures retrieval retention. A head option ``class_weight`` > 0 adds the classification term through
     the target model's registered classifier, the data's classes matched to its classes by name.
+    ``eval_images``: a separate labelled set on which retention is also measured (``fit["eval"]``).
     """
     s_card, t_card = registry.get_model(source).card, registry.get_model(target).card
     if images is not None:
@@ -158,6 +173,11 @@ def fit_and_register(
                          classifier_rows=cls_labels, seed=seed, options=options, holdout=holdout)
     if cls_labels is not None:
         fit["class_term"] = {"classifier": t_card.ref, "pairs_with_known_class": int((cls_labels >= 0).sum())}
+    if eval_images is not None:
+        e_src, e_dst = paired_embeddings(registry, source, target, eval_images, cache=cache)
+        fit["eval"] = retention(conv, e_src, e_dst, np.asarray(eval_images.labels), fit.get("direction", direction))
+        fit["eval"]["measured_on"] = (f"{len(e_src)} images of {len(eval_images.classes)} classes of the evaluation set, "
+                                      "leave-one-out top-1 as evaluate computes it")
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "converter.onnx"
         fit["export_max_abs_diff"] = conv.to_onnx(onnx_path, {"qdrant_compat.converter": conv_id,

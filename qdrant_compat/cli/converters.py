@@ -27,12 +27,15 @@ def converter_group() -> None:
 @click.option("--split", default="train", show_default=True, help="Split of an .npz bundle.")
 @click.option("--max-classes", type=int, default=None)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--eval-data", type=click.Path(exists=True), default=None,
+              help="A labelled image set (folder, npz, list) on which the head's retention is also measured, as evaluate does.")
+@click.option("--eval-split", default="test", show_default=True, help="Split of an --eval-data .npz bundle.")
 @click.option("--option", "options", multiple=True, help="KEY=VALUE head option (rank=32, hidden=512; class_weight=0.5: target classifier term).")
 @cache_options
 @pass_state
 def fit(state: CliState, data: str, source: str, target: str, kind: str, direction: str, conv_id: str | None,
         split: str, max_classes: int | None, seed: int, options: tuple[str, ...], cache_dir: str | None,
-        cache_size: float, no_cache: bool) -> None:
+        cache_size: float, no_cache: bool, eval_data: str | None, eval_split: str) -> None:
     """Fit a head on the images of DATA (both models are run over them), export and register it."""
     from qdrant_compat.errors import InvalidArgumentError, require_torch
 
@@ -47,12 +50,19 @@ def fit(state: CliState, data: str, source: str, target: str, kind: str, directi
             raise InvalidArgumentError(f"--option takes KEY=VALUE, got {o!r}")
         opts[k] = json.loads(v) if v.replace(".", "", 1).lstrip("-").isdigit() else v
     src = open_source(data, split=split, max_classes=max_classes)
+    ev_src = open_source(eval_data, split=eval_split, max_classes=max_classes) if eval_data else None
     card = fit_and_register(state.registry, source, target, kind, direction=direction, images=src, conv_id=conv_id,
-                            seed=seed, options=opts, cache=make_cache(cache_dir, cache_size, no_cache))
-    ho = card.fit.get("holdout", {})
+                            seed=seed, options=opts, cache=make_cache(cache_dir, cache_size, no_cache), eval_images=ev_src)
+
+    def figure(name: str, m: dict) -> str:  # type: ignore[type-arg]
+        cell = f"{card.target}/convert({card.source})" if direction == "old_to_new" else f"adapt({card.source})/{card.target}"
+        return (f"\n  {name}: {cell} top-1 {m['top1']:.1f} vs {card.target}/{card.target} {m['base_top1']:.1f} "
+                f"(retention {m['top1_retention']:.3f}; mAP {m['mAP']:.1f} vs {m['base_mAP']:.1f}) on {m['measured_on']}")
+
+    ho, ev = card.fit.get("holdout"), card.fit.get("eval")
     state.emit(card.to_dict(), f"registered converter {card.id} ({card.source} -> {card.target}, {card.kind}): "
                f"val cosine {card.fit['val_cosine']:.3f}"
-               + (f", held-out top-1 retention {ho['top1_retention']:.3f}" if ho else ""))
+               + (figure("held out", ho) if ho else "") + (figure("evaluation set", ev) if ev else ""))
 
 
 @converter_group.command("list")
