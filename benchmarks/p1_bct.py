@@ -163,8 +163,9 @@ def main() -> None:
         "update_gain": gain.tolist(), "compatibility_cost": cost.tolist(),
     }
     targets = {
-        "Q1": {"met": bool(crit.all() and (t1["bct/old"] - t1["old/old"]).mean() >= 3),
-               "value": float((t1["bct/old"] - t1["old/old"]).mean())},
+        # BENCHMARK.md (restated): the criterion in every seed with a margin of at least +1 top-1 point in each
+        "Q1": {"met": bool(crit.all() and (t1["bct/old"] - t1["old/old"]).min() >= 1),
+               "value": float((t1["bct/old"] - t1["old/old"]).min()), "mean": float((t1["bct/old"] - t1["old/old"]).mean())},
         "Q2": {"met": bool(gain.mean() >= 0.5), "value": float(gain.mean())},
         "Q3": {"met": bool(cost.mean() <= 0.5), "value": float(cost.mean())},
         "S4": {"met": bool(s4 <= 1.3), "value": s4},
