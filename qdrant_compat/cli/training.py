@@ -181,6 +181,13 @@ class _TrainProgress:
                    "epoch, keep the best epoch that meets the criterion, raise the compatibility weight while it fails.")
 @click.option("--gate-holdout", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.1, show_default=True,
               help="Fraction of each class the gate holds out (at least 2 images a class).")
+@click.option("--gate-data", type=click.Path(exists=True), default=None,
+              help="A labelled image set neither model trains on (e.g. a validation split) for the gate to measure on, "
+                   "instead of holding out training images: fairer when the old model was trained on DATA.")
+@click.option("--gate-split", default="test", show_default=True, help="Split of a --gate-data .npz bundle.")
+@click.option("--gate-boost", type=click.FloatRange(min=1), default=1.0, show_default=True,
+              help="While the criterion fails in the second half of training, multiply the compatibility terms' weights "
+                   "by this after each epoch (cap x4); 1 = off.")
 @click.option("--gate-margin", type=float, default=0.0, show_default=True,
               help="The criterion: new/old top-1 must exceed old/old by more than this many points.")
 @click.option("--register", "register_as", default=None, help="Also export and register as NAME@VERSION.")
@@ -288,13 +295,15 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
     mcfg = ModelConfig(backbone=backbone, dim=o["dim"], head=o["head"], in_channels=c, freeze_backbone=o["freeze_backbone"])
     from qdrant_compat.training.gate import GateConfig
 
-    gate = GateConfig(holdout=o.get("gate_holdout", 0.1), margin=o.get("gate_margin", 0.0), seed=o["seed"]) \
+    gate = GateConfig(holdout=o.get("gate_holdout", 0.1), margin=o.get("gate_margin", 0.0), seed=o["seed"],
+                      boost=o.get("gate_boost", 1.0)) \
         if o.get("gate", True) and old is not None and not o["no_labels"] else None
+    gate_data = _gate_data(state, o, gate, old, dist, cache) if gate is not None else None
     steps = max(1, len(src) // o["batch_size"]) * o["epochs"]
     with _TrainProgress(state, steps) as bar:
         res = train_model(src, mcfg, cfg, spec, old=old, weights=weights, progress=bar.step, on_log=bar.report,
                           on_epoch=bar.epoch, out_dir=out_dir, resume=bool(o["resume_dir"]), cache=cache, dist=dist,
-                          gate=gate)
+                          gate=gate, gate_data=gate_data)
     if not dist.is_main:
         dist.close()
         return
@@ -327,6 +336,34 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
         + ([f"skipped {len(res.skipped)} unreadable image(s), e.g. {next(iter(res.skipped.values()))}"] if res.skipped else [])
         + ([res.gate.sentence()] if res.gate is not None else [])
         + ([f"registered {out['registered']} ({str(out['fingerprint'])[:12]}…)"] if o["register_as"] else [])))
+
+
+def _gate_data(state: CliState, o: dict[str, Any], gate: Any, old: Any, dist: Any, cache: Any) -> Any:
+    """``(gate set, the old model's embeddings of it)`` for --gate-data; None to hold out training images (with a
+    warning when the old model was trained on this very data: old/old then reads high on those images)."""
+    import logging
+    from pathlib import Path
+
+    from qdrant_compat.data.images import open_source
+
+    log = logging.getLogger("qdrant_compat.cli.training")
+    if not o.get("gate_data"):
+        if str(old.card.training.get("dataset", "")) == str(o["data"]):
+            log.warning("the gate holds out images of %s, which %s was trained on: its old/old figure on them reads "
+                        "high (it has seen them); pass --gate-data with images neither model trains on for a fair "
+                        "criterion", o["data"], old.card.ref)
+        return None
+    same_split = Path(o["gate_data"]).suffix != ".npz" or o.get("gate_split", "test") == o["split"]
+    if Path(o["gate_data"]).resolve() == Path(o["data"]).resolve() and same_split:
+        raise InvalidArgumentError("--gate-data is the training data itself: the gate needs images the new model does "
+                                   "not train on (another split or folder), or leave --gate-data out to hold some out")
+    g_src = open_source(o["gate_data"], split=o.get("gate_split", "test"), max_classes=o["max_classes"])
+    emb = None
+    if dist.is_main:
+        from qdrant_compat.runtime.embedder import Embedder
+
+        emb = Embedder(state.registry.get_model(old.card.ref)).embed_source(g_src, cache=cache)
+    return g_src, dist.broadcast_array(emb)
 
 
 def _share_old(dist, old, old_reg, src, labels: bool):  # type: ignore[no-untyped-def]

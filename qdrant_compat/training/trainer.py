@@ -292,6 +292,7 @@ def train_model(
     cache: Any = None,
     dist: Dist | None = None,
     gate: GateConfig | None = None,
+    gate_data: tuple[Any, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train an embedding model on a labelled image source.
 
@@ -314,6 +315,9 @@ def train_model(
         gate: with ``old`` (and labels), keep a per-class slice apart and measure compatibility on it after each
             epoch (:mod:`~qdrant_compat.training.gate`): the kept model is the best epoch that meets the
             criterion, and ``TrainResult.gate`` says whether one did.
+        gate_data: ``(labelled source, the old model's embeddings of it)``: the gate measures on these images
+            instead of holding out training images (fairer when the old model was trained on the training data,
+            and nothing is taken from training).
 
     Returns:
         The trained model (eval mode, on the CPU), the per-epoch history and the unreadable images skipped.
@@ -345,6 +349,12 @@ def train_model(
     if gate is not None and old is not None:
         if cfg.no_labels:
             log.warning("the compatibility gate needs labels to measure retrieval; label-free training runs without it")
+        elif gate_data is not None:
+            g_src, g_old = gate_data
+            if len(g_old) != len(g_src):
+                raise InvalidArgumentError(f"gate data: {len(g_old)} old embeddings for {len(g_src)} images")
+            gate_obj = CompatibilityGate(gate, g_src, np.asarray(g_src.labels), np.asarray(g_old, dtype=np.float32), spec,
+                                         source="images of the gate set")
         else:
             source, labels_np, old, images, features, gate_obj = _hold_out(source, labels_np, old, images, features,
                                                                            gate, spec)
@@ -631,7 +641,7 @@ class _Loop:
                     save(epoch, step + 1, time.perf_counter() - t_epoch)
             row = self._epoch_row(sums, epoch, time.perf_counter() - t_epoch)
             if self.gate is not None and ((epoch + 1) % self.gate.cfg.every == 0 or epoch + 1 == cfg.epochs):
-                measured = self.gate.measure(self.model, dev, epoch + 1, self.loss_fn)
+                measured = self.gate.measure(self.model, dev, epoch + 1, self.loss_fn, cfg.epochs)
                 row.update({f"gate_{k}": v for k, v in measured.items() if k != "epoch"})
             history.append(row)
             log.info("epoch %d/%d loss %.4f train_acc %.3f (%s) %.1fs", epoch + 1, cfg.epochs, row["loss"],

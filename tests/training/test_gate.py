@@ -47,7 +47,8 @@ def test_a_setting_known_to_fail_is_reported_and_the_weight_raised(trained, v2_s
     old = prepare_old_targets(trained[0].get_model(trained[1].ref), v2_source)
     cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, seed=5, workers=0,
                       losses={"norm_softmax": 1.0, "cross_contrastive": 1e-4})  # compatibility all but switched off
-    res = train_model(v2_source, ModelConfig(in_channels=1, dim=32), cfg, SPEC, old=old, gate=GateConfig())
+    res = train_model(v2_source, ModelConfig(in_channels=1, dim=32), cfg, SPEC, old=old,
+                      gate=GateConfig(boost=1.5, boost_after=0.0))
     g = res.gate
     assert g is not None and not g.criterion_met
     assert g.sentence().startswith("not compatible after 2 epochs (best new/old")
@@ -99,3 +100,34 @@ def test_a_model_whose_gate_failed_is_never_adopted(make_world):
     plan = run("upgrade", "plan", "g", "--to", "omni@2").output
     assert "failed its training-time compatibility gate (new/old" in plan
     assert "adopt" not in json.loads(run("--json", "upgrade", "plan", "g", "--to", "omni@2").output)["strategy"]
+
+
+def test_a_separate_gate_set_takes_nothing_from_training(trained, v2_source, omni_test, monkeypatch):
+    from qdrant_compat.runtime.embedder import Embedder
+    from qdrant_compat.training import trainer as trainer_mod
+
+    old_reg = trained[0].get_model(trained[1].ref)
+    old = prepare_old_targets(old_reg, v2_source)
+    seen_n: list[int] = []
+    real = trainer_mod.StepSampler.__init__
+
+    def spy(self, n, *a, **k):
+        seen_n.append(n)
+        real(self, n, *a, **k)
+
+    monkeypatch.setattr(trainer_mod.StepSampler, "__init__", spy)
+    cfg = TrainConfig(epochs=1, batch_size=64, workers=0, losses=dict(BCT_LOSSES))
+    res = train_model(v2_source, ModelConfig(in_channels=1, dim=32), cfg, SPEC, old=old, gate=GateConfig(),
+                      gate_data=(omni_test, Embedder(old_reg).embed_source(omni_test)))
+    assert seen_n == [len(v2_source)]  # every training image trains
+    assert res.gate.holdout_images == len(omni_test) and "images of the gate set" in res.gate.sentence()
+    lab = np.asarray(omni_test.labels)
+    e_old = Embedder(old_reg).embed_source(omni_test)
+    assert res.gate.old_old == pytest.approx(evaluate_pair(e_old, e_old, lab)["top1"])
+
+
+def test_gate_data_cannot_be_the_training_data(make_world):
+    tmp, run = make_world(30)
+    bad = run("train", str(OMNIGLOT), "--max-classes", "40", "--channels", "1", "--size", "28", "--epochs", "1",
+              "--old-model", "omni@1", "--gate-data", str(OMNIGLOT), "--gate-split", "train", "--out", str(tmp / "v2"), ok=False)
+    assert bad.exit_code == 1 and "--gate-data is the training data itself" in bad.output
