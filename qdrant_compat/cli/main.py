@@ -31,9 +31,38 @@ COMMANDS = {
 }
 
 
+ANYWHERE = ("--json", "--no-progress", "--verbose")  # and -v, -vv, ...
+VALUED = ("--path", "--url", "--api-key", "--registry")  # global options that take a value
+
+
+def _anywhere(arg: str) -> bool:
+    return arg in ANYWHERE or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"})
+
+
 class CompatGroup(click.Group):
     """Loads subcommands on demand; every failure ends as one line on stderr and an exit code
     (see :mod:`qdrant_compat.cli.errors`; ``-v`` adds the traceback)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """``--json``, ``--no-progress`` and ``-v`` are accepted anywhere before ``--``: given after the subcommand
+        (``collection info gallery --json``), they are moved in front of it."""
+        stop = args.index("--") if "--" in args else len(args)
+        first, i = None, 0
+        while i < stop:  # the subcommand: the first token that is neither a global option nor its value
+            a = args[i]
+            if a in VALUED:
+                i += 2
+                continue
+            if not a.startswith("-"):
+                first = i
+                break
+            i += 1
+        if first is not None:
+            late = [a for a in args[first + 1 : stop] if _anywhere(a)]
+            if late:
+                rest = [a for a in args[first:stop] if not _anywhere(a)]
+                args = [*args[:first], *late, *rest, *args[stop:]]
+        return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *COMMANDS])

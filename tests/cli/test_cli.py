@@ -75,3 +75,21 @@ def test_adopt_legacy_collection(world):
     run("collection", "adopt", "legacy", "--model", "omni@1")
     info = json.loads(run("--json", "collection", "info", "legacy").output)
     assert info["vectors"][""]["model"] == "omni@1"
+
+
+def test_json_no_progress_and_verbose_after_the_subcommand(world):
+    """--json / --no-progress / -v work after the subcommand too (``collection info g --json``)."""
+    tmp, run = world
+    run("index", str(tmp / "gallery"), "--collection", "g", "--model", "omni@1")
+    before = json.loads(run("--json", "collection", "info", "g").output)
+    assert json.loads(run("collection", "info", "g", "--json", "-vv").output) == before
+    img = sorted((tmp / "gallery").rglob("*.png"))[0]
+    hits = json.loads(run("search", str(img), "--collection", "g", "--model", "omni@1", "-k", "2", "--json").output)
+    assert len(hits) == 2
+    # a global option's value that names a subcommand is not taken for the subcommand
+    from click.testing import CliRunner
+
+    from qdrant_compat.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["--registry", str(tmp / "reg"), "--path", "model", "model", "list", "--json"])
+    assert res.exit_code == 0 and "omni@1" in [r["ref"] for r in json.loads(res.output)]
