@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from qdrant_compat.cards import ConverterCard, check_name
+from qdrant_compat.data.splits import per_class_holdout
 from qdrant_compat.enums import Direction
 from qdrant_compat.errors import InvalidArgumentError
 from qdrant_compat.registry import Registry
@@ -49,17 +50,6 @@ def classifier_labels(labels: np.ndarray, class_names: list[str], classifier_cla
     row = {c: i for i, c in enumerate(classifier_classes)}
     lut = np.asarray([row.get(c, -1) for c in class_names], dtype=np.int64)
     return lut[np.asarray(labels, dtype=np.int64)]
-
-
-def per_class_holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator, minimum: int = 2) -> np.ndarray:
-    """Indices held out of fitting: ``fraction`` of each class, at least ``minimum`` (classes with fewer than
-    ``minimum + 2`` pairs stay whole), so leave-one-out retrieval on them has same-class neighbours to find."""
-    out = []
-    for c in np.unique(labels) if fraction > 0 else []:
-        idx = np.flatnonzero(labels == c)
-        if len(idx) >= minimum + 2:
-            out.append(rng.choice(idx, size=max(minimum, int(round(fraction * len(idx)))), replace=False))
-    return np.sort(np.concatenate(out)) if out else np.empty(0, dtype=np.int64)
 
 
 def fit_head(

@@ -33,7 +33,7 @@ def _loss_weights(items: tuple[str, ...], default: dict[str, float]) -> dict[str
 ARGS_FILE = "train_args.json"
 
 
-def _init_from(registry, ref: str, weights: str | None):  # type: ignore[no-untyped-def]
+def _init_from(registry, ref: str, weights: str | None, scratch: str):  # type: ignore[no-untyped-def]
     """``--init-from NAME@VERSION``: the backbone (and input spec) of a registered model as v2's starting point.
 
     An imported torchvision/timm model is rebuilt from its architecture and its weights file (``--weights``,
@@ -65,9 +65,7 @@ def _init_from(registry, ref: str, weights: str | None):  # type: ignore[no-unty
 
         state = {k[len("backbone."):]: v for k, v in load_file(str(Path(weights) / "model.safetensors")).items()
                  if k.startswith("backbone.")}
-        import tempfile
-
-        tmp = Path(tempfile.mkdtemp(prefix="qc-init-")) / "backbone.safetensors"
+        tmp = Path(scratch) / "backbone.safetensors"  # the old checkpoint's backbone alone, for create_backbone
         save_file(state, str(tmp))
         return card, str(model_cfg["backbone"]), str(tmp)
     raise InvalidArgumentError(f"{ref} was imported as a bare ONNX graph: there are no torch weights to start from; "
@@ -262,7 +260,10 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
     out_dir, backbone, weights = o["out_dir"], o["backbone"], o["weights"]
     base_spec = None
     if o["init_from"]:
-        init_card, backbone, weights = _init_from(state.registry, o["init_from"], weights)
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="qc-init-")  # lives until _train returns, then removed
+        init_card, backbone, weights = _init_from(state.registry, o["init_from"], weights, scratch.name)
         base_spec = init_card.input
     c = int(o["channels"] or (base_spec.channels if base_spec else 3))
     default_mean, default_std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if c == 3 else ((0.5,), (0.5,))

@@ -83,9 +83,11 @@ class LossInputs:
 
 
 class BaseLoss(nn.Module, abc.ABC):
-    """Subclass and implement :meth:`compute`. ``needs_old`` marks losses that read the old model."""
+    """Subclass and implement :meth:`compute`. ``needs_old`` marks losses that read the old model, ``reads_feat``
+    those that read the backbone features (``LossInputs.feat``, which the loop only gathers across ranks for them)."""
 
     needs_old: bool = False
+    reads_feat: bool = False
 
     @abc.abstractmethod
     def compute(self, inputs: LossInputs) -> torch.Tensor:
@@ -134,6 +136,10 @@ class CompositeLoss(nn.Module):
     @property
     def needs_old(self) -> bool:
         return any(getattr(t, "needs_old", False) for t in self.terms.values())
+
+    @property
+    def reads_feat(self) -> bool:
+        return any(getattr(t, "reads_feat", False) for t in self.terms.values())
 
     def forward(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted total and each term's (detached) value; values stay on the device, so a training step

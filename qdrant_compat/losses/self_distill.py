@@ -15,6 +15,8 @@ class SelfRelationalDistillationLoss(BaseLoss):
     as its own teacher; it stops the label-free cross-model term from collapsing the new space onto the old.
     """
 
+    reads_feat = True
+
     def __init__(self, temperature: float = 0.1, teacher_temperature: float = 0.05) -> None:
         super().__init__()
         self.temperature, self.teacher_temperature = float(temperature), float(teacher_temperature)

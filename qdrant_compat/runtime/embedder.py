@@ -60,25 +60,42 @@ class Embedder:
             out[s : s + len(batch)] = self.embed_tensor(preprocess(batch, self.card.input))
         return out
 
-    def embed_source(self, source: Any, indices: Sequence[int] | None = None, *, cache: Any = None) -> np.ndarray:
+    def embed_source(self, source: Any, indices: Sequence[int] | None = None, *, cache: Any = None,
+                     unreadable: str = "raise") -> np.ndarray:
         """Embed every image (or ``indices``) of an :class:`~qdrant_compat.data.ImageSource`.
 
         Args:
             cache: a :class:`~qdrant_compat.runtime.cache.VectorCache`: images this model (same fingerprint and
                 input spec) embedded before are read from it, only the others are run.
+            unreadable: ``"raise"`` (an image that cannot be read fails the call) or ``"nan"`` (its row is NaN, and
+                the cache never stores it).
         """
+        if unreadable not in ("raise", "nan"):
+            raise InvalidArgumentError(f"unreadable must be 'raise' or 'nan', got {unreadable!r}")
+        idx = [int(i) for i in (range(len(source)) if indices is None else indices)]
         if cache is not None:
             from qdrant_compat.runtime.cache import cached_rows, model_key
 
-            idx_all = range(len(source)) if indices is None else indices
-            return cached_rows(cache, model_key("onnx", self.card.fingerprint, self.card.input), source, idx_all,
-                               lambda sub: self.embed_source(source, sub))
-        idx = range(len(source)) if indices is None else indices
+            return cached_rows(cache, model_key("onnx", self.card.fingerprint, self.card.input), source, idx,
+                               lambda sub: self.embed_source(source, sub, unreadable=unreadable))
         out = np.empty((len(idx), self.card.dim), dtype=np.float32)
-        pos = 0
-        idx = list(idx)
         for s in range(0, len(idx), self.batch_size):
-            batch = [source.get(int(i)) for i in idx[s : s + self.batch_size]]
-            out[pos : pos + len(batch)] = self.embed_tensor(preprocess(batch, self.card.input))
-            pos += len(batch)
+            part = idx[s : s + self.batch_size]
+            out[s : s + len(part)] = self._rows(source, part, unreadable)
+        return out
+
+    def _rows(self, source: Any, part: list[int], unreadable: str) -> np.ndarray:
+        from qdrant_compat.errors import QdrantCompatError
+
+        try:
+            return self.embed_tensor(preprocess([source.get(i) for i in part], self.card.input))
+        except (QdrantCompatError, OSError, ValueError):
+            if unreadable == "raise":
+                raise
+        out = np.full((len(part), self.card.dim), np.nan, dtype=np.float32)  # one image spoilt the batch: one by one
+        for k, i in enumerate(part):
+            try:
+                out[k] = self.embed_tensor(preprocess([source.get(i)], self.card.input))[0]
+            except (QdrantCompatError, OSError, ValueError) as exc:
+                log.info("image %d cannot be read (%s)", i, exc)
         return out

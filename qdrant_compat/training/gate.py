@@ -69,15 +69,9 @@ class GateConfig:
 
 def split_holdout(labels: np.ndarray, cfg: GateConfig) -> tuple[np.ndarray, np.ndarray]:
     """``(train indices, held-out indices)``, per class, seeded."""
-    rng = np.random.default_rng(cfg.seed + 7919)
-    hold: list[np.ndarray] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < cfg.min_per_class + 2:
-            continue
-        k = max(cfg.min_per_class, int(round(cfg.holdout * len(idx))))
-        hold.append(rng.choice(idx, size=k, replace=False))
-    held = np.sort(np.concatenate(hold)) if hold else np.empty(0, dtype=np.int64)
+    from qdrant_compat.data.splits import per_class_holdout
+
+    held = per_class_holdout(labels, cfg.holdout, np.random.default_rng(cfg.seed + 7919), cfg.min_per_class)
     if len(np.unique(labels[held])) < 2:
         raise InvalidArgumentError(
             f"the compatibility gate needs at least 2 classes with {cfg.min_per_class + 2}+ images each to hold out; "

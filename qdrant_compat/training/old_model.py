@@ -124,7 +124,7 @@ def prepare_old_targets(old: RegisteredModel, source, *, synthesize: str = "miss
     from qdrant_compat.runtime.embedder import Embedder
 
     log.info("embedding %d training images with the old model %s", len(source), old.card.ref)
-    emb = embed_readable(Embedder(old, batch_size=batch_size), source, cache=cache)
+    emb = Embedder(old, batch_size=batch_size).embed_source(source, cache=cache, unreadable="nan")
     bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
     if len(bad):
         log.warning("%d training image(s) cannot be read; left out of training (first: %s)", len(bad), bad[:5].tolist())
@@ -142,33 +142,6 @@ def prepare_old_targets(old: RegisteredModel, source, *, synthesize: str = "miss
     out.onnx_path = str(old.onnx_path)
     out.unreadable = [int(i) for i in bad]
     return out
-
-
-def embed_readable(embedder, source, *, cache=None) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """The embedder's rows for every image of ``source``; an image that cannot be read gets a NaN row (and is
-    not cached), instead of failing the whole pass."""
-    from qdrant_compat.errors import QdrantCompatError
-    from qdrant_compat.runtime.cache import cached_rows, model_key
-
-    def compute(idx: list[int]) -> np.ndarray:
-        try:
-            return embedder.embed_source(source, idx)
-        except (QdrantCompatError, OSError, ValueError):
-            out = np.full((len(idx), embedder.card.dim), np.nan, dtype=np.float32)
-            for k, i in enumerate(idx):
-                try:
-                    out[k] = embedder.embed_source(source, [i])[0]
-                except (QdrantCompatError, OSError, ValueError) as exc:
-                    log.info("image %d cannot be read (%s)", i, exc)
-            return out
-
-    def batched(idx: list[int]) -> np.ndarray:
-        step = max(1, embedder.batch_size)
-        return np.concatenate([compute(idx[s : s + step]) for s in range(0, len(idx), step)]) if idx else \
-            np.empty((0, embedder.card.dim), np.float32)
-
-    return cached_rows(cache, model_key("onnx", embedder.card.fingerprint, embedder.card.input), source,
-                       range(len(source)), batched)
 
 
 class SameViewOld:

@@ -180,6 +180,7 @@ class TrainStep(nn.Module):
         super().__init__()
         self.model, self.loss_fn, self.features, self.dist = model, loss_fn, features, dist
         self.amp, self.device_type = amp, device_type
+        self.reads_feat = loss_fn.reads_feat
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, old_emb: torch.Tensor | None,
                 extras: dict[str, torch.Tensor | None]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
@@ -187,9 +188,10 @@ class TrainStep(nn.Module):
             feat = x if self.features else self.model.backbone(x)
             raw = self.model.head(feat)
         emb = F.normalize(raw.float(), dim=1)
-        feat = feat.detach().float()
         d = self.dist
-        emb, labels, feat = d.gather_grad(emb), d.gather(labels), d.gather(feat)
+        # the backbone features cross the ranks only for a term that reads them (a 2048-d ResNet-50 batch each step)
+        feat = d.gather(feat.detach().float()) if self.reads_feat else None
+        emb, labels = d.gather_grad(emb), d.gather(labels)
         if old_emb is not None:
             old_emb = d.gather(old_emb)
         seen = extras.get("seen_cls")

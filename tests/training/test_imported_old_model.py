@@ -89,3 +89,17 @@ def test_evaluate_takes_the_seen_classes_by_name(make_world):
     assert five["top1_seen"] != pytest.approx(cell["top1_seen"])
     bad = run("evaluate", str(OMNIGLOT), "--model", "omni@1", "--seen-classes-from", str(tmp / "gallery"), ok=False)
     assert bad.exit_code == 1
+
+
+def test_init_from_a_model_trained_here_starts_from_its_checkpoint(trained, make_world):
+    from safetensors.torch import load_file
+
+    tmp, run = make_world(30)
+    ckpt = trained[3]
+    run("train", str(OMNIGLOT), "--max-classes", "40", "--epochs", "1", "--batch-size", "64", "--workers", "0",
+        "--init-from", "omni@1", "--weights", str(ckpt), "--freeze-backbone", "--augment", "flip", "--dim", "16",
+        "--out", str(tmp / "v2"))
+    old, new = load_file(str(ckpt / "model.safetensors")), load_file(str(tmp / "v2" / "model.safetensors"))
+    backbone = [k for k in old if k.startswith("backbone.")]
+    assert backbone and all((old[k] == new[k]).all() for k in backbone)  # started from (and, frozen, kept) v1's backbone
+    assert json.loads((tmp / "v2" / "training.json").read_text())["input"]["size"] == 28  # v1's input spec
