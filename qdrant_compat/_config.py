@@ -92,6 +92,68 @@ def read_json(path: str | Path, missing: str | None = None) -> Any:
         raise CorruptArtifactError(f"{p} is not valid JSON ({exc})") from None
 
 
+TIMESTAMP_KEYS = frozenset({"created", "updated", "started", "expires_at"})  # stored as epoch seconds
+
+
+def iso_times(obj: Any) -> Any:
+    """A JSON-ready document with its epoch-seconds timestamps (:data:`TIMESTAMP_KEYS`) as ISO-8601 UTC strings:
+    what ``--json`` and results' ``to_dict()`` give users (metadata itself keeps the numbers)."""
+    from datetime import datetime, timezone
+
+    if isinstance(obj, dict):
+        return {k: datetime.fromtimestamp(v, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                if k in TIMESTAMP_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+                else iso_times(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [iso_times(v) for v in obj]
+    return obj
+
+
+def _short_value(v: Any, width: int) -> str:
+    if isinstance(v, Enum):
+        return repr(v.value)
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        r = short_repr(v, width)
+        return r if len(r) <= 2 * width else f"{type(v).__name__}(…)"
+    r = repr(v)
+    if len(r) <= width:
+        return r
+    if isinstance(v, (list, tuple, set)):
+        return f"<{len(v)} items>"
+    if isinstance(v, dict):
+        return f"<{len(v)} keys: {', '.join(map(str, list(v)[:3]))}{', …' if len(v) > 3 else ''}>"
+    if isinstance(v, str):
+        return repr(v[: width - 3] + "…")
+    return r[: width - 1] + "…"
+
+
+def short_repr(obj: Any, width: int = 60) -> str:
+    """``Class(field=value, ...)`` for a dataclass, with only the fields that differ from their defaults and long
+    values summarised (``classes=<150 items>``): a card or a report reads in one or two lines in a REPL."""
+    parts = []
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.name.startswith("_") or (f.default is not dataclasses.MISSING and _same(v, f.default)) or (
+                f.default_factory is not dataclasses.MISSING and _same(v, f.default_factory())):
+            continue
+        parts.append(f"{f.name}={_short_value(v, width)}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. numpy arrays
+        return False
+
+
+class ShortRepr:
+    """Mixin: the dataclass's repr is :func:`short_repr` (declare the dataclass with ``repr=False``)."""
+
+    def __repr__(self) -> str:
+        return short_repr(self)
+
+
 def to_dict(obj: Any) -> Any:
     """Inverse of :func:`from_dict` (tuples become lists, so the result is JSON-ready)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

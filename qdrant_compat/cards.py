@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from qdrant_compat._config import from_dict, read_json, to_dict
+from qdrant_compat._config import ShortRepr, from_dict, read_json, to_dict
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 
 CARD_SCHEMA = 1
@@ -54,8 +54,8 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return check_name(name, "model name"), check_name(version, "model version")
 
 
-@dataclass(frozen=True)
-class InputSpec:
+@dataclass(frozen=True, repr=False)
+class InputSpec(ShortRepr):
     """What the ONNX model expects: ``(n, channels, size, size)`` float32, ``(x/255 - mean) / std``."""
 
     size: int
@@ -77,8 +77,8 @@ class InputSpec:
             raise InvalidArgumentError(f"input size must be >= 8 pixels, got {self.size}")
 
 
-@dataclass(frozen=True)
-class Lineage:
+@dataclass(frozen=True, repr=False)
+class Lineage(ShortRepr):
     """Where a version comes from. ``evidence`` holds the figures ``evaluate`` measured for the edge."""
 
     parent: str | None = None
@@ -93,8 +93,8 @@ class Lineage:
             raise InvalidArgumentError("lineage needs both a parent and a relation, or neither")
 
 
-@dataclass(frozen=True)
-class ModelCard:
+@dataclass(frozen=True, repr=False)
+class ModelCard(ShortRepr):
     """Identity and contract of one model version."""
 
     name: str
@@ -154,8 +154,8 @@ class ModelCard:
         return cls.from_dict(read_json(path), where=str(path))
 
 
-@dataclass(frozen=True)
-class ConverterCard:
+@dataclass(frozen=True, repr=False)
+class ConverterCard(ShortRepr):
     """A transformation head from ``source`` model space to ``target`` model space."""
 
     id: str

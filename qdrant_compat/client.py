@@ -41,6 +41,11 @@ MAX_ABS_VALUE = 1e15  # larger components overflow float32 when Qdrant normalise
 __all__ = ["DEFAULT_PATH", "PROVENANCE_KEY", "CompatClient", "as_matrix", "connect", "user_payload"]
 
 
+def _without_internal(hits: list[models.ScoredPoint]) -> list[models.ScoredPoint]:
+    return [h if not h.payload or PROVENANCE_KEY not in h.payload else
+            h.model_copy(update={"payload": user_payload(h.payload)}) for h in hits]
+
+
 def user_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
     """A point's payload without qdrant-compat's provenance field: what the user wrote."""
     return {k: v for k, v in (payload or {}).items() if k != PROVENANCE_KEY}
@@ -425,8 +430,20 @@ class CompatClient:
         query_filter: models.Filter | None = None,
         with_payload: bool | list[str] = True,
         meta: CompatMeta | None = None,
+        internal_payload: bool = False,
     ) -> list[models.ScoredPoint]:
         """Search with a vector made by ``model``; routed to a vector the model may search.
+
+        Args:
+            name: collection or alias.
+            model: the model (``NAME@VERSION`` or its card) that made ``vector``.
+            vector: one vector of the model's dimension.
+            limit: number of hits.
+            query_filter: a Qdrant filter on the payload.
+            with_payload: as in qdrant-client.
+            meta: the collection's metadata, when the caller has just read it.
+            internal_payload: keep qdrant-compat's own per-point key (``_qdrant_compat``: marks and write stamps)
+                in the hits' payload; by default hits carry only the user's payload.
 
         Raises:
             IncompatibleModelError: the collection holds no vectors this model may search (with why and how).
@@ -439,7 +456,8 @@ class CompatClient:
             coll = self.physical(name, fresh=attempt == 1)
             plan = plan_query(card, self.with_model_edges(meta or self.cached_meta(coll), card), name)
             try:
-                return self._search(coll, plan, q[0], limit=limit, query_filter=query_filter, with_payload=with_payload)
+                hits = self._search(coll, plan, q[0], limit=limit, query_filter=query_filter, with_payload=with_payload)
+                return hits if internal_payload else _without_internal(hits)
             except (CollectionNotFoundError, ValueError, UnexpectedResponse):
                 if attempt or coll == name:  # not a stale alias resolution: a real error
                     raise
@@ -465,8 +483,13 @@ class CompatClient:
         return sorted([*a, *b], key=lambda p: -p.score)[:limit]
 
     def query_batch(
-        self, name: str, model: ModelCard | str, vectors: Any, *, limit: int = 10, with_payload: bool = False
+        self, name: str, model: ModelCard | str, vectors: Any, *, limit: int = 10, with_payload: bool = False,
+        internal_payload: bool = False,
     ) -> list[list[models.ScoredPoint]]:
+        """:meth:`query` for several vectors at once (one request where the route allows it)."""
+        if with_payload and not internal_payload:
+            return [_without_internal(h) for h in self.query_batch(name, model, vectors, limit=limit, with_payload=True,
+                                                                    internal_payload=True)]
         card = self.card(model)
         coll = self.physical(name)
         meta = self.with_model_edges(self.cached_meta(coll), card)

@@ -17,6 +17,9 @@ class _StrEnum(str, Enum):
     def __str__(self) -> str:
         return str(self.value)
 
+    def __repr__(self) -> str:  # ``'active'``, as it appears in JSON and in the CLI
+        return repr(self.value)
+
     @classmethod
     def parse(cls: type[E], value: object, what: str | None = None) -> E:
         """``value`` as a member; raises :class:`~qdrant_compat.errors.InvalidArgumentError` naming the allowed ones."""

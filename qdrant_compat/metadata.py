@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from qdrant_compat._config import from_dict, to_dict
+from qdrant_compat._config import ShortRepr, from_dict, to_dict
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.enums import Layout, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError
@@ -27,8 +27,8 @@ META_KEY = "qdrant_compat"
 META_SCHEMA = 1
 
 
-@dataclass
-class VectorEntry:
+@dataclass(repr=False)
+class VectorEntry(ShortRepr):
     """One named vector and the model version whose vectors it holds."""
 
     model: str
@@ -46,8 +46,8 @@ class VectorEntry:
         return cls(model=card.ref, fingerprint=card.fingerprint, dim=card.dim, distance=card.distance, state=state)
 
 
-@dataclass
-class Edge:
+@dataclass(repr=False)
+class Edge(ShortRepr):
     """A measured compatibility edge: ``query`` model may search ``stored`` vectors via ``relation``."""
 
     query: str
@@ -62,16 +62,16 @@ class Edge:
         self.relation = Relation.parse(self.relation, "edge relation")  # type: ignore[assignment]
 
 
-@dataclass
-class Lock:
+@dataclass(repr=False)
+class Lock(ShortRepr):
     """Who runs a job, until when (a dead holder never blocks forever)."""
 
     owner: str
     expires_at: float
 
 
-@dataclass
-class CleanupRecord:
+@dataclass(repr=False)
+class CleanupRecord(ShortRepr):
     """Cleanup's journal: the backup is recorded *before* the old vector is dropped, so an interrupted
     cleanup resumes the drop and never backs up a half-dropped collection again."""
 
@@ -82,8 +82,8 @@ class CleanupRecord:
     collection: str | None = None  # blue-green: the old collection dropped
 
 
-@dataclass
-class JobState:
+@dataclass(repr=False)
+class JobState(ShortRepr):
     """One upgrade job, kept in the collection's metadata so any machine can see and resume it."""
 
     id: str
@@ -131,8 +131,8 @@ class JobState:
             self.errors.append(msg)
 
 
-@dataclass
-class CompatMeta:
+@dataclass(repr=False)
+class CompatMeta(ShortRepr):
     vectors: dict[str, VectorEntry] = field(default_factory=dict)
     read: str = ""
     write: list[str] = field(default_factory=list)

@@ -72,6 +72,12 @@ class Registry:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
 
+    def _where_hint(self) -> str:
+        """For a registry folder that does not exist: where else it could be."""
+        if self.root.exists():
+            return ""
+        return f"; {self.root} does not exist: pass --registry DIR or set {REGISTRY_ENV}"
+
     # ---------------------------------------------------------------- models
     def _model_dir(self, name: str, version: str) -> Path:
         return self.root / "models" / name / version
@@ -147,7 +153,8 @@ class Registry:
         d = self._model_dir(name, version)
         if not (d / "card.json").exists():
             known = ", ".join(c.ref for c in self.list_models()) or "none"
-            raise ModelNotFoundError(f"model {name}@{version} is not in registry {self.root} (registered: {known})")
+            raise ModelNotFoundError(f"model {name}@{version} is not in registry {self.root} (registered: {known})"
+                                     + self._where_hint())
         card = ModelCard.load(d / "card.json")
         if card.seal != card.compute_seal():
             raise CorruptArtifactError(
@@ -227,7 +234,8 @@ class Registry:
         d = self.root / "converters" / check_name(conv_id, "converter id")
         if not (d / "card.json").exists():
             known = ", ".join(c.id for c in self.list_converters()) or "none"
-            raise ModelNotFoundError(f"converter {conv_id} is not in registry {self.root} (registered: {known})")
+            raise ModelNotFoundError(f"converter {conv_id} is not in registry {self.root} (registered: {known})"
+                                     + self._where_hint())
         card = ConverterCard.load(d / "card.json")
         actual = sha256_file(d / "converter.onnx")
         if actual != card.fingerprint:

@@ -1,6 +1,6 @@
 """Typed results of the library's read and upgrade commands; ``to_dict()`` is what ``--json`` prints.
 
-The JSON schema of each is in ``docs/json-schema/`` and the tests validate the CLI's output against it.
+The JSON schema of each is in ``docs/json-schema.json`` and the tests validate the CLI's output against it.
 """
 
 from __future__ import annotations
@@ -8,18 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from qdrant_compat._config import to_dict
+from qdrant_compat._config import ShortRepr, iso_times, to_dict
 from qdrant_compat.metadata import Edge, JobState
 
 
-class Result:
-    """A dataclass result with a JSON-ready ``to_dict()`` (enums as their values)."""
+class Result(ShortRepr):
+    """A dataclass result with a JSON-ready ``to_dict()`` (enums as their values, timestamps ISO-8601 UTC) and a
+    short repr."""
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)  # type: ignore[no-any-return]
+        return iso_times(to_dict(self))  # type: ignore[no-any-return]
 
 
-@dataclass
+@dataclass(repr=False)
 class VectorInfo(Result):
     model: str
     fingerprint: str
@@ -30,7 +31,7 @@ class VectorInfo(Result):
     points: int  # points holding this vector now
 
 
-@dataclass
+@dataclass(repr=False)
 class CollectionReport(Result):
     """``collection info``: the metadata block plus live counts per named vector."""
 
@@ -43,7 +44,7 @@ class CollectionReport(Result):
     job: JobState | None
 
 
-@dataclass
+@dataclass(repr=False)
 class CollectionSummary(Result):
     """One row of ``collection list``."""
 
@@ -52,7 +53,7 @@ class CollectionSummary(Result):
     models: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(repr=False)
 class VectorStatus(Result):
     model: str
     state: str
@@ -64,7 +65,7 @@ class VectorStatus(Result):
     unmarked: int = 0  # holds the vector, but its re-extraction mark was never written (a crash in between): redone
 
 
-@dataclass
+@dataclass(repr=False)
 class StatusReport(Result):
     """``upgrade status``."""
 
@@ -77,7 +78,7 @@ class StatusReport(Result):
     blue_green: dict[str, Any] | None = None  # blue, green, alias and where it points, mirroring
 
 
-@dataclass
+@dataclass(repr=False)
 class CutoverResult(Result):
     collection: str
     read: str
@@ -92,7 +93,7 @@ class CutoverResult(Result):
     previous: str | None = None  # blue-green: the collection the alias pointed at before
 
 
-@dataclass
+@dataclass(repr=False)
 class RollbackResult(Result):
     collection: str
     read: str
@@ -100,7 +101,7 @@ class RollbackResult(Result):
     alias: str | None = None  # blue-green: the alias pointed back at ``collection``
 
 
-@dataclass
+@dataclass(repr=False)
 class CleanupResult(Result):
     collection: str
     drops: str

@@ -43,7 +43,9 @@ def connect(
     url = url or os.environ.get("QDRANT_URL") or None
     api_key = api_key or os.environ.get("QDRANT_API_KEY") or None
     if url:
-        return QdrantClient(url=url, api_key=api_key)
+        # the version is read (and logged) by Store.capabilities when an operation needs it; qdrant-client's own
+        # check runs in a thread and prints a UserWarning to stderr when the server cannot be reached
+        return QdrantClient(url=url, api_key=api_key, check_compatibility=False)
     if location:
         return QdrantClient(location=location)
     return QdrantClient(path=str(path or DEFAULT_PATH))
@@ -157,6 +159,7 @@ class Store:
                 self._caps = Capabilities(embedded=True, version=None, named_vector_changes=True, snapshots=False)
             else:
                 version = self.client.info().version
+                log.info("Qdrant server version %s", version)
                 self._caps = Capabilities(embedded=False, version=version,
                                           named_vector_changes=_version_tuple(version) >= MIN_SERVER_FOR_NAMED_VECTORS,
                                           snapshots=True)

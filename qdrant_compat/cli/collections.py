@@ -17,10 +17,10 @@ def collection_group() -> None:
 @collection_group.command("create")
 @click.argument("name")
 @click.option("--model", required=True, help="NAME@VERSION of the model whose vectors it will hold.")
-@click.option("--exist-ok", is_flag=True)
+@click.option("--exist-ok", is_flag=True, help="Succeed if NAME already holds this model's vector.")
 @pass_state
 def create(state: CliState, name: str, model: str, exist_ok: bool) -> None:
-    """Create collection NAME with one named vector for MODEL."""
+    """Create collection NAME with one named vector for the --model version."""
     state.may_create_store = True
     meta = state.client.create_collection(name, model, exist_ok=exist_ok)
     state.emit({"collection": name, "metadata": meta.to_dict()}, f"collection '{name}' holds {model} in vector '{meta.read}'")
@@ -105,9 +105,10 @@ def list_collections(state: CliState) -> None:
 
 @click.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--collection", required=True)
+@click.option("--collection", required=True, help="Collection to write (created if absent).")
 @click.option("--model", required=True, help="NAME@VERSION to embed with.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images embedded per ONNX Runtime call.")
 @click.option("--read-workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Threads reading and preprocessing images while the model embeds (0: one step after another).")
 @pass_state
@@ -129,9 +130,10 @@ def index(state: CliState, folder: str, collection: str, model: str, batch_size:
 
 @click.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.option("--collection", required=True)
+@click.option("--collection", required=True, help="Collection (or alias) to search.")
 @click.option("--model", required=True, help="NAME@VERSION that embeds the query image.")
-@click.option("--limit", "-k", type=click.IntRange(min=1, max=10_000), default=5, show_default=True)
+@click.option("--limit", "-k", type=click.IntRange(min=1, max=10_000), default=5, show_default=True,
+              help="Number of hits.")
 @pass_state
 def search(state: CliState, image: str, collection: str, model: str, limit: int) -> None:
     """Search COLLECTION with an IMAGE file; prints the top-k hits with their payloads."""

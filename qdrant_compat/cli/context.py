@@ -72,7 +72,9 @@ class CliState:
                 obj = obj.to_dict()
             elif isinstance(obj, list):
                 obj = [o.to_dict() if hasattr(o, "to_dict") else o for o in obj]
-            click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+            from qdrant_compat._config import iso_times
+
+            click.echo(json.dumps(iso_times(obj), indent=2, sort_keys=True, default=str))
         else:
             click.echo(human() if callable(human) else human)
 
@@ -122,3 +124,7 @@ def make_cache(cache_dir: str | None, cache_size: float, no_cache: bool) -> Any:
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # libraries' warnings (qdrant-client, onnxruntime, torch) go through logging: shown with -v only, so a failure
+    # stays one line on stderr
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.ERROR)

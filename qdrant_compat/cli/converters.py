@@ -20,13 +20,14 @@ def converter_group() -> None:
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--source", required=True, help="NAME@VERSION whose vectors are transformed.")
 @click.option("--target", required=True, help="NAME@VERSION whose space they are mapped into.")
-@click.option("--kind", type=click.Choice(list_converters()), default="mlp", show_default=True)
+@click.option("--kind", type=click.Choice(list_converters()), default="mlp", show_default=True,
+              help="Head architecture: linear (ridge), procrustes (orthogonal), lowrank, mlp (residual).")
 @click.option("--direction", type=click.Choice(choices(Direction)), default=Direction.OLD_TO_NEW.value, show_default=True,
               help="old_to_new rewrites stored vectors; new_to_old adapts queries.")
 @click.option("--id", "conv_id", default=None, help="Converter id (default derived from the models and kind).")
 @click.option("--split", default="train", show_default=True, help="Split of an .npz bundle.")
-@click.option("--max-classes", type=int, default=None)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--max-classes", type=click.IntRange(min=1), default=None, help="Use only the first N classes of DATA.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the fit and the hold-out split.")
 @click.option("--eval-data", type=click.Path(exists=True), default=None,
               help="A labelled image set (folder, npz, list) on which the head's retention is also measured, as evaluate does.")
 @click.option("--eval-split", default="test", show_default=True, help="Split of an --eval-data .npz bundle.")
@@ -87,8 +88,9 @@ def inspect(state: CliState, conv_id: str) -> None:
 @click.command()
 @click.argument("collection")
 @click.option("--converter", "conv_id", required=True, help="Converter id (old->new) to apply.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--dry-run", is_flag=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Points converted per write.")
+@click.option("--dry-run", is_flag=True, help="Say what would be converted; change nothing.")
 @pass_state
 def convert(state: CliState, collection: str, conv_id: str, batch_size: int, dry_run: bool) -> None:
     """Rewrite COLLECTION's stored vectors through a converter into the target model's named vector.

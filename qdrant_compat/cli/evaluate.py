@@ -12,7 +12,7 @@ from qdrant_compat.cli.context import CliState, cache_options, make_cache, pass_
 @click.option("--model", "models_", multiple=True, required=True, help="NAME@VERSION, repeatable (query and gallery).")
 @click.option("--adapter", "adapters", multiple=True, help="Converter id to add as a cell, repeatable.")
 @click.option("--split", default="test", show_default=True, help="Split of an .npz bundle.")
-@click.option("--max-classes", type=int, default=None)
+@click.option("--max-classes", type=click.IntRange(min=1), default=None, help="Use only the first N classes of DATA.")
 @click.option("--seen-classes", type=click.IntRange(min=1), default=None,
               help="Classes 0..N-1 (in DATA's order) count as seen (report seen/new).")
 @click.option("--seen-classes-from", default=None,

@@ -94,11 +94,11 @@ class CompatGroup(click.Group):
 
 @click.group(cls=CompatGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--path", envvar="QDRANT_COMPAT_PATH", default=None,
-              help="Embedded Qdrant store folder (default ./qdrant_storage).")
+              help="Embedded Qdrant store folder (env QDRANT_COMPAT_PATH; default ./qdrant_storage).")
 @click.option("--url", envvar="QDRANT_URL", default=None, help="Qdrant server URL (env QDRANT_URL).")
 @click.option("--api-key", envvar="QDRANT_API_KEY", default=None, help="Qdrant API key (env QDRANT_API_KEY).")
 @click.option("--registry", "registry_root", envvar="QDRANT_COMPAT_REGISTRY", default=None,
-              help="Model registry folder (default ./qdrant_compat_registry).")
+              help="Model registry folder (env QDRANT_COMPAT_REGISTRY; default ./qdrant_compat_registry).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")

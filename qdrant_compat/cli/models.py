@@ -31,8 +31,8 @@ def register(state: CliState, onnx_file: str, card_file: str, classifier: str | 
 
 @model_group.command("import")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.option("--name", required=True)
-@click.option("--version", required=True)
+@click.option("--name", required=True, help="Model name (the part before @ in NAME@VERSION).")
+@click.option("--version", required=True, help="Model version (the part after @).")
 @click.option("--arch", default=None, help="torchvision architecture, or timm:NAME (the timm extra): SOURCE is then its "
               "weights file (state dict).")
 @click.option("--layer", default=None, help="With --arch: the layer whose (flattened) output is the embedding "
@@ -41,7 +41,8 @@ def register(state: CliState, onnx_file: str, card_file: str, classifier: str | 
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels (read from the graph where fixed).")
 @click.option("--mean", default=None, help="Comma-separated per-channel mean (default ImageNet / 0.5).")
 @click.option("--std", default=None, help="Comma-separated per-channel std.")
-@click.option("--distance", type=click.Choice(["Cosine", "Dot", "Euclid"]), default="Cosine", show_default=True)
+@click.option("--distance", type=click.Choice(["Cosine", "Dot", "Euclid"]), default="Cosine", show_default=True,
+              help="Qdrant distance of the vectors this model makes.")
 @click.option("--classifier", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The model's classifier: an .npz with 'weight' (n_classes, dim) and 'classes' (names). Compatible "
                    "training keeps these rows for the classes they name (without it every row is synthesised).")

@@ -391,8 +391,8 @@ def _share_old(dist, old, old_reg, src, labels: bool):  # type: ignore[no-untype
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
-@click.option("--name", required=True)
-@click.option("--version", required=True)
+@click.option("--name", required=True, help="Model name (the part before @ in NAME@VERSION).")
+@click.option("--version", required=True, help="Model version (the part after @).")
 @click.option("--onnx-out", type=click.Path(), default=None, help="Also keep the ONNX file here.")
 @pass_state
 def export(state: CliState, checkpoint: str, name: str, version: str, onnx_out: str | None) -> None:

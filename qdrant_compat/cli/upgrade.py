@@ -26,15 +26,21 @@ def layout_options(f: F) -> F:
 
 @click.group("upgrade")
 def upgrade_group() -> None:
-    """Move a collection to a new model in place: resumable, no downtime, nothing lost."""
+    """Move a collection to a new model: plan, run, cutover, rollback, cleanup.
+
+    In place (a second named vector) or blue-green (a new collection and an alias switch); resumable, no
+    downtime, nothing lost.
+    """
 
 
 @upgrade_group.command("plan")
 @click.argument("collection")
 @click.option("--to", "target", required=True, help="NAME@VERSION to upgrade to.")
-@click.option("--strategy", type=click.Choice(choices(Strategy)), default=None)
-@click.option("--converter", default=None)
-@click.option("--image-field", default="image_path", show_default=True)
+@click.option("--strategy", type=click.Choice(choices(Strategy)), default=None,
+              help="Force a strategy (default: the plan's choice; see 'upgrade plan').")
+@click.option("--converter", default=None, help="Converter id (old->new) for convert (default: the registered one).")
+@click.option("--image-field", default="image_path", show_default=True,
+              help="Payload field holding each point's image reference (path or URL).")
 @layout_options
 @pass_state
 def plan(state: CliState, collection: str, target: str, strategy: str | None, converter: str | None, image_field: str,
@@ -57,17 +63,21 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @upgrade_group.command("run")
 @click.argument("collection")
 @click.option("--to", "target", default=None, help="NAME@VERSION (omit to resume the recorded job).")
-@click.option("--strategy", type=click.Choice(choices(Strategy)), default=None)
-@click.option("--converter", default=None)
-@click.option("--priority", type=click.Choice(choices(Priority)), default=Priority.UNCERTAINTY.value, show_default=True)
-@click.option("--image-field", default="image_path", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--strategy", type=click.Choice(choices(Strategy)), default=None,
+              help="Force a strategy (default: the plan's choice; see 'upgrade plan').")
+@click.option("--converter", default=None, help="Converter id (old->new) for convert (default: the registered one).")
+@click.option("--priority", type=click.Choice(choices(Priority)), default=Priority.UNCERTAINTY.value, show_default=True,
+              help="Backfill order: uncertainty (the old model's least certain points first), random, id.")
+@click.option("--image-field", default="image_path", show_default=True,
+              help="Payload field holding each point's image reference (path or URL).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Points read, embedded and written per batch.")
 @click.option("--max-batches", type=int, default=None, help="Stop after N batches (resume later).")
 @click.option("--lock-ttl", default=60.0, show_default=True, help="Seconds before a dead holder's lock expires.")
 @click.option("--retry-missing", is_flag=True, help="Try points whose image was missing or unreadable again.")
 @click.option("--read-workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Threads reading and preprocessing images while the model embeds (0: no pipeline).")
-@click.option("--dry-run", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True,
               help="Where images are decoded and embedded: this machine's threads, or Ray Data (the ray extra).")
 @click.option("--ray-address", default=None, help="With --engine ray: the cluster (default: a local Ray).")
@@ -148,7 +158,7 @@ def status(state: CliState, collection: str) -> None:
 @click.option("--allow-partial", is_flag=True, help="Accept converted vectors / missing images in place of re-extracted ones.")
 @click.option("--grace", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds between announcing the cutover and the final check (writes in flight land first).")
-@click.option("--dry-run", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @pass_state
 def cutover_cmd(state: CliState, collection: str, allow_partial: bool, grace: float, dry_run: bool) -> None:
     """Make the new model's vector the one queries and writes use (after verification)."""
@@ -164,7 +174,7 @@ def cutover_cmd(state: CliState, collection: str, allow_partial: bool, grace: fl
 @click.argument("collection")
 @click.option("--grace", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Blue-green: seconds the new collection keeps copying writes into the old one after the switch.")
-@click.option("--dry-run", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @pass_state
 def rollback_cmd(state: CliState, collection: str, grace: float, dry_run: bool) -> None:
     """Return queries and writes to the old model's vector while it exists."""
@@ -178,8 +188,9 @@ def rollback_cmd(state: CliState, collection: str, grace: float, dry_run: bool) 
 @upgrade_group.command("cleanup")
 @click.argument("collection")
 @click.option("--yes", is_flag=True, help="Confirm dropping the old vector (a backup is made first).")
-@click.option("--backup-dir", type=click.Path(), default=None)
-@click.option("--dry-run", is_flag=True)
+@click.option("--backup-dir", type=click.Path(), default=None,
+              help="Embedded store: folder for the JSON-lines backup (default: beside the store).")
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @pass_state
 def cleanup_cmd(state: CliState, collection: str, yes: bool, backup_dir: str | None, dry_run: bool) -> None:
     """Drop the old model's vector after cutover, backing it up first."""

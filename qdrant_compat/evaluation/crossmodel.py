@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from qdrant_compat._config import ShortRepr
 from qdrant_compat.evaluation.metrics import retrieval_metrics, summarize
 
 
@@ -31,8 +32,8 @@ def evaluate_pair(
     return out
 
 
-@dataclass
-class CompatibilityReport:
+@dataclass(repr=False)
+class CompatibilityReport(ShortRepr):
     """Cells keyed ``"query/gallery"`` -> metrics, and the derived figures of BENCHMARK.md."""
 
     cells: dict[str, dict[str, float]] = field(default_factory=dict)

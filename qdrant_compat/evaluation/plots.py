@@ -31,6 +31,16 @@ def matrix_of(cells: dict[str, dict[str, float]], metric: str = "top1") -> tuple
     return queries, galleries, grid
 
 
+def color_scale(values: Sequence[float]) -> tuple[float, float]:
+    """The heat map's (vmin, vmax): fitted to the finite values with a small margin, so 54 and 57 do not look alike."""
+    finite = [float(v) for v in values if v is not None and v == v and abs(v) != float("inf")]
+    if not finite:
+        return 0.0, 1.0
+    lo, hi = min(finite), max(finite)
+    pad = max(0.5, 0.05 * (hi - lo))
+    return lo - pad, hi + pad
+
+
 def heatmap(cells: dict[str, dict[str, float]], path: str | Path, *, metric: str = "top1", title: str = "") -> Path:
     """Write a PNG heat map of ``metric`` for every query (rows) x gallery (columns) cell."""
     plt = _plt()
@@ -39,7 +49,8 @@ def heatmap(cells: dict[str, dict[str, float]], path: str | Path, *, metric: str
     queries, galleries, grid = matrix_of(cells, metric)
     arr = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(galleries), 1.2 + 0.8 * len(queries)))
-    im = ax.imshow(arr, cmap="viridis", vmin=0, vmax=max(1.0, float(np.nanmax(arr)) if np.isfinite(arr).any() else 1.0))
+    vmin, vmax = color_scale(arr.ravel().tolist())
+    im = ax.imshow(arr, cmap="viridis", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(len(galleries)), galleries, rotation=30, ha="right")
     ax.set_yticks(range(len(queries)), queries)
     ax.set_xlabel("gallery model")
@@ -47,7 +58,10 @@ def heatmap(cells: dict[str, dict[str, float]], path: str | Path, *, metric: str
     for i in range(len(queries)):
         for j in range(len(galleries)):
             if np.isfinite(arr[i, j]):
-                ax.text(j, i, f"{arr[i, j]:.1f}", ha="center", va="center", color="white" if arr[i, j] < arr[np.isfinite(arr)].mean() else "black")
+                r, g, b, _ = im.cmap(im.norm(arr[i, j]))
+                dark = 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5  # the label's colour by the cell's luminance
+                ax.text(j, i, f"{arr[i, j]:.1f}", ha="center", va="center", fontsize=11, fontweight="bold",
+                        color="white" if dark else "black")
     fig.colorbar(im, ax=ax, label=f"{metric} (%)")
     ax.set_title(title or f"cross-model retrieval, {metric}")
     fig.tight_layout()
@@ -69,8 +83,10 @@ def seen_new_bars(cells: dict[str, dict[str, float]], path: str | Path) -> Path 
     ax.bar([i + 0.2 for i in x], [cells[k]["top1_new"] for k in keys], width=0.4, label="new classes")
     ax.set_xticks(list(x), keys, rotation=30, ha="right")
     ax.set_ylabel("top-1 (%)")
-    ax.legend()
-    ax.set_title("seen vs new classes")
+    top = max([cells[k]["top1_seen"] for k in keys] + [cells[k]["top1_new"] for k in keys] + [1.0])
+    ax.set_ylim(0, top * 1.3)  # headroom, so the legend sits clear of the bars
+    ax.legend(loc="upper center", ncol=2, frameon=False)
+    ax.set_title("top-1 on seen vs new classes")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -21,7 +21,7 @@ from qdrant_compat.store import record_vector
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(repr=False)
 class UpgradePlan(Result):
     """``upgrade plan``: the strategy chosen, why, and the work it means. Nothing is changed by planning."""
 
