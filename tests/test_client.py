@@ -38,6 +38,30 @@ def test_upsert_and_query_roundtrip(client, random_vectors):
     assert client.info("g").vectors["omni@1"].points == 20
 
 
+def test_hits_carry_only_the_users_payload(client, random_vectors):
+    client.create_collection("g", "omni@1")
+    v = random_vectors(5, 32)
+    client.upsert("g", "omni@1", v, ids=list(range(5)), payloads=[{"i": i} for i in range(5)])
+    assert client.query("g", "omni@1", v[2], limit=1)[0].payload == {"i": 2}
+    assert [h[0].payload for h in client.query_batch("g", "omni@1", v[:2], limit=1, with_payload=True)] == [{"i": 0},
+                                                                                                          {"i": 1}]
+    kept = client.query("g", "omni@1", v[2], limit=1, internal_payload=True)[0].payload
+    assert kept["i"] == 2 and "_qdrant_compat" in kept  # the write stamp, for tools that need it
+
+
+def test_results_and_cards_have_short_reprs(client, trained, random_vectors):
+    from qdrant_compat.enums import VectorState
+
+    card = trained[1]
+    r = repr(card)
+    assert len(r) < 400 and f"classes=<{len(card.classes)} items>" in r and r.startswith("ModelCard(name='omni'")
+    assert repr(VectorState.ACTIVE) == "'active'" and str(VectorState.ACTIVE) == "active"
+    client.create_collection("g", "omni@1")
+    client.upsert("g", "omni@1", random_vectors(3, 32), ids=[0, 1, 2])
+    info = repr(client.info("g"))
+    assert info.startswith("CollectionReport(collection='g', points=3") and "<VectorState" not in info
+
+
 def test_wrong_dimension(client, random_vectors):
     client.create_collection("g", "omni@1")
     with pytest.raises(InvalidArgumentError, match=r"expected vectors of dimension 32, got shape \(2, 31\)"):
