@@ -79,20 +79,42 @@ class CliState:
             click.echo(human() if callable(human) else human)
 
     @contextlib.contextmanager
-    def progress(self, label: str, total: int) -> Iterator[Callable[[int, int], None]]:
-        """A progress callback ``(done, total)``; a bar only on a TTY and without --no-progress/--json."""
-        show = self.progress_enabled()
-        if not show:
+    def progress(self, label: str, total: int, unit: str = "points",
+                 every_s: float = 10.0) -> Iterator[Callable[[int, int], None]]:
+        """A progress callback ``(done, total)``. On a TTY a bar (``label``, counts, rate, ETA), drawn at the first
+        report, so a step that reports nothing (an adopt) leaves no bar behind; elsewhere a line on stderr every
+        ``every_s`` seconds and one at the end. Nothing with ``--no-progress`` or ``--json``."""
+        import time
+
+        if not self.show_progress or self.json:
             yield lambda done, tot: None
             return
-        with click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True) as bar:
-            last = [0]
+        t0, state = time.monotonic(), {"bar": None, "done": 0, "line": time.monotonic(), "total": total}
 
-            def update(done: int, tot: int) -> None:
-                bar.update(max(0, done - last[0]))
-                last[0] = done
+        def text(done: int, tot: int) -> str:
+            rate = done / max(time.monotonic() - t0, 1e-9)
+            pct = f" ({100 * done / tot:.0f}%)" if tot else ""
+            return f"{label}: {done:,}/{tot:,} {unit}{pct}, {rate:,.0f} {unit}/s"
 
+        def update(done: int, tot: int) -> None:
+            state["total"] = tot or state["total"]
+            if sys.stderr.isatty():
+                if state["bar"] is None:
+                    state["bar"] = click.progressbar(length=max(int(state["total"]), 1), label=label, file=sys.stderr,
+                                                     show_eta=True, show_pos=True).__enter__()
+                state["bar"].update(max(0, done - int(state["done"])))
+            elif time.monotonic() - float(state["line"]) >= every_s:
+                state["line"] = time.monotonic()
+                click.echo(text(done, int(state["total"])), err=True)
+            state["done"] = done
+
+        try:
             yield update
+        finally:
+            if state["bar"] is not None:
+                state["bar"].__exit__(None, None, None)
+            elif state["done"] and not sys.stderr.isatty():
+                click.echo(text(int(state["done"]), int(state["total"])), err=True)
 
     def progress_enabled(self) -> bool:
         return bool(self.show_progress and not self.json and sys.stderr.isatty())

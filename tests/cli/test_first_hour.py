@@ -84,3 +84,26 @@ def test_json_timestamps_are_iso_8601(other_model, make_world):
     job = json.loads(run("--json", "upgrade", "status", "g").output)["job"]
     for key in ("created", "updated"):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", job[key]), job[key]
+
+
+def _state(**kw):
+    from qdrant_compat.cli.context import CliState
+
+    return CliState(path=None, url=None, api_key=None, registry_root=None, json=kw.get("json", False),
+                    show_progress=kw.get("show", True))
+
+
+def test_progress_in_a_pipe_is_a_line_every_few_seconds(capsys):
+    with _state().progress("upgrading", 200, every_s=0) as bar:
+        bar(50, 200)
+        bar(200, 200)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("upgrading: 50/200 points (25%)") and err[-1].startswith("upgrading: 200/200 points (100%)")
+
+
+@pytest.mark.parametrize("kw", [{"show": False}, {"json": True}, {}])
+def test_no_progress_json_or_a_step_that_reports_nothing_print_nothing(capsys, kw):
+    with _state(**kw).progress("upgrading", 200, every_s=0) as bar:
+        if kw:
+            bar(100, 200)
+    assert capsys.readouterr().err == ""
