@@ -89,7 +89,8 @@ class CliState:
         if not self.show_progress or self.json:
             yield lambda done, tot: None
             return
-        t0, state = time.monotonic(), {"bar": None, "done": 0, "line": time.monotonic(), "total": total}
+        t0 = time.monotonic()
+        state: dict[str, Any] = {"bar": None, "done": 0, "line": t0, "total": total}
 
         def text(done: int, tot: int) -> str:
             rate = done / max(time.monotonic() - t0, 1e-9)

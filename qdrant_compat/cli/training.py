@@ -235,26 +235,17 @@ def _resumed_options(ctx: click.Context, opts: dict[str, Any]) -> dict[str, Any]
 
 def _train(state: CliState, o: dict[str, Any]) -> None:
     import json
-    from dataclasses import asdict
     from pathlib import Path
 
     from qdrant_compat.cards import InputSpec, parse_ref
     from qdrant_compat.cli.context import make_cache
     from qdrant_compat.data.images import open_source
     from qdrant_compat.models import ModelConfig
-    from qdrant_compat.training import (
-        BCT_LOSSES,
-        NOLABEL_LOSSES,
-        PLAIN_LOSSES,
-        TrainConfig,
-        TrainingSummary,
-        export_and_register,
-        prepare_old_targets,
-        save_checkpoint,
-        train_model,
-    )
+    from qdrant_compat.training import TrainConfig
     from qdrant_compat.training.config import resolve_device
     from qdrant_compat.training.distributed import Dist
+    from qdrant_compat.training.gate import GateConfig
+    from qdrant_compat.training.pipeline import default_losses, train_and_register
 
     dist = Dist.from_env(resolve_device(o["device"]))
     out_dir, backbone, weights = o["out_dir"], o["backbone"], o["weights"]
@@ -282,42 +273,27 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / ARGS_FILE).write_text(json.dumps({k: v for k, v in o.items() if k != "resume_dir"}, indent=2,
                                                           default=list))
-    old = None
-    if o["old_model"]:
-        old_reg = state.registry.get_model(o["old_model"])
-        old = prepare_old_targets(old_reg, src, labels=not o["no_labels"], cache=cache) if dist.is_main else None
-        old = _share_old(dist, old, old_reg, src, not o["no_labels"])
-    default = NOLABEL_LOSSES if o["no_labels"] else BCT_LOSSES if o["old_model"] else PLAIN_LOSSES
+    default = default_losses(old=bool(o["old_model"]), no_labels=o["no_labels"])
     cfg = TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], backbone_lr=o["backbone_lr"],
                       weight_decay=o["weight_decay"], seed=o["seed"], device=o["device"], no_labels=o["no_labels"],
                       losses=_loss_weights(tuple(o["losses"]), default), augment=o["augment"], workers=o["workers"],
                       amp=o["amp"], compile=o["compile_"], accum_steps=o["accum_steps"], warmup_steps=o["warmup_steps"],
                       checkpoint_every=o["checkpoint_every"], log_every=o["log_every"], deterministic=o["deterministic"])
     mcfg = ModelConfig(backbone=backbone, dim=o["dim"], head=o["head"], in_channels=c, freeze_backbone=o["freeze_backbone"])
-    from qdrant_compat.training.gate import GateConfig
-
     gate = GateConfig(holdout=o.get("gate_holdout", 0.1), margin=o.get("gate_margin", 0.0), seed=o["seed"],
-                      boost=o.get("gate_boost", 1.0)) \
-        if o.get("gate", True) and old is not None and not o["no_labels"] else None
-    gate_data = _gate_data(state, o, gate, old, dist, cache) if gate is not None else None
+                      boost=o.get("gate_boost", 1.0)) if o.get("gate", True) else None
     steps = max(1, len(src) // o["batch_size"]) * o["epochs"]
     with _TrainProgress(state, steps) as bar:
-        res = train_model(src, mcfg, cfg, spec, old=old, weights=weights, progress=bar.step, on_log=bar.report,
-                          on_epoch=bar.epoch, out_dir=out_dir, resume=bool(o["resume_dir"]), cache=cache, dist=dist,
-                          gate=gate, gate_data=gate_data)
+        done = train_and_register(
+            src, out_dir, split=o["split"], registry=state.registry, model=mcfg, config=cfg, spec=spec,
+            old_model=o["old_model"], register_as=o["register_as"], gate=gate, gate_data=o.get("gate_data"),
+            gate_split=o.get("gate_split", "test"), max_classes=o["max_classes"], weights=weights,
+            init_from=o["init_from"], cache=cache, dist=dist, resume=bool(o["resume_dir"]), progress=bar.step,
+            on_log=bar.report, on_epoch=bar.epoch, dataset=str(o["data"]))
     if not dist.is_main:
         dist.close()
         return
-    summary = TrainingSummary(
-        input=spec, classes=[] if o["no_labels"] else list(src.classes), config=asdict(cfg), history=res.history,
-        seconds=res.seconds, parent=old.card.ref if old else None, parent_fingerprint=old.card.fingerprint if old else None,
-        relation="bct" if old else None, synthesized_rows=len(old.synthesized) if old else 0, dataset=str(o["data"]),
-        skipped=len(res.skipped), init_from=o["init_from"], gate=res.gate.to_dict() if res.gate else None,
-    )
-    save_checkpoint(out_dir, res.model, summary)
-    from qdrant_compat.training.resume import remove_state
-
-    remove_state(out_dir)
+    res = done.result
     out: dict[str, Any] = {"checkpoint": out_dir, "images": len(src), "classes": len(src.classes), "epochs": o["epochs"],
                            "seconds": round(res.seconds, 2), "images_per_s": round(res.images_per_s, 1),
                            "final": res.history[-1], "history": res.history, "input": res.input_mode,
@@ -326,10 +302,9 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
                            "resumed_from_step": res.resumed_from_step}
     if res.gate is not None:
         out["gate"] = {**res.gate.to_dict(), "verdict": res.gate.sentence()}
-    if o["register_as"]:
-        name, version = parse_ref(o["register_as"])
-        card, diff = export_and_register(out_dir, state.registry, name, version)
-        out.update(registered=card.ref, fingerprint=card.fingerprint, export_max_abs_diff=diff)
+    if done.card is not None:
+        out.update(registered=done.card.ref, fingerprint=done.card.fingerprint,
+                   export_max_abs_diff=done.export_max_abs_diff)
     dist.close()
     state.emit(out, lambda: "\n".join(
         [f"trained {len(src)} images / {len(src.classes)} classes in {res.seconds:.1f}s ({res.images_per_s:.0f} img/s, "
@@ -337,56 +312,6 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
         + ([f"skipped {len(res.skipped)} unreadable image(s), e.g. {next(iter(res.skipped.values()))}"] if res.skipped else [])
         + ([res.gate.sentence()] if res.gate is not None else [])
         + ([f"registered {out['registered']} ({str(out['fingerprint'])[:12]}…)"] if o["register_as"] else [])))
-
-
-def _gate_data(state: CliState, o: dict[str, Any], gate: Any, old: Any, dist: Any, cache: Any) -> Any:
-    """``(gate set, the old model's embeddings of it)`` for --gate-data; None to hold out training images (with a
-    warning when the old model was trained on this very data: old/old then reads high on those images)."""
-    import logging
-    from pathlib import Path
-
-    from qdrant_compat.data.images import open_source
-
-    log = logging.getLogger("qdrant_compat.cli.training")
-    if not o.get("gate_data"):
-        if str(old.card.training.get("dataset", "")) == str(o["data"]):
-            log.warning("the gate holds out images of %s, which %s was trained on: its old/old figure on them reads "
-                        "high (it has seen them); pass --gate-data with images neither model trains on for a fair "
-                        "criterion", o["data"], old.card.ref)
-        return None
-    same_split = Path(o["gate_data"]).suffix != ".npz" or o.get("gate_split", "test") == o["split"]
-    if Path(o["gate_data"]).resolve() == Path(o["data"]).resolve() and same_split:
-        raise InvalidArgumentError("--gate-data is the training data itself: the gate needs images the new model does "
-                                   "not train on (another split or folder), or leave --gate-data out to hold some out")
-    g_src = open_source(o["gate_data"], split=o.get("gate_split", "test"), max_classes=o["max_classes"])
-    emb = None
-    if dist.is_main:
-        from qdrant_compat.runtime.embedder import Embedder
-
-        emb = Embedder(state.registry.get_model(old.card.ref)).embed_source(g_src, cache=cache)
-    return g_src, dist.broadcast_array(emb)
-
-
-def _share_old(dist, old, old_reg, src, labels: bool):  # type: ignore[no-untyped-def]
-    """Rank 0's old-model targets on every rank (computed once, sent as tensors: nothing is pickled)."""
-    if not dist.enabled:
-        return old
-    import numpy as np
-
-    from qdrant_compat.training.old_model import OldTargets
-
-    main = dist.is_main
-    classes = list(src.classes) if labels else []
-    emb = dist.broadcast_array(old.embeddings if main else None)
-    weight = dist.broadcast_array(old.weight if main else None)
-    synth = dist.broadcast_array(np.asarray([[float(c in set(old.synthesized))] for c in classes] or [[0.0]], np.float32)
-                                 if main else None)
-    bad = dist.broadcast_array(np.asarray([[i] for i in old.unreadable] or [[-1]], np.float32) if main else None)
-    if main:
-        return old
-    return OldTargets(card=old_reg.card, embeddings=emb, weight=weight,
-                      synthesized=[c for c, s in zip(classes, synth[:, 0], strict=False) if s > 0.5], classes=classes,
-                      onnx_path=str(old_reg.onnx_path), unreadable=[int(i) for i in bad[:, 0] if i >= 0])
 
 
 @click.command()

@@ -15,6 +15,7 @@ from qdrant_compat.training.old_model import (  # noqa: E402
     synthesize_rows,
     unlabelled_old_targets,
 )
+from qdrant_compat.training.pipeline import Trained, default_losses, train_and_register  # noqa: E402
 from qdrant_compat.training.trainer import StepReport, TrainResult, compute_features, train_model  # noqa: E402
 
 __all__ = [
@@ -28,6 +29,9 @@ __all__ = [
     "StepReport",
     "TrainConfig",
     "TrainResult",
+    "Trained",
+    "default_losses",
+    "train_and_register",
     "build_old_targets",
     "compute_features",
     "prepare_old_targets",
