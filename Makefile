@@ -30,7 +30,7 @@ bench-converters: $(STAMP)
 	$(BIN)/python -m benchmarks.p1_converters
 
 clean:
-	rm -rf $(VENV) demo_output qdrant_storage qdrant_compat_registry walkthrough bct_upgrade_output convert_output \
+	rm -rf $(VENV) demo_output qdrant_storage qdrant_compat_registry walkthrough wt py existing site bct_upgrade_output convert_output \
 	  existing_output backfill_output
 
 docs: $(STAMP)

@@ -1,4 +1,9 @@
-"""Build the API reference (HTML, from the docstrings) with pdoc, offline: python docs/build_api.py [OUT]."""
+"""Build the API reference (HTML, from the docstrings) with pdoc, offline: python docs/build_api.py [OUT].
+
+Google-style sections (``Args:``, ``Returns:``, ``Raises:``) are parsed; modules and members whose names start
+with ``_``, and members whose docstring says ``@private`` (internal methods other modules of the package call),
+are left out.
+"""
 
 from __future__ import annotations
 
@@ -21,4 +26,4 @@ def modules() -> list[str]:
 
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else "site"
-    sys.exit(subprocess.call([sys.executable, "-m", "pdoc", "-o", out, *modules()], stderr=subprocess.DEVNULL))
+    sys.exit(subprocess.call([sys.executable, "-m", "pdoc", "-d", "google", "-o", out, *modules()], stderr=subprocess.DEVNULL))

@@ -109,6 +109,26 @@ def iso_times(obj: Any) -> Any:
     return obj
 
 
+def user_json(obj: Any) -> Any:
+    """What ``--json`` and results' ``to_dict()`` give users: :func:`iso_times`, and a job's or plan's vector name
+    (``source``, ``target``) left out where it equals its model (``source_model``, ``target_model``): it is given
+    only where they differ (the unnamed vector ``""``, a blue-green collection's renamed vector)."""
+    obj = iso_times(obj)
+
+    def dedup(o: Any) -> Any:
+        if isinstance(o, dict):
+            o = {k: dedup(v) for k, v in o.items()}
+            for side in ("source", "target"):
+                if side in o and f"{side}_model" in o and o[side] == o[f"{side}_model"]:
+                    del o[side]
+            return o
+        if isinstance(o, list):
+            return [dedup(v) for v in o]
+        return o
+
+    return dedup(obj)
+
+
 def _short_value(v: Any, width: int) -> str:
     if isinstance(v, Enum):
         return repr(v.value)

@@ -86,10 +86,10 @@ class CompatClient:
             and upgrade steps always read it fresh.
 
     Example:
-        >>> cc = CompatClient(location=":memory:", registry="artifacts")          # doctest: +SKIP
-        >>> cc.create_collection("gallery", "omniglot@1")                         # doctest: +SKIP
-        >>> cc.upsert("gallery", "omniglot@1", vectors, payloads=payloads)       # doctest: +SKIP
-        >>> hits = cc.query("gallery", "omniglot@1", query_vector, limit=5)      # doctest: +SKIP
+        >>> cc = CompatClient(location=":memory:", registry="artifacts")
+        >>> cc.create_collection("gallery", "omniglot@1")
+        >>> cc.upsert("gallery", "omniglot@1", vectors, payloads=payloads)
+        >>> hits = cc.query("gallery", "omniglot@1", query_vector, limit=5)
     """
 
     def __init__(
@@ -160,6 +160,8 @@ class CompatClient:
         that one collection: an alias switched meanwhile (a blue-green cutover) can never pair one collection's
         vector names with the other's points. Queries reuse a resolution for ``meta_ttl`` seconds (the old
         collection stays complete until cleanup); writes (``fresh``) resolve every time.
+
+        @private
         """
         hit = self._alias_cache.get(name)
         if not fresh and hit is not None and time.monotonic() - hit[0] < self.meta_ttl:
@@ -169,6 +171,10 @@ class CompatClient:
         return coll
 
     def cached_meta(self, name: str) -> CompatMeta:
+        """The metadata of ``name``, cached for ``meta_ttl`` seconds (internal: routing reads it per call).
+
+        @private
+        """
         hit = self._meta_cache.get(name)
         if hit is not None and time.monotonic() - hit[0] < self.meta_ttl:
             return hit[1]
@@ -190,12 +196,19 @@ class CompatClient:
         return meta
 
     def put_meta(self, name: str, meta: CompatMeta) -> None:
+        """Write the metadata block (internal: the upgrade commands own every write of it).
+
+        @private
+        """
         self.store.set_metadata(name, META_KEY, meta.to_dict())
         self._meta_cache.pop(name, None)
 
     def with_model_edges(self, meta: CompatMeta, card: ModelCard) -> CompatMeta:
         """``meta`` plus the edges ``card`` brings itself: its measured bct lineage, and registered converters
-        from its space. Collection-recorded edges come first."""
+        from its space. Collection-recorded edges come first.
+
+        @private
+        """
         extra: list[Edge] = []
         lin = card.lineage
         if lin.relation == Relation.BCT and lin.parent and lin.parent_fingerprint and lin.evidence:
@@ -300,6 +313,10 @@ class CompatClient:
                                 edges=list(meta.edges), job=meta.job)
 
     def count_with_vector(self, name: str, vector: str) -> int:
+        """Points of ``name`` holding ``vector`` (internal).
+
+        @private
+        """
         return self.store.count_with_vector(name, vector)
 
     def record_edge(self, name: str, edge: Edge) -> CompatMeta:
@@ -382,7 +399,10 @@ class CompatClient:
 
     def write_targets(self, card: ModelCard, meta: CompatMeta, name: str) -> list[Route]:
         """Named vectors a write with ``card`` fills: every ``write`` vector (each must be reachable), plus
-        any vector being filled by an upgrade that ``card`` can reach, so no point written mid-upgrade is lost."""
+        any vector being filled by an upgrade that ``card`` can reach, so no point written mid-upgrade is lost.
+
+        @private
+        """
         check_fingerprint(card, meta, name)
         from qdrant_compat.routing import candidate_routes
 
@@ -411,7 +431,10 @@ class CompatClient:
 
     # -------------------------------------------------------------- queries
     def transform(self, route: Route, vec: np.ndarray) -> np.ndarray:
-        """Apply the route's adapter (if any) to query vectors."""
+        """Apply the route's adapter (if any) to query vectors (internal).
+
+        @private
+        """
         if route.via != Via.ADAPTER or route.converter is None:
             return vec
         return self.converters.apply(route.converter, vec)

@@ -64,9 +64,9 @@ class Registry:
     """Models and converters by reference, verified on every load.
 
     Example:
-        >>> reg = Registry("artifacts")                          # doctest: +SKIP
-        >>> card = reg.register_model("model.onnx", card)        # doctest: +SKIP
-        >>> reg.get_model("omniglot@1").onnx_path                # doctest: +SKIP
+        >>> reg = Registry("artifacts")
+        >>> card = reg.register_model("model.onnx", card)
+        >>> reg.get_model("omniglot@1").onnx_path
     """
 
     def __init__(self, root: str | Path | None = None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from qdrant_compat._config import ShortRepr, iso_times, to_dict
+from qdrant_compat._config import ShortRepr, to_dict, user_json
 from qdrant_compat.metadata import Edge, JobState
 
 
@@ -17,7 +17,7 @@ class Result(ShortRepr):
     short repr."""
 
     def to_dict(self) -> dict[str, Any]:
-        return iso_times(to_dict(self))  # type: ignore[no-any-return]
+        return user_json(to_dict(self))  # type: ignore[no-any-return]
 
 
 @dataclass(repr=False)

@@ -19,6 +19,7 @@ import json
 import shutil
 import threading
 import time
+import warnings
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,9 +44,10 @@ class TeamNet(torch.nn.Module):
     def __init__(self, n_classes: int) -> None:
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-            torch.nn.Linear(64, 48))
+            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(64 * 3 * 3, 48))
         self.fc = torch.nn.Linear(48, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,9 +75,14 @@ def team_trains_and_exports(out: Path, epochs: int) -> Path:
             loss.backward()
             opt.step()
     torch.save(net.state_dict(), out / "team_state_dict.pt")
+    # the team's classifier, as `model import --classifier` reads it: one row per class, and the class names
+    np.savez(out / "team_classifier.npz", weight=net.fc.weight.detach().numpy(),
+             classes=np.asarray(train.classes[:CLASSES]))
     onnx_path = out / "team_embedder.onnx"
-    torch.onnx.export(net.features.eval(), (torch.zeros(1, 1, 28, 28),), str(onnx_path), input_names=["image"],
-                      output_names=["vec"], dynamic_axes={"image": {0: "n"}, "vec": {0: "n"}}, dynamo=False)
+    with warnings.catch_warnings():  # the legacy exporter is what many teams' scripts still call; its notice is noise
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net.features.eval(), (torch.zeros(1, 1, 28, 28),), str(onnx_path), input_names=["image"],
+                          output_names=["vec"], dynamic_axes={"image": {0: "n"}, "vec": {0: "n"}}, dynamo=False)
     return onnx_path
 
 
@@ -89,8 +96,9 @@ def serve(folder: Path) -> tuple[ThreadingHTTPServer, str]:
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
 
 
-def team_indexes(out: Path, onnx_path: Path, base_url: str, paths: list[Path]) -> None:
-    """Plain qdrant-client, one unnamed vector, payload = the image URL; vectors from the team's own model."""
+def team_indexes(out: Path, onnx_path: Path, base_url: str | None, paths: list[Path]) -> None:
+    """Plain qdrant-client, one unnamed vector, payload = the image URL (or, without ``base_url``, its absolute
+    path); vectors from the team's own model."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -99,16 +107,20 @@ def team_indexes(out: Path, onnx_path: Path, base_url: str, paths: list[Path]) -
     q = QdrantClient(path=str(out / "qdrant"))
     q.create_collection("products", vectors_config=models.VectorParams(size=vecs.shape[1], distance=models.Distance.COSINE))
     rel = [p.relative_to(out / "gallery").as_posix() for p in paths]
-    q.upsert("products", points=[models.PointStruct(id=i, vector=v.tolist(), payload={"image_path": f"{base_url}/{r}"})
-                                 for i, (v, r) in enumerate(zip(vecs, rel, strict=True))], wait=True)
+    refs = [f"{base_url}/{r}" for r in rel] if base_url else [str(p.resolve()) for p in paths]
+    q.upsert("products", points=[models.PointStruct(id=i, vector=v.tolist(), payload={"image_path": ref})
+                                 for i, (v, ref) in enumerate(zip(vecs, refs, strict=True))], wait=True)
     q.close()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="existing_output")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=20, help="the team's training epochs")
     ap.add_argument("--v2-epochs", type=int, default=10)
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="Only build the team's side (model, ONNX file, classifier, the 'products' collection with "
+                         "local image paths) and stop: the README's existing-collection block runs from there.")
     args = ap.parse_args()
     t0 = time.time()
     out = Path(args.out)
@@ -117,6 +129,11 @@ def main() -> int:
     test = load_npz(FIXTURE, "test")
     paths = write_image_folder(test, out / "gallery", np.flatnonzero(test.labels < CLASSES))
     onnx_path = team_trains_and_exports(out, args.epochs)
+    if args.prepare_only:
+        team_indexes(out, onnx_path, None, paths)
+        print(f"the team's model {onnx_path} (classifier {out / 'team_classifier.npz'}) and collection 'products' "
+              f"({len(paths)} points, one unnamed 48-d vector, payload image_path) in {out / 'qdrant'}")
+        return 0
     httpd, base = serve(out / "gallery")
     try:
         team_indexes(out, onnx_path, base, paths)
@@ -130,14 +147,15 @@ def main() -> int:
             return res.output
 
         print(qc("model", "import", str(onnx_path), "--name", "team", "--version", "1", "--mean", str(MEAN),
-                 "--std", str(STD)).strip())
+                 "--std", str(STD), "--classifier", str(out / "team_classifier.npz")).strip())
         print(qc("collection", "adopt", "products", "--model", "team@1", "--verify", "50").strip())
         print(qc("train", str(FIXTURE), "--max-classes", str(CLASSES + 40), "--channels", "1", "--size", "28",
                  "--mean", str(MEAN), "--std", str(STD), "--dim", "48", "--epochs", str(args.v2_epochs),
-                 "--batch-size", "64", "--lr", "3e-3", "--old-model", "team@1", "--out", str(out / "ckpt-v2"),
+                 "--batch-size", "64", "--lr", "3e-3", "--old-model", "team@1", "--gate-data", str(FIXTURE),
+                 "--out", str(out / "ckpt-v2"),
                  "--register", "team@2").strip())
         ev = json.loads(qc("--json", "evaluate", str(FIXTURE), "--split", "test", "--max-classes", str(CLASSES + 40),
-                           "--seen-classes", str(CLASSES), "--model", "team@1", "--model", "team@2", "--record", "team@2"))
+                           "--seen-classes-from", "team@1", "--model", "team@1", "--model", "team@2", "--record", "team@2"))
         print(f"evaluate: team@1/team@1 {ev['cells']['team@1/team@1']['top1']:.1f}, team@2/team@1 "
               f"{ev['cells']['team@2/team@1']['top1']:.1f}, team@2/team@2 {ev['cells']['team@2/team@2']['top1']:.1f}")
         # the applications query 'products' by its own name, and Qdrant cannot rename a collection: the plan says

@@ -26,15 +26,7 @@ from qdrant_compat.evaluation import evaluate_registered, record_bct_evidence
 from qdrant_compat.indexing import index_folder
 from qdrant_compat.models import ModelConfig
 from qdrant_compat.runtime.embedder import Embedder
-from qdrant_compat.training import (
-    BCT_LOSSES,
-    TrainConfig,
-    TrainingSummary,
-    export_and_register,
-    prepare_old_targets,
-    save_checkpoint,
-    train_model,
-)
+from qdrant_compat.training import TrainConfig, Trained, default_losses, train_and_register
 from qdrant_compat.upgrade import cleanup, cutover, plan_upgrade, run_upgrade, upgrade_status
 
 HERE = Path(__file__).resolve().parent
@@ -53,20 +45,23 @@ def first_classes(src, n):  # type: ignore[no-untyped-def]
     return sub
 
 
-def train_and_register(registry: Registry, src, out: Path, name: str, version: str, *, seed: int, epochs: int,
-                       old=None) -> None:  # type: ignore[no-untyped-def]
-    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed, **({"losses": dict(BCT_LOSSES)} if old else {}))
-    res = train_model(src, ModelConfig(backbone="smallcnn", in_channels=1, dim=64), cfg, SPEC, old=old)
-    summary = TrainingSummary(
-        input=SPEC, classes=list(src.classes), config={"epochs": epochs, "seed": seed}, history=res.history,
-        seconds=res.seconds, parent=old.card.ref if old else None,
-        parent_fingerprint=old.card.fingerprint if old else None, relation="bct" if old else None,
-        synthesized_rows=len(old.synthesized) if old else 0, dataset="omniglot_small",
-    )
-    ckpt = save_checkpoint(out / "checkpoints" / f"{name}-{version}", res.model, summary)
-    card, diff = export_and_register(ckpt, registry, name, version)
-    print(f"trained {card.ref}{' (BCT, parent ' + old.card.ref + ')' if old else ''} on {len(src)} images / "
-          f"{len(src.classes)} classes in {res.seconds:.1f}s; ONNX parity {diff:.1e}; fingerprint {card.fingerprint[:12]}…")
+def make_version(registry: Registry, src, out: Path, name: str, version: str, *, seed: int, epochs: int,  # type: ignore[no-untyped-def]
+          old: str | None = None, gate_data=None) -> Trained:
+    """Train, export to ONNX (parity-checked) and register; with ``old``, backward-compatibly, the gate measuring
+    new/old vs old/old on ``gate_data`` after every epoch."""
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed, losses=default_losses(old=old is not None))
+    done = train_and_register(src, out / "checkpoints" / f"{name}-{version}", registry=registry, spec=SPEC,
+                              model=ModelConfig(backbone="smallcnn", in_channels=1, dim=64), config=cfg,
+                              old_model=old, gate_data=gate_data, register_as=f"{name}@{version}",
+                              dataset="omniglot_small")
+    card = done.card
+    assert card is not None
+    print(f"trained {card.ref}{' (BCT, parent ' + old + ')' if old else ''} on {len(src)} images / "
+          f"{len(src.classes)} classes in {done.result.seconds:.1f}s; ONNX parity {done.export_max_abs_diff:.1e}; "
+          f"fingerprint {card.fingerprint[:12]}…")
+    if done.gate is not None:
+        print(f"  gate: {done.gate.sentence()}")
+    return done
 
 
 def top1_through_qdrant(client: CompatClient, collection: str, model: str, paths: list[Path]) -> float:
@@ -102,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{V1_CLASSES} classes, v2 learns all {V2_CLASSES}")
 
     step("2. v1: train, export to ONNX, register, index")
-    train_and_register(registry, first_classes(train, V1_CLASSES), out, "omniglot", "1", seed=0, epochs=args.epochs)
+    make_version(registry, first_classes(train, V1_CLASSES), out, "omniglot", "1", seed=0, epochs=args.epochs)
     client = CompatClient(path=str(out / "qdrant"), registry=registry)
     for coll in ("gallery", "gallery-b"):
         index_folder(client, coll, "omniglot@1", gallery_dir)
@@ -114,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"v1 queries on the v1 gallery (old/old): top-1 {old_old:.1f}%   (chance {chance:.1f}%)")
 
     step("3. v2 trained backward-compatibly with the frozen v1 (run through its ONNX file)")
-    v2_train = first_classes(train, V2_CLASSES)
-    old = prepare_old_targets(registry.get_model("omniglot@1"), v2_train)
-    print(f"old classifier rows: {V2_CLASSES - len(old.synthesized)} kept, {len(old.synthesized)} synthesised for new classes")
-    train_and_register(registry, v2_train, out, "omniglot", "2", seed=0, epochs=args.epochs, old=old)
-    train_and_register(registry, v2_train, out, "omniglot-indep", "2", seed=1, epochs=args.epochs)
-    rep, emb = evaluate_registered(registry, ["omniglot@1", "omniglot@2", "omniglot-indep@2"], first_classes(test, V2_CLASSES),
+    v2_train, v2_test = first_classes(train, V2_CLASSES), first_classes(test, V2_CLASSES)
+    v2 = make_version(registry, v2_train, out, "omniglot", "2", seed=0, epochs=args.epochs, old="omniglot@1", gate_data=v2_test)
+    synth = v2.summary.synthesized_rows
+    print(f"old classifier rows: {V2_CLASSES - synth} kept, {synth} synthesised for new classes")
+    make_version(registry, v2_train, out, "omniglot-indep", "2", seed=1, epochs=args.epochs)
+    rep, emb = evaluate_registered(registry, ["omniglot@1", "omniglot@2", "omniglot-indep@2"], v2_test,
                                    seen_classes=set(range(V1_CLASSES)))
     card = record_bct_evidence(registry, "omniglot@2", rep, emb)
     ev = card.lineage.evidence

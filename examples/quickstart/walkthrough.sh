@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's 5-minute CLI walkthrough, runnable as is: bash examples/quickstart/walkthrough.sh [WORKDIR]
+# The README's five-minute CLI walkthrough with a few more looks (model list, collection info, status):
+#   bash examples/quickstart/walkthrough.sh [WORKDIR]   (default WORKDIR: walkthrough/)
 set -euo pipefail
 W=${1:-walkthrough}
 DATA=examples/data/omniglot_small.npz
@@ -27,6 +28,6 @@ qc evaluate $DATA --split test --max-classes 150 --seen-classes 100 \
 
 # 4. upgrade the collection in place: plan (changes nothing), run, and query with v2
 qc upgrade plan gallery --to omniglot@2
-qc upgrade run gallery --to omniglot@2 || true   # refused (clearly) if the recorded criterion failed
-qc search "$IMG" --collection gallery --model omniglot@2 -k 3 || true
+qc upgrade run gallery --to omniglot@2   # refused, with the figures, if the recorded criterion failed
+qc search "$IMG" --collection gallery --model omniglot@2 -k 3
 qc upgrade status gallery

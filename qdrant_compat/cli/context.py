@@ -72,9 +72,9 @@ class CliState:
                 obj = obj.to_dict()
             elif isinstance(obj, list):
                 obj = [o.to_dict() if hasattr(o, "to_dict") else o for o in obj]
-            from qdrant_compat._config import iso_times
+            from qdrant_compat._config import user_json
 
-            click.echo(json.dumps(iso_times(obj), indent=2, sort_keys=True, default=str))
+            click.echo(json.dumps(user_json(obj), indent=2, sort_keys=True, default=str))
         else:
             click.echo(human() if callable(human) else human)
 

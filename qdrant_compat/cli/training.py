@@ -289,7 +289,7 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
             old_model=o["old_model"], register_as=o["register_as"], gate=gate, gate_data=o.get("gate_data"),
             gate_split=o.get("gate_split", "test"), max_classes=o["max_classes"], weights=weights,
             init_from=o["init_from"], cache=cache, dist=dist, resume=bool(o["resume_dir"]), progress=bar.step,
-            on_log=bar.report, on_epoch=bar.epoch, dataset=str(o["data"]))
+            on_log=bar.report, on_epoch=bar.epoch, dataset=str(o["data"]), announce=False)
     if not dist.is_main:
         dist.close()
         return

@@ -53,7 +53,7 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
     state.emit(p, lambda: "\n".join([
         f"upgrade '{p.collection}': {p.source_model} (vector '{p.source}') -> {p.target_model}",
         f"strategy: {p.strategy}" + (f" (converter {p.converter})" if p.converter else ""),
-        f"layout: {p.layout}" + (f" (into '{p.green}', alias '{p.alias or '?'}')" if p.green else ""),
+        f"layout: {p.layout}" + (f" (into '{p.green}', " + (f"alias '{p.alias}')" if p.alias else "no alias yet: see below)") if p.green else ""),
         *[f"  - {r}" for r in p.reasons],
         f"points: {p.points} ({p.already_filled} already hold '{p.target}'); missing images: {p.images_missing}",
         f"estimate: {p.estimated_seconds:.0f}s ({1000 * p.seconds_per_point:.2f} ms/point, measured on a sample)",

@@ -23,8 +23,8 @@ class Embedder:
     """Feature extractor for one registered model version.
 
     Example:
-        >>> emb = Embedder.from_registry(Registry("artifacts"), "omniglot@1")   # doctest: +SKIP
-        >>> vecs = emb.embed(["a.png", "b.png"])                                 # doctest: +SKIP
+        >>> emb = Embedder.from_registry(Registry("artifacts"), "omniglot@1")
+        >>> vecs = emb.embed(["a.png", "b.png"])
     """
 
     def __init__(self, model: RegisteredModel, *, batch_size: int = 64, providers: list[str] | None = None) -> None:

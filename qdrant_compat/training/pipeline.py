@@ -85,6 +85,7 @@ def train_and_register(
     on_log: LogHook | None = None,
     on_epoch: EpochHook | None = None,
     dataset: str = "",
+    announce: bool = True,
 ) -> Trained:
     """Train a model on ``data``, save a checkpoint in ``out``, and (with ``register_as``) export and register it.
 
@@ -103,6 +104,7 @@ def train_and_register(
         cache: a :class:`~qdrant_compat.runtime.cache.VectorCache` for the old model's embeddings.
         dist: torchrun processes (:meth:`Dist.from_env`); only rank 0 writes, exports and registers.
         dataset: what the card records as the training data (default: ``data`` when it is a path).
+        announce: log the gate's sentence (a warning when the criterion failed); the CLI prints it itself.
 
     Returns:
         :class:`Trained`; ``trained.gate.sentence()`` says whether the criterion held.
@@ -147,7 +149,7 @@ def train_and_register(
     from qdrant_compat.training.resume import remove_state
 
     remove_state(out)
-    if res.gate is not None:
+    if res.gate is not None and announce:
         log.log(logging.INFO if res.gate.criterion_met else logging.WARNING, "%s", res.gate.sentence())
     if register_as:
         name, version = parse_ref(register_as)

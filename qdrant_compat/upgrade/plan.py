@@ -205,7 +205,8 @@ def _choose_layout(client: CompatClient, plan: UpgradePlan, meta: CompatMeta, la
     plan.reasons.append(
         f"blue-green: '{plan.green}' is created with named vectors (the old model's, copied, and '{plan.target}') and "
         f"filled while '{plan.collection}' keeps serving; writes through qdrant-compat reach both; cutover switches "
-        f"alias '{plan.alias or '?'}' in one request, rollback switches it back, cleanup drops '{plan.collection}' "
+        f"{('alias ' + repr(plan.alias)) if plan.alias else 'the alias'} in one request, rollback switches it back, "
+        f"cleanup drops '{plan.collection}' "
         "after a backup")
     if plan.alias is None:
         step = f"qdrant-compat collection alias {plan.collection}-live {plan.collection}"
