@@ -6,7 +6,9 @@ is skipped only when an HTML comment on the line before it says why::
 
     <!-- docs-test: skip: needs a Qdrant server -->
 
-and ``<!-- docs-test: expect: TEXT -->`` also checks that TEXT is in the block's output.
+``<!-- docs-test: expect: TEXT -->`` also checks that TEXT is in the block's output, and
+``<!-- docs-test: margin: 1 -->`` that the block trained a model whose gate ended ``compatible: new/old X >
+old/old Y (+D)`` with D at least 1 (every shipped world keeps a margin of a point: benchmarks/shipped_worlds.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import pytest
 from .conftest import ROOT
 
 RUN = {"bash": "bash", "sh": "bash", "python": "python"}
-DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(skip|expect):\s*(.+?)\s*-->")
+DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(skip|expect|margin):\s*(.+?)\s*-->")
+GATE = re.compile(r"compatible: new/old [\d.]+ > old/old [\d.]+ \(\+([\d.]+)\)")
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -35,6 +38,7 @@ class Block:
     code: str
     skip: str | None = None
     expect: str | None = None
+    margin: str | None = None  # the training gate's sentence must show new/old - old/old >= this (Q8)
 
 
 def blocks(path: Path) -> list[Block]:
@@ -81,3 +85,17 @@ def test_blocks_run_as_written(path, tmp_path):
         assert res.returncode == 0, f"{where} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
         if b.expect:
             assert b.expect in res.stdout + res.stderr, f"{where}: {b.expect!r} not in its output:\n{res.stdout[-3000:]}"
+        if b.margin:
+            margins = [float(m) for m in GATE.findall(res.stdout + res.stderr)]
+            assert margins and margins[-1] >= float(b.margin), f"{where}: gate margins {margins}, need >= {b.margin}"
+
+
+def test_directives_are_read(tmp_path):
+    md = tmp_path / "x.md"
+    md.write_text("<!-- docs-test: skip: needs a Qdrant server -->\n```bash\nexit 1\n```\n\n"
+                  "<!-- docs-test: margin: 1 -->\n```python\nprint(1)\n```\n\n```json\n{}\n```\n")
+    a, b = blocks(md)
+    assert (a.skip, a.lang, b.margin, b.lang, b.code) == ("needs a Qdrant server", "bash", "1", "python", "print(1)\n")
+    line = "compatible: new/old 53.6 > old/old 52.5 (+1.1), new/new 55.7 (epoch 7 kept)"
+    assert [float(m) for m in GATE.findall(line)] == [1.1]
+    assert GATE.findall("not compatible after 8 epochs (best new/old 39.0 vs old/old 42.0)") == []
