@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
@@ -84,3 +85,28 @@ def test_an_adopted_unnamed_vector_collection_upgrades_in_place_on_the_embedded_
     assert hits[0]["score"] > 0.999
     res = run("upgrade", "cleanup", "legacy", "--yes", ok=False)
     assert "unnamed vector, which Qdrant cannot drop" in res.output
+
+
+def test_an_unnamed_vector_converts_in_place(legacy):
+    """The source vector's name is "": it must be read, not dropped as falsy (a bug: "point 0 has no '' vector")."""
+    tmp, run = legacy
+    run("collection", "adopt", "legacy", "--model", "omni@1")
+    fit = json.loads(run("--json", "converter", "fit", str(tmp / "gallery"), "--source", "omni@1", "--target",
+                         "omni-indep@2", "--kind", "linear").output)
+    run("upgrade", "run", "legacy", "--to", "omni-indep@2", "--strategy", "convert")
+    st = json.loads(run("--json", "upgrade", "status", "legacy").output)
+    assert st["vectors"]["omni-indep@2"]["converted"] == st["points"] > 0
+    assert st["vectors"][""]["converted"] == 0  # the old vector was never counted as converted
+    from qdrant_client import QdrantClient
+
+    from qdrant_compat.registry import Registry
+    from qdrant_compat.runtime.onnx import ConverterRuntime
+
+    q = QdrantClient(path=str(tmp / "store"))
+    recs = q.scroll("legacy", limit=5, with_vectors=True)[0]
+    q.close()
+    old = np.asarray([r.vector[""] for r in recs], np.float32)
+    want = ConverterRuntime(Registry(tmp / "reg")).apply(fit["id"], old)
+    got = np.asarray([r.vector["omni-indep@2"] for r in recs], np.float32)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)

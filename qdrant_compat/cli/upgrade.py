@@ -68,8 +68,9 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @click.option("--converter", default=None, help="Converter id (old->new) for convert (default: the registered one).")
 @click.option("--priority", type=click.Choice(choices(Priority)), default=Priority.UNCERTAINTY.value, show_default=True,
               help="Backfill order: uncertainty (the old model's least certain points first), random, id.")
-@click.option("--image-field", default="image_path", show_default=True,
-              help="Payload field holding each point's image reference (path or URL).")
+@click.option("--image-field", default=None,
+              help="Payload field holding each point's image reference (path or URL) [default: image_path, or the "
+                   "resumed job's; given on a resume it replaces the job's and missing points are tried again].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Points read, embedded and written per batch.")
 @click.option("--max-batches", type=int, default=None, help="Stop after N batches (resume later).")
@@ -91,7 +92,7 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @layout_options
 @pass_state
 def run(state: CliState, collection: str, target: str | None, strategy: str | None, converter: str | None,
-        priority: str, image_field: str, batch_size: int, max_batches: int | None, lock_ttl: float,
+        priority: str, image_field: str | None, batch_size: int, max_batches: int | None, lock_ttl: float,
         retry_missing: bool, read_workers: int, dry_run: bool, engine: str, ray_address: str | None, ray_workers: int,
         ray_writes: str, ray_writers: int | None, layout: str | None, into: str | None, alias: str | None) -> None:
     """Execute (or resume) the upgrade in batches, with progress and ETA."""
@@ -139,8 +140,9 @@ def status(state: CliState, collection: str) -> None:
             lines.append(f"  blue-green: '{bg['blue']}' -> '{bg['green']}'; alias '{bg['alias']}' points at "
                          f"'{bg['alias_points_at']}'" + ("" if bg["blue_exists"] else f" ('{bg['blue']}' dropped)"))
         for v, e in s.vectors.items():
-            lines.append(f"  {v}: {e.model} [{e.state}] {e.points} points: {e.extracted} extracted, "
-                         f"{e.converted} converted, {e.missing} missing, {e.failed} failed")
+            lines.append(f"  {v or '(unnamed)'}: {e.model} [{e.state}] {e.points} points: "
+                         + (f"{e.indexed} indexed, " if e.indexed else "")
+                         + f"{e.extracted} extracted, {e.converted} converted, {e.missing} missing, {e.failed} failed")
         j = s.job
         if j is not None:
             lines.append(f"  job {j.id}: {j.strategy} {j.source_model} -> {j.target_model}, phase {j.phase}"

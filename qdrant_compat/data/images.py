@@ -85,7 +85,43 @@ class ImageRefs:
             return False
         if scheme in ("", "file"):
             return self._local.exists(ref[7:] if scheme == "file" else ref)
-        return True  # remote: known only by reading it
+        return True  # remote: known only by reading it (see probe)
+
+    def probe(self, ref: Any, timeout: float = 3.0) -> bool:
+        """Whether ``ref`` can be read now, asked of its server: an HTTP HEAD (one attempt, ``timeout``), or the
+        fsspec file system's ``exists``; local paths as :meth:`exists`. A 404, a refused connection or a timeout
+        is False. What ``upgrade plan`` counts as missing before a run."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            scheme = self._scheme(ref)
+        except ImageMissingError:
+            return False
+        if scheme in ("", "file"):
+            return self.exists(ref)
+        if scheme not in ("http", "https"):
+            try:
+                from fsspec.core import url_to_fs
+
+                fs, path = url_to_fs(ref)
+                return bool(fs.exists(path))
+            except ImportError:
+                return True  # unknown without the driver: the run will say
+            except Exception:
+                return False
+        for method in ("HEAD", "GET"):  # some servers refuse HEAD (405/501): one ranged GET then
+            req = urllib.request.Request(ref, method=method, headers={"Range": "bytes=0-0"} if method == "GET" else {})
+            try:
+                with urllib.request.urlopen(req, timeout=timeout):  # noqa: S310 - user's own image URLs
+                    return True
+            except urllib.error.HTTPError as exc:
+                if method == "HEAD" and exc.code in (405, 501):
+                    continue
+                return exc.code < 400
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError):
+                return False
+        return False
 
     def read(self, ref: Any) -> Image.Image:
         scheme = self._scheme(ref)

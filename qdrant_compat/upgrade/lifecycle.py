@@ -32,8 +32,8 @@ def _prov_count(client: CompatClient, collection: str, vector: str, value: Mark)
 def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
     """Per named vector: points holding it, and how many were extracted, converted, missing, failed.
 
-    For the vector a collection was created or adopted with, ``converted`` counts points indexed before
-    provenance was tracked; it only matters for vectors filled by an upgrade. For a blue-green job (named by
+    ``converted`` counts only for a vector a converting upgrade filled; points of other vectors that were written
+    directly (``index``, ``upsert``, an adopted collection's vectors) are ``indexed``. For a blue-green job (named by
     its alias, blue or green collection) the report is green's, where the new vector is filled, with
     ``blue_green`` saying which collection the alias serves."""
     from qdrant_compat.upgrade import bluegreen
@@ -58,10 +58,15 @@ def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
         # the job filling it never converts: then it is an extraction whose mark a crash prevented
         unmarked_vec = max(have - marks[Mark.EXTRACTED], 0)
         job = meta.job
-        backfill_only = job is not None and job.target == name and not job.strategy.converts and job.strategy != Strategy.ADOPT
+        filled_by_job = job is not None and job.target == name and job.strategy != Strategy.ADOPT
+        converts = filled_by_job and job is not None and job.strategy.converts
+        # an unmarked vector is: a conversion (a converting job's target: rewrites carry no mark), an extraction
+        # whose mark a crash prevented (a backfill-only job's target), or written directly (index, upsert, adopt)
         vectors[name] = VectorStatus(model=entry.model, state=entry.state, points=have, extracted=marks[Mark.EXTRACTED],
-                                     converted=0 if backfill_only else unmarked_vec, missing=marks[Mark.MISSING],
-                                     failed=marks[Mark.FAILED], unmarked=unmarked_vec if backfill_only else 0)
+                                     converted=unmarked_vec if converts else 0, missing=marks[Mark.MISSING],
+                                     failed=marks[Mark.FAILED],
+                                     unmarked=unmarked_vec if filled_by_job and not converts else 0,
+                                     indexed=0 if filled_by_job else unmarked_vec)
     return StatusReport(collection=collection, points=client.store.count(collection), read=meta.read,
                         write=list(meta.write), vectors=vectors, job=meta.job, blue_green=extra)
 

@@ -220,17 +220,38 @@ def _choose_layout(client: CompatClient, plan: UpgradePlan, meta: CompatMeta, la
                             f"'{plan.collection}'; point the applications at it before the cutover")
 
 
+REMOTE_PROBES = 64  # remote references asked of their server before a run (a sample; HEAD requests)
+
+
 def _check_images(client: CompatClient, collection: str, field_: str, plan: UpgradePlan, sample: int,
                   reader: ImageReader) -> None:
-    """Count points whose source image is missing (all of them for small collections, else a sample)."""
+    """Count points whose source image is missing (all of them for small collections, else a sample). Local paths
+    are checked on disk; remote references (``http(s)://``, fsspec) are probed on a seeded sample of at most
+    :data:`REMOTE_PROBES`, with a HEAD request each, and the share extrapolated."""
+    from concurrent.futures import ThreadPoolExecutor
+
     recs, _ = client.store.scroll(collection, limit=max(plan.points, 1) if plan.points <= 20000 else sample,
                                   with_payload=[field_], with_vectors=False)
-    missing = sum(1 for r in recs if not reader.exists((r.payload or {}).get(field_)))
-    plan.images_checked = len(recs)
-    plan.images_missing = missing if len(recs) == plan.points else int(round(missing / max(len(recs), 1) * plan.points))
-    if missing:
-        plan.reasons.append(f"{plan.images_missing} point(s) have no readable image in '{field_}' "
-                            f"({'counted' if len(recs) == plan.points else 'estimated from a sample'}): they keep "
+    refs = [(r.payload or {}).get(field_) for r in recs]
+    remote = [r for r in refs if isinstance(r, str) and "://" in r and not r.startswith("file://")]
+    local = [r for r in refs if not (isinstance(r, str) and "://" in r and not r.startswith("file://"))]
+    missing_share = sum(1 for r in local if not reader.exists(r)) / max(len(refs), 1)
+    probe = getattr(reader, "probe", None)
+    probed = 0
+    if remote and probe is not None:
+        rng = np.random.default_rng(0)
+        pick = [remote[i] for i in rng.choice(len(remote), size=min(REMOTE_PROBES, len(remote)), replace=False)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            dead = sum(1 for ok in pool.map(probe, pick) if not ok)
+        probed = len(pick)
+        missing_share += dead / probed * len(remote) / max(len(refs), 1)
+    plan.images_checked = len(local) + probed
+    plan.images_missing = int(round(missing_share * plan.points))
+    if plan.images_missing:
+        how = "counted" if len(recs) == plan.points and not remote else "estimated from a sample"
+        if probed:
+            how += f"; {probed} of {len(remote)} remote references asked of their server"
+        plan.reasons.append(f"{plan.images_missing} point(s) have no readable image in '{field_}' ({how}): they keep "
                             "being served through the compatible route and are reported, never dropped")
 
 
@@ -253,17 +274,19 @@ def _estimate(client: CompatClient, collection: str, plan: UpgradePlan, card: Mo
         client.converters.apply(plan.converter, vecs)
         per += (time.perf_counter() - t0) / len(recs)
     if plan.strategy != Strategy.CONVERT:
-        images = []
-        t0 = time.perf_counter()
-        for r in recs:
+        images, read_s = [], 0.0
+        for r in recs:  # only readable images are timed: a dead host's retries say nothing of the rate
+            t0 = time.perf_counter()
             try:
                 images.append(reader.read((r.payload or {}).get(image_field)))
             except (CorruptArtifactError, InvalidArgumentError):
                 continue
+            read_s += time.perf_counter() - t0
             if len(images) == 8:
                 break
         if images:
+            t0 = time.perf_counter()
             Embedder(client.registry.get_model(card.ref)).embed(images)
-            per += (time.perf_counter() - t0) / len(images)
+            per += (read_s + time.perf_counter() - t0) / len(images)
     plan.seconds_per_point = per
     plan.estimated_seconds = per * max(plan.points - plan.already_filled, 0)

@@ -31,6 +31,7 @@ from qdrant_compat.upgrade.state import DEFAULT_LOCK_TTL, JobState, Lock, check_
 from qdrant_compat.upgrade.writes import CHANGED, FillTarget, Written, seen_key, write_extracted, write_vectors
 
 log = logging.getLogger(__name__)
+DEFAULT_IMAGE_FIELD = "image_path"
 ProgressFn = Callable[[int, int], None]
 DONE_MARKS = (Mark.EXTRACTED.value, Mark.MISSING.value, Mark.FAILED.value)
 SCAN_PAGE = 1024  # points per page of the backfill's scan (scored, then their vectors dropped)
@@ -185,7 +186,7 @@ def _pending(client: CompatClient, collection: str, job: JobState, *, need: Call
 
     Selecting here rather than with a Qdrant filter keeps the pass linear on every backend (an embedded
     store evaluates filters point by point on every scroll call)."""
-    names = [v for v in (job.source, job.target if with_target else None) if v]
+    names = [v for v in (job.source, job.target if with_target else None) if v is not None]  # "" is the unnamed vector
     out: list[Any] = []
     for rec in client.store.scroll_all(collection, batch=batch, with_vectors=(names or True) if vectors else False,
                                        with_payload=[PROVENANCE_KEY, *payload]):
@@ -564,7 +565,7 @@ def run_upgrade(
     strategy: Strategy | str | None = None,
     converter: str | None = None,
     priority: Priority | str = Priority.UNCERTAINTY,
-    image_field: str = "image_path",
+    image_field: str | None = None,
     batch_size: int = 256,
     progress: ProgressFn | None = None,
     owner: str | None = None,
@@ -588,6 +589,9 @@ def run_upgrade(
         strategy, converter: override the plan's choice (see :func:`plan_upgrade`).
         priority: backfill order: ``uncertainty`` (the old model's least confident points first),
             ``random`` or ``id``.
+        image_field: the payload field holding each point's image reference (default ``image_path``); given when
+            resuming a job started with another field, it replaces the job's and the points marked missing under
+            the old field are tried again.
         max_batches: stop after this many batches (the job stays resumable).
         dry_run: plan only; nothing is written.
         images: where backfill reads the images points reference (default: local paths).
@@ -610,7 +614,8 @@ def run_upgrade(
     collection = client.store.resolve(collection)
     owner = owner or make_owner()
     fill = _Fill(owner=owner, batch_size=batch_size, progress=progress, lock_ttl=lock_ttl, max_batches=max_batches,
-                 retry_missing=retry_missing, seed=seed, images=images, read_workers=read_workers, engine=engine)
+                 retry_missing=retry_missing, seed=seed, images=images, read_workers=read_workers, engine=engine,
+                 image_field=image_field)
     meta = client.get_meta(collection)
     job = meta.job
     target_ref = client.card(target).ref if target is not None else None
@@ -625,8 +630,8 @@ def run_upgrade(
     resumable = job is not None and job.phase.open and (target is None or target_ref == job.target_model) \
         and (strategy is None or Strategy.parse(strategy, "strategy") == job.strategy)
     if not resumable and target is not None:
-        plan = plan_upgrade(client, collection, target, strategy=strategy, converter=converter, image_field=image_field,
-                            layout=layout, into=into, alias=alias)
+        plan = plan_upgrade(client, collection, target, strategy=strategy, converter=converter,
+                            image_field=image_field or DEFAULT_IMAGE_FIELD, layout=layout, into=into, alias=alias)
         if plan.layout == Layout.BLUE_GREEN:
             if dry_run:
                 return RunReport(collection, job=None, plan=plan.to_dict(), dry_run=True,
@@ -636,7 +641,8 @@ def run_upgrade(
             bjob = JobState(id=new_job_id(), source=plan.source, source_model=plan.source_model, target=plan.target,
                             target_model=plan.target_model, target_fingerprint=card.fingerprint, strategy=plan.strategy,
                             converter=plan.converter, priority=Priority.parse(priority, "priority"),
-                            image_field=image_field, phase=Phase.PLANNED, layout=Layout.BLUE_GREEN, green=plan.green,
+                            image_field=image_field or DEFAULT_IMAGE_FIELD, phase=Phase.PLANNED, layout=Layout.BLUE_GREEN,
+                            green=plan.green,
                             alias=plan.alias)
             if job is not None:
                 check_lock(job, owner)
@@ -713,11 +719,12 @@ class _Fill:
     images: ImageReader | None = None
     read_workers: int = 2
     engine: Any = None  # None: this machine's threads; or a RayEngine
+    image_field: str | None = None  # given on a resume: replaces the job's (None: keep the job's)
 
 
 def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str | None, fill: _Fill, *,
                   strategy: Strategy | str | None = None, converter: str | None = None,
-                  priority: Priority | str = Priority.UNCERTAINTY, image_field: str = "image_path",
+                  priority: Priority | str = Priority.UNCERTAINTY, image_field: str | None = None,
                   dry_run: bool = False, plan: UpgradePlan | None = None) -> RunReport:
     """:func:`run_upgrade` for one collection whose new vector is filled in place."""
     owner, batch_size, progress, lock_ttl = fill.owner, fill.batch_size, fill.progress, fill.lock_ttl
@@ -733,13 +740,19 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
         if target is None:
             raise UpgradeError(f"collection '{collection}' has no upgrade job to resume; name the target model")
         plan = plan or plan_upgrade(client, collection, target, strategy=strategy, converter=converter,
-                                    image_field=image_field, layout=Layout.IN_PLACE)
+                                    image_field=image_field or DEFAULT_IMAGE_FIELD, layout=Layout.IN_PLACE)
         if dry_run:
             return RunReport(collection, job=None, plan=plan.to_dict(), dry_run=True, remaining=plan.points - plan.already_filled)
-        job = start_job(client, collection, plan, priority=priority, image_field=image_field, owner=owner, ttl=lock_ttl)
+        job = start_job(client, collection, plan, priority=priority, image_field=image_field or DEFAULT_IMAGE_FIELD,
+                        owner=owner, ttl=lock_ttl)
     else:
         assert job is not None
         check_source_fingerprint(client, meta, collection, job.source)
+        field_now = image_field or fill.image_field
+        if field_now and field_now != job.image_field and not dry_run:
+            log.info("job %s: image field %r replaces %r; points marked missing under it are tried again", job.id,
+                     field_now, job.image_field)
+            job.image_field, retry_missing = field_now, True
         if dry_run:
             total = client.store.count(collection)
             filled = client.count_with_vector(collection, job.target) if job.strategy != Strategy.ADOPT else total

@@ -80,3 +80,22 @@ def test_evaluate_table_json_heatmap_report(world):
     assert text.startswith("| query/gallery | top-1 | top-5 | mAP |")
     bad = run("evaluate", str(OMNIGLOT), "--model", "omni@1", "--record", "omni@1", "--max-classes", "30", ok=False)
     assert "was not trained backward-compatibly" in bad.output
+
+
+def test_a_corrected_image_field_on_resume_is_used(world):
+    """A job started with the wrong --image-field marks every point missing; rerun with the right one, it must
+    read that field (and try the missing points again), not silently keep the job's."""
+    from qdrant_client import QdrantClient, models
+
+    tmp, run = world  # 'g': 50 points indexed with omni@1
+    q = QdrantClient(path=str(tmp / "store"))
+    for rec in q.scroll("g", limit=1000, with_payload=True)[0]:
+        q.set_payload("g", {"photo": rec.payload["image_path"]}, points=[rec.id])
+    q.delete_payload("g", ["image_path"], points=models.Filter())
+    q.close()
+    first = json.loads(run("--json", "upgrade", "run", "g", "--to", "omni-indep@2", "--strategy", "backfill").output)
+    assert first["job"]["counts"]["missing"] == 50
+    again = json.loads(run("--json", "upgrade", "run", "g", "--image-field", "photo").output)
+    assert again["job"]["image_field"] == "photo" and again["remaining"] == 0
+    st = json.loads(run("--json", "upgrade", "status", "g").output)
+    assert st["vectors"]["omni-indep@2"]["extracted"] == 50 and st["vectors"]["omni-indep@2"]["missing"] == 0

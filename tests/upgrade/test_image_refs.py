@@ -100,3 +100,25 @@ def test_backfill_reads_images_over_http(server):
     fresh = Embedder(client.registry.get_model("omni-indep@2")).embed([str(paths[0])])[0]
     got = np.asarray(client.store.retrieve("web", [0], with_vectors=True)[0].vector["omni-indep@2"])
     assert np.allclose(got / np.linalg.norm(got), fresh / np.linalg.norm(fresh), atol=1e-5)
+
+
+def test_plan_counts_missing_remote_images_and_estimates_from_readable_ones(server):
+    """A 404 and a dead port are missing before the run, not "missing images: 0" (remote refs used to count as
+    present); and the time estimate comes from the images that can be read, not from a dead host's retries."""
+    from qdrant_compat.upgrade import plan_upgrade
+
+    tmp, client, base, _ = server
+    paths = sorted((tmp / "gallery").rglob("*.png"))[:20]
+    urls = [f"{base}/{_rel(tmp, p)}" for p in paths]
+    urls[2], urls[5] = f"{base}/gone.png", f"{base}/also-gone.png"
+    urls[8], urls[11] = "http://127.0.0.1:9/x.png", "http://127.0.0.1:9/y.png"  # nothing listens on port 9
+    vecs = Embedder(client.registry.get_model("omni@1")).embed([str(p) for p in paths])
+    client.create_collection("web2", "omni@1")
+    client.upsert("web2", "omni@1", vecs, ids=list(range(20)), payloads=[{"image_path": u} for u in urls])
+    plan = plan_upgrade(client, "web2", "omni-indep@2", strategy="backfill",
+                        images=ImageRefs(timeout=0.5, retries=3, backoff=0.5))
+    assert plan.images_missing == 4 and plan.images_checked == 20
+    assert any("4 point(s) have no readable image" in r and "asked of their server" in r for r in plan.reasons)
+    assert plan.seconds_per_point < 0.2  # the dead-port reads (4 attempts, 3.5 s of back-off each) are not timed
+    refs = ImageRefs()
+    assert refs.probe(urls[0]) and not refs.probe(urls[2]) and not refs.probe(urls[8]) and refs.probe(str(paths[0]))
