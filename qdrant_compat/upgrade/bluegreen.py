@@ -23,6 +23,7 @@ underneath a reader. Qdrant cannot rename a collection, so applications must que
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -406,10 +407,12 @@ def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bo
 
 
 def _reaches(client: CompatClient, model: str, coll: str) -> bool:
-    """Can ``model`` write every vector ``coll`` takes new points in?"""
+    """Can ``model`` write every vector ``coll`` takes new points in? Asked of the collection as it serves, without
+    its job: during a cutover the job is ``cutting_over``, where every write that cannot fill the target is refused,
+    which says nothing of what ``coll`` takes once the switch is made."""
     try:
         card = client.registry.get_model(model).card
-        meta = client.get_meta(coll)
+        meta = dataclasses.replace(client.get_meta(coll), job=None)
         client.write_targets(card, client.with_model_edges(meta, card), coll)
     except Exception:  # no route (or the model is gone): not kept in sync
         return False

@@ -264,3 +264,22 @@ def test_sigkill_mid_fill_then_resume(legacy):
         assert c.store.count("legacy") == 150 and c.store.resolve("live") == "legacy"
     finally:
         c.close()
+
+
+def test_rollback_after_a_post_cutover_write_when_the_new_model_can_write_the_old_vector(legacy, omni_train):
+    """With a new->old adapter green mirrors back into blue, so a point written after the cutover is in blue too
+    and rollback loses nothing. (The check used to run while blue was 'cutting_over', where every write is refused,
+    so it always concluded "cannot" and rollback was refused after the first write.)"""
+    tmp, client = legacy
+    fit_and_register(client.registry, "omni-indep@2", "omni@1", "linear", direction="new_to_old", images=omni_train,
+                     conv_id="n2o")
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    res = cutover(client, "live", grace=0.1)
+    assert res.source_kept_in_sync
+    img = str(next((tmp / "gallery").rglob("*.png")))
+    vec = Embedder(client.registry.get_model("omni-indep@2")).embed([img])
+    client.upsert("live", "omni-indep@2", vec, ids=[999_999], payloads=[{"image_path": img}])
+    rollback(client, "live", grace=0.1)
+    assert client.store.resolve("live") == "legacy"
+    got = client.qdrant.retrieve("legacy", [999_999], with_vectors=True)
+    assert len(got) == 1 and got[0].payload["image_path"] == img
