@@ -208,6 +208,12 @@ def _choose_layout(client: CompatClient, plan: UpgradePlan, meta: CompatMeta, la
         f"{('alias ' + repr(plan.alias)) if plan.alias else 'the alias'} in one request, rollback switches it back, "
         f"cleanup drops '{plan.collection}' "
         "after a backup")
+    if plan.source == "":
+        plan.reasons.append(
+            f"'{plan.collection}' holds one unnamed vector; '{plan.green}' holds named vectors only, the old one as "
+            f"'{plan.source_model}': after the cutover, applications that query through the alias with plain "
+            f"qdrant-client must name the vector (using='{plan.target}' for the new model, '{plan.source_model}' for "
+            "the old); queries through qdrant-compat need no change")
     if plan.alias is None:
         step = f"qdrant-compat collection alias {plan.collection}-live {plan.collection}"
         plan.reasons.append(

@@ -634,6 +634,11 @@ def run_upgrade(
                             image_field=image_field or DEFAULT_IMAGE_FIELD, layout=layout, into=into, alias=alias)
         if plan.layout == Layout.BLUE_GREEN:
             if dry_run:
+                # refuse what the real run would refuse (no alias to switch, an alias name taken by a collection);
+                # an alias the run would create is fine
+                if plan.alias is None or plan.alias not in client.store.aliases():
+                    if plan.alias is None or client.store.exists(plan.alias):
+                        bluegreen.check_alias(client, plan.alias, collection, create=False)
                 return RunReport(collection, job=None, plan=plan.to_dict(), dry_run=True,
                                  remaining=plan.points - plan.already_filled)
             bluegreen.check_alias(client, plan.alias, collection, create=True)
@@ -753,6 +758,8 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
             log.info("job %s: image field %r replaces %r; points marked missing under it are tried again", job.id,
                      field_now, job.image_field)
             job.image_field, retry_missing = field_now, True
+        if retry_missing and not dry_run:
+            job.errors = []  # every missing or failed point is tried again: its reason is recorded anew if it fails
         if dry_run:
             total = client.store.count(collection)
             filled = client.count_with_vector(collection, job.target) if job.strategy != Strategy.ADOPT else total

@@ -97,5 +97,6 @@ def test_a_corrected_image_field_on_resume_is_used(world):
     assert first["job"]["counts"]["missing"] == 50
     again = json.loads(run("--json", "upgrade", "run", "g", "--image-field", "photo").output)
     assert again["job"]["image_field"] == "photo" and again["remaining"] == 0
+    assert again["job"]["errors"] == []  # the first run's "not found" reasons went with the retried points
     st = json.loads(run("--json", "upgrade", "status", "g").output)
     assert st["vectors"]["omni-indep@2"]["extracted"] == 50 and st["vectors"]["omni-indep@2"]["missing"] == 0

@@ -42,13 +42,20 @@ def test_plan_chooses_blue_green_where_a_named_vector_cannot_be_added(legacy, mo
     p = plan_upgrade(client, "legacy", "omni-indep@2")
     assert p.layout == Layout.BLUE_GREEN and p.green == GREEN and p.alias == "live"
     assert any("1.15.2" in r and ">= 1.18" in r for r in p.reasons)
+    # the old vector is unnamed: plain qdrant-client queries through the alias must name it after the cutover
+    assert any("holds one unnamed vector" in r and "using='omni-indep@2'" in r and "'omni@1' for the old" in r
+               for r in p.reasons)
     # the same collection queried by its own name only: plan shows the one-time step
     client.qdrant.update_collection_aliases(change_aliases_operations=[models.DeleteAliasOperation(
         delete_alias=models.DeleteAlias(alias_name="live"))])
     p = plan_upgrade(client, "legacy", "omni-indep@2")
     assert p.alias is None and any("one-time step" in r and "collection alias legacy-live legacy" in r for r in p.reasons)
     with pytest.raises(UpgradeError, match="has none: applications that query 'legacy' by its own name"):
+        run_upgrade(client, "legacy", "omni-indep@2", dry_run=True)  # a dry run refuses what the run refuses
+    with pytest.raises(UpgradeError, match="has none: applications that query 'legacy' by its own name"):
         run_upgrade(client, "legacy", "omni-indep@2")
+    assert run_upgrade(client, "legacy", "omni-indep@2", alias="new-live", dry_run=True).remaining == 150
+    assert "new-live" not in client.store.aliases()  # a dry run creates nothing
     assert not client.store.exists(GREEN)  # refused before anything was made
     with pytest.raises(UpgradeError, match="named vector cannot be added in place"):
         plan_upgrade(client, "legacy", "omni-indep@2", layout="in_place")
