@@ -117,8 +117,9 @@ class Mark(_StrEnum):
 
     EXTRACTED = "extracted"
     CONVERTED = "converted"
-    MISSING = "missing"
-    FAILED = "failed"
+    MISSING = "missing"  # the image does not exist (404, no file): tried again only with --retry-missing
+    FAILED = "failed"  # the image cannot be decoded or preprocessed, or the model's vector was not finite
+    UNREACHABLE = "unreachable"  # its server did not answer after the retries: the next run tries again
 
 
 def choices(enum: type[Enum]) -> list[str]:

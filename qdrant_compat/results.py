@@ -63,6 +63,7 @@ class VectorStatus(Result):
     missing: int
     failed: int
     unmarked: int = 0  # holds the vector, but its re-extraction mark was never written (a crash in between): redone
+    unreachable: int = 0  # the image's server did not answer: the next run tries again
     indexed: int = 0  # written directly (index, upsert, or before the collection was adopted), not by an upgrade
 
 

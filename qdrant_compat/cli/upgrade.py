@@ -75,7 +75,9 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
               help="Points read, embedded and written per batch.")
 @click.option("--max-batches", type=int, default=None, help="Stop after N batches (resume later).")
 @click.option("--lock-ttl", default=60.0, show_default=True, help="Seconds before a dead holder's lock expires.")
-@click.option("--retry-missing", is_flag=True, help="Try points whose image was missing or unreadable again.")
+@click.option("--retry-missing", is_flag=True,
+              help="Try every point not yet extracted again (missing and failed images too; unreachable ones are "
+                   "retried by every run).")
 @click.option("--read-workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Threads reading and preprocessing images while the model embeds (0: no pipeline).")
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
@@ -142,7 +144,8 @@ def status(state: CliState, collection: str) -> None:
         for v, e in s.vectors.items():
             lines.append(f"  {v or '(unnamed)'}: {e.model} [{e.state}] {e.points} points: "
                          + (f"{e.indexed} indexed, " if e.indexed else "")
-                         + f"{e.extracted} extracted, {e.converted} converted, {e.missing} missing, {e.failed} failed")
+                         + f"{e.extracted} extracted, {e.converted} converted, {e.missing} missing, {e.failed} failed"
+                         + (f", {e.unreachable} unreachable (tried again by the next run)" if e.unreachable else ""))
         j = s.job
         if j is not None:
             lines.append(f"  job {j.id}: {j.strategy} {j.source_model} -> {j.target_model}, phase {j.phase}"

@@ -15,6 +15,11 @@ from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+class ImageUnreachableError(CorruptArtifactError):
+    """An image whose server did not answer after every retry (timeouts, 5xx, refused connections): a fault of
+    the moment, tried again by the next run, unlike a missing or undecodable image."""
+
+
 class ImageMissingError(InvalidArgumentError):
     """A referenced image does not exist."""
 
@@ -153,7 +158,7 @@ class ImageRefs:
                 last = f"HTTP {exc.code} {exc.reason}"
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-        raise CorruptArtifactError(f"image {url} could not be read after {self.retries + 1} attempt(s) ({last})")
+        raise ImageUnreachableError(f"image {url} could not be read after {self.retries + 1} attempt(s) ({last})")
 
     def _fetch_fsspec(self, url: str, scheme: str) -> bytes:
         try:

@@ -53,7 +53,8 @@ def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
     vectors = {}
     for name, entry in meta.vectors.items():
         have = client.count_with_vector(collection, name)
-        marks = {k: _prov_count(client, collection, name, k) for k in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED)}
+        marks = {k: _prov_count(client, collection, name, k) for k in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED,
+                                                                                Mark.UNREACHABLE)}
         # a vector without an 'extracted' mark was written through a converter (rewrites carry no mark) -- unless
         # the job filling it never converts: then it is an extraction whose mark a crash prevented
         unmarked_vec = max(have - marks[Mark.EXTRACTED], 0)
@@ -64,7 +65,7 @@ def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
         # whose mark a crash prevented (a backfill-only job's target), or written directly (index, upsert, adopt)
         vectors[name] = VectorStatus(model=entry.model, state=entry.state, points=have, extracted=marks[Mark.EXTRACTED],
                                      converted=unmarked_vec if converts else 0, missing=marks[Mark.MISSING],
-                                     failed=marks[Mark.FAILED],
+                                     failed=marks[Mark.FAILED], unreachable=marks[Mark.UNREACHABLE],
                                      unmarked=unmarked_vec if filled_by_job and not converts else 0,
                                      indexed=0 if filled_by_job else unmarked_vec)
     return StatusReport(collection=collection, points=client.store.count(collection), read=meta.read,

@@ -20,7 +20,7 @@ import numpy as np
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
-from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs
+from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs, ImageUnreachableError
 from qdrant_compat.enums import Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
@@ -33,7 +33,11 @@ from qdrant_compat.upgrade.writes import CHANGED, FillTarget, Written, seen_key,
 log = logging.getLogger(__name__)
 DEFAULT_IMAGE_FIELD = "image_path"
 ProgressFn = Callable[[int, int], None]
-DONE_MARKS = (Mark.EXTRACTED.value, Mark.MISSING.value, Mark.FAILED.value)
+DONE_MARKS = (Mark.EXTRACTED.value, Mark.MISSING.value, Mark.FAILED.value, Mark.UNREACHABLE.value)  # settled
+RETRY_MARKS = (Mark.EXTRACTED.value, Mark.MISSING.value, Mark.FAILED.value)  # a plain rerun retries 'unreachable' 
+# a run stops when this many batches in a row (of at least MIN_BATCH points) could not reach this share of
+# their images: the image server is down, and going on would only mark the whole gallery failed
+BREAKER_BATCHES, BREAKER_SHARE, BREAKER_MIN_BATCH = 3, 0.9, 4
 SCAN_PAGE = 1024  # points per page of the backfill's scan (scored, then their vectors dropped)
 
 
@@ -282,10 +286,10 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
     return done
 
 
-def _read_images(reader: ImageReader, image_field: str, batch: list[Any],
-                 errors: list[str]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+def _read_images(reader: ImageReader, image_field: str, batch: list[Any], errors: list[str],
+                 unreachable: list[Any] | None = None) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
     """(ok ids, images, missing ids, failed ids), each failure's reason appended to ``errors``: one bad image
-    never stops the batch."""
+    never stops the batch. Failed ids whose server did not answer are also appended to ``unreachable``."""
     ok_ids, images, missing, failed = [], [], [], []
     refs = [(r.payload or {}).get(image_field) for r in batch]
 
@@ -311,6 +315,8 @@ def _read_images(reader: ImageReader, image_field: str, batch: list[Any],
         elif isinstance(res, Exception):
             failed.append(r.id)
             errors.append(f"point {r.id}: {res}")
+            if unreachable is not None and isinstance(res, ImageUnreachableError):
+                unreachable.append(r.id)
         else:
             images.append(res)
             ok_ids.append(r.id)
@@ -328,6 +334,7 @@ class _Prepared:
     failed: list[Any]
     errors: list[str]
     seconds: float = 0.0
+    unreachable: list[Any] = field(default_factory=list)  # of ``failed``: the server did not answer (not a bad image)
 
 
 def _prepare(reader: ImageReader, job: JobState, spec: Any, batch: list[Any]) -> _Prepared:
@@ -336,7 +343,8 @@ def _prepare(reader: ImageReader, job: JobState, spec: Any, batch: list[Any]) ->
 
     t0 = time.perf_counter()
     errors: list[str] = []  # this batch's reasons; the writer thread adds them to the job
-    ok_ids, images, missing, failed = _read_images(reader, job.image_field, batch, errors)
+    unreachable: list[Any] = []
+    ok_ids, images, missing, failed = _read_images(reader, job.image_field, batch, errors, unreachable)
     rows, ids = [], []
     for pid, img in zip(ok_ids, images, strict=True):
         try:
@@ -347,7 +355,7 @@ def _prepare(reader: ImageReader, job: JobState, spec: Any, batch: list[Any]) ->
             errors.append(f"point {pid}: cannot be preprocessed ({exc})")
     c, size = spec.channels, spec.size
     tensor = np.stack(rows) if rows else np.empty((0, c, size, size), np.float32)
-    return _Prepared(batch, ids, tensor, missing, failed, errors, time.perf_counter() - t0)
+    return _Prepared(batch, ids, tensor, missing, failed, errors, time.perf_counter() - t0, unreachable)
 
 
 def _from_engine(ordered: list[Any], out: dict[str, np.ndarray]) -> tuple[_Prepared, np.ndarray]:
@@ -384,7 +392,7 @@ class _WriteKeys(Sequence[str]):
 
 def _reported(ordered: list[Any], out: dict[str, np.ndarray]) -> tuple[Written, list[str]]:
     """A batch the engine's workers wrote themselves, as :class:`Written` (rows are positions in ``ordered``)."""
-    res = Written(marks={m.value: [] for m in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED)})
+    res = Written(marks={m.value: [] for m in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED, Mark.UNREACHABLE)})
     errors = []
     for i, mark, err in zip(out["i"], out["mark"], out["error"], strict=True):
         pid = ordered[int(i)].id
@@ -407,7 +415,7 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
 
     from qdrant_compat.runtime.embedder import Embedder
 
-    skip = (Mark.EXTRACTED.value,) if retry_missing else DONE_MARKS
+    skip = (Mark.EXTRACTED.value,) if retry_missing else RETRY_MARKS  # --retry-missing: every unfilled point
     recs, order = _backfill_queue(client, collection, job, lambda r: _provenance(r, job.target) not in skip, seed)
     batches = [[recs[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
     if budget[0] >= 0:
@@ -438,10 +446,25 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
         if progress:
             progress(done[0], len(order))
 
+    streak = [0]
+
+    def breaker(prep: _Prepared) -> None:
+        """Stop the run when the images stop answering (several batches in a row): a resumable job, exit 1."""
+        n = len(prep.batch)
+        streak[0] = streak[0] + 1 if n >= BREAKER_MIN_BATCH and len(prep.unreachable) >= BREAKER_SHARE * n else 0
+        if streak[0] >= BREAKER_BATCHES:
+            example = next((e for e in prep.errors if "could not be read" in e), prep.errors[0] if prep.errors else "")
+            raise UpgradeError(
+                f"stopped: the images stopped answering ({len(prep.unreachable)} of the last batch's {n} and most of the "
+                f"{BREAKER_BATCHES - 1} before it could not be fetched after retries; e.g. {example}); nothing is lost: "
+                "run 'upgrade run' again once the image server answers: the unreachable points are tried again")
+
     def write(prep: _Prepared, vecs: np.ndarray) -> None:
+        breaker(prep)
         t0 = time.perf_counter()
         seen = {r.id: seen_key(r.payload, job.image_field) for r in prep.batch}
-        res = write_extracted(client.store, target, seen, prep.ok_ids, vecs, prep.missing, prep.failed)
+        res = write_extracted(client.store, target, seen, prep.ok_ids, vecs, prep.missing, prep.failed,
+                              prep.unreachable)
         account(len(prep.batch), res, prep.errors)
         sess.heartbeat(job)
         stages["write"] += time.perf_counter() - t0
@@ -536,7 +559,8 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
 def _counts_from_store(client: CompatClient, collection: str, job: JobState, filled: int) -> dict[str, int]:
     """The job's counters, recounted from the points (exact after crashes and redone batches, unlike sums)."""
     key = f"{PROVENANCE_KEY}.{provenance_key(job.target)}"
-    counts = {m.value: client.store.count(collection, mark_is(key, m.value)) for m in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED)}
+    counts = {m.value: client.store.count(collection, mark_is(key, m.value))
+              for m in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED, Mark.UNREACHABLE)}
     if job.strategy.converts:
         counts["converted"] = filled - counts[Mark.EXTRACTED.value]
     else:

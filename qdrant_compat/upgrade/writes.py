@@ -69,14 +69,17 @@ def write_vectors(store: Store, collection: str, vector: str, vectors: dict[Any,
 
 
 def write_extracted(store: Store, t: FillTarget, seen: dict[Any, tuple[Any, Any]], ok_ids: Sequence[Any],
-                    vectors: np.ndarray, missing: Sequence[Any], failed: Sequence[Any]) -> Written:
-    """Write one batch: ``ok_ids`` with their ``vectors`` (rows in order), ``missing`` / ``failed`` marks.
+                    vectors: np.ndarray, missing: Sequence[Any], failed: Sequence[Any],
+                    unreachable: Sequence[Any] = ()) -> Written:
+    """Write one batch: ``ok_ids`` with their ``vectors`` (rows in order), ``missing`` / ``failed`` /
+    ``unreachable`` marks (``unreachable`` ids are taken out of ``failed``).
 
     ``seen`` holds, for every point of the batch, :func:`seen_key` as the scan read it."""
     keep = unchanged(store, t, seen)
     out = Written(changed=[pid for pid in seen if pid not in keep])
     good_ids, good = [], []
-    bad = list(failed)
+    away = set(unreachable)
+    bad = [p for p in failed if p not in away]
     for pid, v in zip(ok_ids, vectors, strict=True):
         if pid not in keep:
             continue
@@ -87,7 +90,8 @@ def write_extracted(store: Store, t: FillTarget, seen: dict[Any, tuple[Any, Any]
             out.errors[pid] = f"{t.model} produced a non-finite or zero vector"
             bad.append(pid)
     out.marks = {Mark.EXTRACTED.value: good_ids, Mark.MISSING.value: [p for p in missing if p in keep],
-                 Mark.FAILED.value: [p for p in bad if p in keep]}
+                 Mark.FAILED.value: [p for p in bad if p in keep],
+                 Mark.UNREACHABLE.value: [p for p in unreachable if p in keep]}
     write_vectors(store, t.collection, t.vector, dict(zip(good_ids, good, strict=True)), out.marks)
     return out
 

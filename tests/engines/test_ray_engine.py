@@ -57,7 +57,8 @@ def test_ray_backfill_equals_the_local_engine_point_for_point(world, engine, wri
     seen: list[int] = []
     remote = run_upgrade(client, "g2", "omni-indep@2", strategy="backfill", batch_size=16,
                          engine=dataclasses.replace(engine, writes=writes), progress=lambda done, total: seen.append(done))
-    assert remote.job.counts == local.job.counts == {"extracted": 149, "missing": 1, "failed": 0, "unmarked": 0}
+    assert remote.job.counts == local.job.counts == {"extracted": 149, "missing": 1, "failed": 0, "unreachable": 0,
+                                                          "unmarked": 0}
     assert remote.job.lock is None and remote.job.phase == local.job.phase and remote.remaining == local.remaining == 1
     assert any("nope.png" in e for e in remote.job.errors)
     assert seen and seen[-1] == 150 and seen == sorted(seen)

@@ -29,6 +29,9 @@ def server(world):
 
         def do_GET(self):  # noqa: N802
             calls[self.path] = calls.get(self.path, 0) + 1
+            if calls.get("DOWN"):  # the whole server is failing
+                self.send_error(503, "down")
+                return
             if self.path.startswith("/slow/"):
                 time.sleep(2.0)
                 self.path = self.path[5:]
@@ -93,7 +96,7 @@ def test_backfill_reads_images_over_http(server):
     client.upsert("web", "omni@1", vecs, ids=list(range(40)), payloads=[{"image_path": u} for u in urls])
     rep = run_upgrade(client, "web", "omni-indep@2", strategy="backfill", batch_size=16,
                       images=ImageRefs(timeout=0.5, retries=1, backoff=0.05))
-    assert rep.job.counts["extracted"] == 38 and rep.job.counts["missing"] == 1 and rep.job.counts["failed"] == 1
+    assert rep.job.counts["extracted"] == 38 and rep.job.counts["missing"] == 1 and rep.job.counts["unreachable"] == 1
     assert any("gone.png" in e and "not found" in e for e in rep.job.errors)
     unread = [e for e in rep.job.errors if "could not be read" in e]
     assert len(unread) == 1 and "/slow/" in unread[0]  # the one failure is the answer that never came in time
@@ -122,3 +125,31 @@ def test_plan_counts_missing_remote_images_and_estimates_from_readable_ones(serv
     assert plan.seconds_per_point < 0.2  # the dead-port reads (4 attempts, 3.5 s of back-off each) are not timed
     refs = ImageRefs()
     assert refs.probe(urls[0]) and not refs.probe(urls[2]) and not refs.probe(urls[8]) and refs.probe(str(paths[0]))
+
+
+def test_a_run_stops_when_the_image_server_goes_down_and_a_rerun_retries(server):
+    """The server fails every request from the third batch on: the run stops after a few such batches with one
+    clear error (not thousands of points marked failed and exit 0); once it answers again a plain rerun (no
+    --retry-missing) fetches the points that failed."""
+    from qdrant_compat.errors import UpgradeError
+    from qdrant_compat.upgrade import upgrade_status
+
+    tmp, client, base, calls = server
+    paths = sorted((tmp / "gallery").rglob("*.png"))[:80]
+    vecs = Embedder(client.registry.get_model("omni@1")).embed([str(p) for p in paths])
+    client.create_collection("down", "omni@1")
+    client.upsert("down", "omni@1", vecs, ids=list(range(80)),
+                  payloads=[{"image_path": f"{base}/{_rel(tmp, p)}"} for p in paths])
+    refs = ImageRefs(timeout=0.5, retries=1, backoff=0.01)
+    run_upgrade(client, "down", "omni-indep@2", strategy="backfill", batch_size=8, max_batches=2, images=refs,
+                read_workers=0)
+    calls["DOWN"] = 1
+    with pytest.raises(UpgradeError, match="the images stopped answering.*run 'upgrade run' again"):
+        run_upgrade(client, "down", batch_size=8, images=refs, read_workers=0)
+    st = upgrade_status(client, "down").vectors["omni-indep@2"]
+    assert st.extracted == 16 and st.unreachable == 16 and st.failed == 0  # two batches marked, then it stopped
+    calls["DOWN"] = 0
+    rep = run_upgrade(client, "down", batch_size=8, images=refs, read_workers=0)
+    assert rep.remaining == 0
+    st = upgrade_status(client, "down").vectors["omni-indep@2"]
+    assert st.extracted == 80 and st.unreachable == 0

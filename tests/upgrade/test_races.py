@@ -142,8 +142,8 @@ def test_backfill_does_not_overwrite_a_point_rewritten_meanwhile(world, monkeypa
     new_image = str(paths[-1].resolve())
     real = runner._read_images
 
-    def read_then_reindex(reader, image_field, batch, errors):
-        out = real(reader, image_field, batch, errors)
+    def read_then_reindex(reader, image_field, batch, errors, *rest):
+        out = real(reader, image_field, batch, errors, *rest)
         if any(r.id == victim.id for r in batch):  # the point is re-indexed between the read and the write
             vec = Embedder(client.registry.get_model("omni@1")).embed([new_image])
             client.upsert("g", "omni@1", vec, ids=[victim.id], payloads=[{"image_path": new_image, "class": "x"}])
@@ -170,8 +170,8 @@ def test_a_point_deleted_during_backfill_is_skipped_not_a_traceback(world, monke
     victim = client.store.scroll("g", limit=1)[0][0].id
     real = runner._read_images
 
-    def read_then_delete(reader, image_field, batch, errors):
-        out = real(reader, image_field, batch, errors)
+    def read_then_delete(reader, image_field, batch, errors, *rest):
+        out = real(reader, image_field, batch, errors, *rest)
         if any(r.id == victim for r in batch):
             client.qdrant.delete("g", points_selector=[victim], wait=True)
         return out
