@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,6 +55,9 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return check_name(name, "model name"), check_name(version, "model version")
 
 
+MAX_DIM = 65536  # Qdrant's largest vector size
+
+
 @dataclass(frozen=True, repr=False)
 class InputSpec(ShortRepr):
     """What the ONNX model expects: ``(n, channels, size, size)`` float32, ``(x/255 - mean) / std``."""
@@ -73,6 +77,12 @@ class InputSpec(ShortRepr):
             )
         if self.resize not in RESIZE_POLICIES:
             raise InvalidArgumentError(f"resize policy {self.resize!r} unknown; allowed: {list(RESIZE_POLICIES)}")
+        bad_mean = [m for m in self.mean if not math.isfinite(float(m))]
+        bad_std = [v for v in self.std if not (math.isfinite(float(v)) and float(v) > 0)]
+        if bad_mean or bad_std:
+            raise InvalidArgumentError(
+                f"input preprocessing (x/255 - mean) / std needs finite means and std > 0 (a std of 0 divides by zero); "
+                f"got mean {list(self.mean)}, std {list(self.std)}")
         if int(self.size) < 8:
             raise InvalidArgumentError(f"input size must be >= 8 pixels, got {self.size}")
 
@@ -125,8 +135,8 @@ class ModelCard(ShortRepr):
     def __post_init__(self) -> None:
         check_name(self.name, "model name")
         check_name(self.version, "model version")
-        if int(self.dim) <= 0:
-            raise InvalidArgumentError(f"model dim must be positive, got {self.dim}")
+        if not 0 < int(self.dim) <= MAX_DIM:
+            raise InvalidArgumentError(f"model dim must be 1..{MAX_DIM} (Qdrant's largest vector), got {self.dim}")
         if self.distance not in DISTANCES:
             raise InvalidArgumentError(f"distance {self.distance!r} unknown; allowed: {list(DISTANCES)}")
         if self.schema != CARD_SCHEMA:

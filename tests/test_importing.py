@@ -63,6 +63,23 @@ def test_import_onnx_refuses_nan_output_and_contradicting_flags(tmp_path):
     assert [c.ref for c in reg.list_models()] == ["ok@1"]  # nothing half-registered
 
 
+@pytest.mark.parametrize("std", [(0.0, 0.2, 0.2), (float("nan"),) * 3, (-1.0, 0.2, 0.2)])
+def test_import_refuses_a_std_that_would_break_every_embedding(tmp_path, std):
+    """--std 0 used to be accepted, and then every image embedded to NaN ('index' said "indexed 0 images")."""
+    _export(Tiny(), tmp_path / "m.onnx")
+    reg = Registry(tmp_path / "reg")
+    with pytest.raises(InvalidArgumentError, match="needs finite means and std > 0"):
+        import_onnx(reg, tmp_path / "m.onnx", "theirs", "1", mean=(0.5, 0.5, 0.5), std=std)
+    assert reg.list_models() == []
+
+
+def test_a_card_dimension_beyond_qdrants_is_refused():
+    from qdrant_compat.cards import InputSpec, ModelCard
+
+    with pytest.raises(InvalidArgumentError, match="model dim must be 1..65536"):
+        ModelCard(name="m", version="1", dim=70_000, input=InputSpec(size=32))
+
+
 def test_import_torchvision_from_a_local_state_dict(tmp_path):
     import torchvision
 

@@ -124,12 +124,24 @@ class CliState:
 pass_state = click.make_pass_decorator(CliState)
 
 
+class FiniteRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (which every comparison lets through): usage, exit 2."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        out = super().convert(value, param, ctx)
+        if out is not None and not math.isfinite(out):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return out
+
+
 def cache_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--cache-dir``/``--cache-size``/``--no-cache``: the on-disk vector cache (old-model targets, frozen-backbone
     features), passed to the command as ``cache`` (a VectorCache, or None with --no-cache)."""
 
     f = click.option("--no-cache", is_flag=True, help="Compute every embedding afresh; read and write no cache.")(f)
-    f = click.option("--cache-size", type=click.FloatRange(min=0), default=10.0, show_default=True,
+    f = click.option("--cache-size", type=FiniteRange(min=0), default=10.0, show_default=True,
                      help="Cache size cap in GiB (least recently used models dropped first).")(f)
     f = click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="QDRANT_COMPAT_VECTOR_CACHE",
                      help="Vector cache folder (env QDRANT_COMPAT_VECTOR_CACHE; default ~/.cache/qdrant-compat/vectors).")(f)

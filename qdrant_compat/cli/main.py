@@ -85,6 +85,10 @@ class CompatGroup(click.Group):
             if state is not None and state.verbose and not isinstance(exc, KeyboardInterrupt):
                 click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
             click.echo(f"error: {message}", err=True)
+            if state is not None and state.json:  # a script reading stdout gets a document either way
+                import json
+
+                click.echo(json.dumps({"error": message, "exit_code": code}))
             ctx.exit(code)
         finally:
             state = ctx.find_object(CliState)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from qdrant_compat.cli.context import CliState, cache_options, pass_state
+from qdrant_compat.cli.context import CliState, FiniteRange, cache_options, pass_state
 from qdrant_compat.errors import InvalidArgumentError
 
 
@@ -150,13 +150,13 @@ class _TrainProgress:
               help="Images per optimisation step, over all processes and --accum-steps.")
 @click.option("--accum-steps", type=click.IntRange(min=1), default=1, show_default=True,
               help="Micro-batches per step (gradient accumulation).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+@click.option("--lr", type=FiniteRange(min=0, min_open=True), default=1e-3, show_default=True,
               help="Learning rate of the head and classifier.")
-@click.option("--backbone-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--backbone-lr", type=FiniteRange(min=0, min_open=True), default=None,
               help="Learning rate of the backbone [default: --lr].")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Linear warm-up steps before the cosine decay.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="AdamW weight decay.")
+@click.option("--weight-decay", type=FiniteRange(min=0), default=1e-4, show_default=True, help="AdamW weight decay.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the initialisation, order and views.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
@@ -177,16 +177,16 @@ class _TrainProgress:
 @click.option("--gate/--no-gate", default=True, show_default=True,
               help="With --old-model: hold out a slice of each class, measure new/old vs old/old on it after every "
                    "epoch, keep the best epoch that meets the criterion, raise the compatibility weight while it fails.")
-@click.option("--gate-holdout", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.1, show_default=True,
+@click.option("--gate-holdout", type=FiniteRange(0, 0.5, min_open=True, max_open=True), default=0.1, show_default=True,
               help="Fraction of each class the gate holds out (at least 2 images a class).")
 @click.option("--gate-data", type=click.Path(exists=True), default=None,
               help="A labelled image set neither model trains on (e.g. a validation split) for the gate to measure on, "
                    "instead of holding out training images: fairer when the old model was trained on DATA.")
 @click.option("--gate-split", default="test", show_default=True, help="Split of a --gate-data .npz bundle.")
-@click.option("--gate-boost", type=click.FloatRange(min=1), default=1.0, show_default=True,
+@click.option("--gate-boost", type=FiniteRange(min=1), default=1.0, show_default=True,
               help="While the criterion fails in the second half of training, multiply the compatibility terms' weights "
                    "by this after each epoch (cap x4); 1 = off.")
-@click.option("--gate-margin", type=float, default=0.0, show_default=True,
+@click.option("--gate-margin", type=FiniteRange(), default=0.0, show_default=True,
               help="The criterion: new/old top-1 must exceed old/old by more than this many points.")
 @click.option("--register", "register_as", default=None, help="Also export and register as NAME@VERSION.")
 @cache_options

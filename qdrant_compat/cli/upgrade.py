@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from qdrant_compat.cli.context import CliState, pass_state
+from qdrant_compat.cli.context import CliState, FiniteRange, pass_state
 from qdrant_compat.engines import ENGINES
 from qdrant_compat.enums import Layout, Priority, Strategy, choices
 
@@ -74,7 +74,7 @@ def plan(state: CliState, collection: str, target: str, strategy: str | None, co
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Points read, embedded and written per batch.")
 @click.option("--max-batches", type=int, default=None, help="Stop after N batches (resume later).")
-@click.option("--lock-ttl", default=60.0, show_default=True, help="Seconds before a dead holder's lock expires.")
+@click.option("--lock-ttl", type=FiniteRange(min=1), default=60.0, show_default=True, help="Seconds before a dead holder's lock expires.")
 @click.option("--retry-missing", is_flag=True,
               help="Try every point not yet extracted again (missing and failed images too; unreachable ones are "
                    "retried by every run).")
@@ -161,7 +161,7 @@ def status(state: CliState, collection: str) -> None:
 @upgrade_group.command("cutover")
 @click.argument("collection")
 @click.option("--allow-partial", is_flag=True, help="Accept converted vectors / missing images in place of re-extracted ones.")
-@click.option("--grace", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--grace", type=FiniteRange(min=0), default=2.0, show_default=True,
               help="Seconds between announcing the cutover and the final check (writes in flight land first).")
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @pass_state
@@ -177,7 +177,7 @@ def cutover_cmd(state: CliState, collection: str, allow_partial: bool, grace: fl
 
 @upgrade_group.command("rollback")
 @click.argument("collection")
-@click.option("--grace", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--grace", type=FiniteRange(min=0), default=2.0, show_default=True,
               help="Blue-green: seconds the new collection keeps copying writes into the old one after the switch.")
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @pass_state

@@ -37,6 +37,26 @@ def load_image(path: str | Path) -> Image.Image:
     return decode_image(p, f"image file {p}")
 
 
+def redact(ref: Any) -> str:
+    """A reference fit for a message: a URL's ``user:password@`` replaced by ``***@``, at most 300 characters."""
+    text = str(ref)
+    head, sep, rest = text.partition("://")
+    if sep:
+        netloc, slash, path = rest.partition("/")
+        if "@" in netloc:
+            text = f"{head}://***@{netloc.rsplit('@', 1)[1]}{slash}{path}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's text for a message, unless it quotes the file's bytes (Pillow's parsers do): never echo
+    file content into errors, which are kept in the collection's metadata."""
+    msg = str(exc)
+    if "b'" in msg or 'b"' in msg or any(ord(c) < 32 and c not in "\t\n" for c in msg):
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {msg[:200]}"
+
+
 def decode_image(src: str | Path | IO[bytes], what: str) -> Image.Image:
     """Decode fully (errors surface here, not later); every unreadable case, decompression bombs included, is
     a :class:`CorruptArtifactError` naming ``what``."""
@@ -45,7 +65,7 @@ def decode_image(src: str | Path | IO[bytes], what: str) -> Image.Image:
             im.load()
             return im.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptArtifactError(f"{what} cannot be read as an image ({type(exc).__name__}: {exc})") from None
+        raise CorruptArtifactError(f"{what} cannot be read as an image ({_reason(exc)})") from None
 
 
 class ImageReader(Protocol):
@@ -64,16 +84,18 @@ class ImageRefs:
     """Images referenced by a local path, ``file://``, ``http(s)://`` or (with fsspec installed) any other URL
     scheme fsspec knows (``s3://``, ``gs://``, ...).
 
-    HTTP reads use the standard library: a timeout per attempt, ``retries`` more attempts with exponential
+    HTTP reads use the standard library: a timeout per socket read and a ``deadline`` per image, ``retries`` more attempts with exponential
     back-off for timeouts, connection errors and 5xx answers; a 404/410 is *missing* at once (never retried),
     another 4xx is *failed*. Bodies above ``max_bytes`` are refused before decoding. ``concurrency`` images of
     a batch are fetched at once (a bounded thread pool in the backfill's read stage).
     """
 
     def __init__(self, *, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5, max_bytes: int = 50 << 20,
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8, deadline: float | None = None) -> None:
         self.timeout, self.retries, self.backoff, self.max_bytes = timeout, retries, backoff, max_bytes
         self.concurrency = concurrency
+        # one image's whole read, every attempt included (a server that drips bytes never trips ``timeout``)
+        self.deadline = deadline if deadline is not None else 2 * max(timeout, 1.0) * (retries + 1)
         self._local = LocalImages()
 
     @staticmethod
@@ -133,48 +155,63 @@ class ImageRefs:
         if scheme in ("", "file"):
             return self._local.read(ref[7:] if scheme == "file" else ref)
         data = self._fetch_http(ref) if scheme in ("http", "https") else self._fetch_fsspec(ref, scheme)
-        return decode_image(io.BytesIO(data), f"image {ref}")
+        return decode_image(io.BytesIO(data), f"image {redact(ref)}")
 
     def _fetch_http(self, url: str) -> bytes:
+        import http.client
         import time
         import urllib.error
         import urllib.request
 
+        shown = redact(url)
+        deadline = time.monotonic() + self.deadline
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
+            if time.monotonic() >= deadline:
+                break
             try:
                 with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 - user's own image URLs
-                    data: bytes = resp.read(self.max_bytes + 1)
-                if len(data) > self.max_bytes:
-                    raise CorruptArtifactError(f"image {url} is larger than {self.max_bytes} bytes: not read")
-                return data
+                    chunks, size = [], 0
+                    while True:  # a body that drips a byte at a time never trips the per-read timeout: a deadline
+                        if time.monotonic() >= deadline:
+                            raise TimeoutError(f"no complete answer within {self.deadline:g} s")
+                        chunk = resp.read1(1 << 16)  # what one socket read gives: never waits for 64 KiB
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            raise CorruptArtifactError(f"image {shown} is larger than {self.max_bytes} bytes: not read")
+                return b"".join(chunks)
             except urllib.error.HTTPError as exc:
                 if exc.code in (404, 410):
-                    raise ImageMissingError(f"image {url} not found (HTTP {exc.code})") from None
+                    raise ImageMissingError(f"image {shown} not found (HTTP {exc.code})") from None
                 if exc.code < 500:
-                    raise CorruptArtifactError(f"image {url}: HTTP {exc.code} {exc.reason}") from None
+                    raise CorruptArtifactError(f"image {shown}: HTTP {exc.code} {exc.reason}") from None
                 last = f"HTTP {exc.code} {exc.reason}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            except (http.client.InvalidURL, UnicodeError, ValueError) as exc:  # a space, non-ASCII, a bad IPv6 host
+                raise CorruptArtifactError(f"image reference {shown} is not a valid URL ({type(exc).__name__})") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as exc:
                 last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-        raise ImageUnreachableError(f"image {url} could not be read after {self.retries + 1} attempt(s) ({last})")
+        raise ImageUnreachableError(f"image {shown} could not be read after {attempt + 1} attempt(s) ({last})")
 
     def _fetch_fsspec(self, url: str, scheme: str) -> bytes:
         try:
             import fsspec
         except ImportError:
-            raise CorruptArtifactError(f"image {url}: reading {scheme}:// needs fsspec and its {scheme} driver "
+            raise CorruptArtifactError(f"image {redact(url)}: reading {scheme}:// needs fsspec and its {scheme} driver "
                                        f"(pip install fsspec s3fs / gcsfs)") from None
         try:
             with fsspec.open(url, "rb") as f:
                 data: bytes = f.read(self.max_bytes + 1)
         except FileNotFoundError:
-            raise ImageMissingError(f"image {url} not found") from None
+            raise ImageMissingError(f"image {redact(url)} not found") from None
         except Exception as exc:  # the driver's own error types
-            raise CorruptArtifactError(f"image {url} could not be read ({type(exc).__name__}: {exc})") from None
+            raise CorruptArtifactError(f"image {redact(url)} could not be read ({_reason(exc)})") from None
         if len(data) > self.max_bytes:
-            raise CorruptArtifactError(f"image {url} is larger than {self.max_bytes} bytes: not read")
+            raise CorruptArtifactError(f"image {redact(url)} is larger than {self.max_bytes} bytes: not read")
         return data
 
 

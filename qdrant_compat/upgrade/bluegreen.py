@@ -371,6 +371,7 @@ def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bo
             raise UpgradeError(f"cutover refused: {n} point(s) differ between '{blue}' and '{green}' (written outside "
                                "qdrant-compat, or mid-write); run 'upgrade run' to sync them, then cut over again")
 
+    check_alias_at(client, alias, blue, "cutover")
     if dry_run:
         in_sync()
         out = cutover_in_place(client, green, allow_partial=allow_partial, dry_run=True, grace=0, owner=owner)
@@ -391,6 +392,9 @@ def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bo
     gmeta = client.get_meta(green)
     gmeta.mirror = blue if _reaches(client, gjob.target_model, blue) else None
     client.put_meta(green, gmeta)
+    # compare again just before the switch; refused here, green's metadata is already switched and the next
+    # 'cutover' finishes with the alias alone (the case above)
+    check_alias_at(client, alias, blue, "cutover")
     client.store.point_alias(alias, green)  # the switch applications see: one request
     # a write that resolved the alias to blue just before the switch must still reach green: blue keeps
     # mirroring for the grace period
@@ -404,6 +408,22 @@ def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bo
     out.alias, out.previous, out.collection = alias, blue, green
     out.source_kept_in_sync = gmeta.mirror is not None
     return out
+
+
+def check_alias_at(client: CompatClient, alias: str, expected: str, doing: str) -> None:
+    """Compare before switching: refuse when ``alias`` no longer points at ``expected`` (someone re-pointed or
+    dropped it by hand), rather than overwrite an operator's choice.
+
+    Raises:
+        UpgradeError: naming where it points now and how to go on.
+    """
+    where = client.store.aliases().get(alias)
+    if where == expected:
+        return
+    now = f"points at '{where}'" if where else "no longer exists"
+    raise UpgradeError(f"{doing} refused: alias '{alias}' {now}, not at '{expected}' where this upgrade left it (changed "
+                       f"by hand?); nothing was switched. If that is intended, point it back with 'qdrant-compat "
+                       f"collection alias {alias} {expected}' and run the command again")
 
 
 def _reaches(client: CompatClient, model: str, coll: str) -> bool:
@@ -439,6 +459,8 @@ def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str, grac
                            f"in '{blue}' ({gjob.target_model} cannot write '{bjob.source}'); re-run an upgrade towards "
                            f"{bjob.source_model} for them first")
     out = RollbackResult(collection=blue, read=bjob.source, dry_run=dry_run, alias=alias)
+    if alias:
+        check_alias_at(client, alias, green, "rollback")
     if dry_run:
         return out
     rollback_in_place(client, green, dry_run=False, owner=owner)  # green: old vector read again, new one filling

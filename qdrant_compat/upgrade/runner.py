@@ -20,7 +20,7 @@ import numpy as np
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
-from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs, ImageUnreachableError
+from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs, ImageUnreachableError, redact
 from qdrant_compat.enums import Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
@@ -311,7 +311,7 @@ def _read_images(reader: ImageReader, image_field: str, batch: list[Any], errors
     for r, ref, res in zip(batch, refs, results, strict=True):
         if isinstance(res, ImageMissingError):
             missing.append(r.id)
-            errors.append(f"point {r.id}: image {ref!r} not found")
+            errors.append(f"point {r.id}: image '{redact(ref)}' not found")
         elif isinstance(res, Exception):
             failed.append(r.id)
             errors.append(f"point {r.id}: {res}")
@@ -665,6 +665,9 @@ def run_upgrade(
                         bluegreen.check_alias(client, plan.alias, collection, create=False)
                 return RunReport(collection, job=None, plan=plan.to_dict(), dry_run=True,
                                  remaining=plan.points - plan.already_filled)
+            if client.store.exists(plan.green or ""):  # a new job's green must be new: refuse before recording anything
+                raise UpgradeError(f"collection '{plan.green}' already exists and is not the green collection of a job "
+                                   f"of '{collection}'; choose another name with --into (nothing was recorded)")
             bluegreen.check_alias(client, plan.alias, collection, create=True)
             card = client.registry.get_model(plan.target_model).card
             bjob = JobState(id=new_job_id(), source=plan.source, source_model=plan.source_model, target=plan.target,

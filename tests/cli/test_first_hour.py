@@ -52,7 +52,9 @@ def test_a_missing_registry_names_the_option_and_the_variable(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["train", "x.npz", "--epochs", "0"], ["search", "x.png", "-k", "0"],
-                                  ["upgrade", "run", "c", "--strategy", "nonsense"], ["collection", "nosuch"]])
+                                  ["upgrade", "run", "c", "--strategy", "nonsense"], ["collection", "nosuch"],
+                                  ["upgrade", "cutover", "c", "--grace", "nan"], ["train", "x.npz", "--lr", "inf"],
+                                  ["upgrade", "run", "c", "--lock-ttl", "0"]])
 def test_usage_errors_exit_2(tmp_path, args):
     (tmp_path / "x.npz").write_bytes(b"")
     (tmp_path / "x.png").write_bytes(b"")
@@ -107,3 +109,10 @@ def test_no_progress_json_or_a_step_that_reports_nothing_print_nothing(capsys, k
         if kw:
             bar(100, 200)
     assert capsys.readouterr().err == ""
+
+
+def test_json_on_failure_is_a_document_on_stdout(tmp_path):
+    res = CliRunner().invoke(cli, ["--json", "--registry", str(tmp_path / "nope"), "model", "inspect", "m@1"])
+    assert res.exit_code == 1
+    doc = json.loads(res.stdout)
+    assert doc["exit_code"] == 1 and "not in registry" in doc["error"]

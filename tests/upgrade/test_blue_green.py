@@ -290,3 +290,26 @@ def test_rollback_after_a_post_cutover_write_when_the_new_model_can_write_the_ol
     assert client.store.resolve("live") == "legacy"
     got = client.qdrant.retrieve("legacy", [999_999], with_vectors=True)
     assert len(got) == 1 and got[0].payload["image_path"] == img
+
+
+def test_cutover_refuses_an_alias_re_pointed_by_hand(legacy):
+    """Compare-and-switch: an operator pointed the alias elsewhere; cutover must not overwrite that."""
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    client.qdrant.create_collection("elsewhere", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
+    client.store.point_alias("live", "elsewhere")
+    with pytest.raises(UpgradeError, match="alias 'live' points at 'elsewhere', not at 'legacy'"):
+        cutover(client, "legacy", grace=0)
+    assert client.store.aliases()["live"] == "elsewhere"  # untouched
+    client.store.point_alias("live", "legacy")
+    assert cutover(client, "legacy", grace=0).alias == "live" and client.store.resolve("live") == GREEN
+
+
+def test_into_an_existing_collection_is_refused_before_anything_is_recorded(legacy):
+    tmp, client = legacy
+    client.qdrant.create_collection("taken", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
+    with pytest.raises(UpgradeError, match="'taken' already exists"):
+        run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green", into="taken")
+    assert client.get_meta("legacy").job is None  # no planned job left behind to wedge later commands
+    rep = run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    assert rep.remaining == 0

@@ -32,6 +32,18 @@ def server(world):
             if calls.get("DOWN"):  # the whole server is failing
                 self.send_error(503, "down")
                 return
+            if self.path.startswith("/drip/"):  # answers, then sends a byte every 0.2 s
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                for _ in range(1000):
+                    try:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(0.2)
+                return
             if self.path.startswith("/slow/"):
                 time.sleep(2.0)
                 self.path = self.path[5:]
@@ -153,3 +165,29 @@ def test_a_run_stops_when_the_image_server_goes_down_and_a_rerun_retries(server)
     assert rep.remaining == 0
     st = upgrade_status(client, "down").vectors["omni-indep@2"]
     assert st.extracted == 80 and st.unreachable == 0
+
+
+@pytest.mark.parametrize("ref", ["http://127.0.0.1:1/a b.png", "http://127.0.0.1:1/ünïcode.png", "http://[::1:80/x.png"])
+def test_a_malformed_url_fails_its_point_with_the_reason(ref):
+    with pytest.raises(CorruptArtifactError, match="is not a valid URL"):
+        ImageRefs(timeout=0.5, retries=0).read(ref)
+
+
+def test_a_body_that_drips_is_cut_at_the_deadline(server):
+    tmp, client, base, calls = server
+    refs = ImageRefs(timeout=1.0, retries=0, deadline=1.5)
+    t0 = time.perf_counter()
+    with pytest.raises(CorruptArtifactError, match="no complete answer within 1.5 s"):
+        refs.read(f"{base}/drip/x.png")
+    assert time.perf_counter() - t0 < 4  # the socket timeout alone never fires: a byte arrives every 0.2 s
+
+
+def test_errors_carry_no_password_and_no_file_content(tmp_path):
+    with pytest.raises(CorruptArtifactError) as info:
+        ImageRefs(timeout=0.3, retries=0).read("http://alice:s3cret@127.0.0.1:9/x.png")
+    assert "s3cret" not in str(info.value) and "***@127.0.0.1:9" in str(info.value)
+    f = tmp_path / "notes.ppm"
+    f.write_bytes(b"P6\n# private: hunter2 and more text here\n")
+    with pytest.raises(CorruptArtifactError) as info:
+        ImageRefs().read(str(f))
+    assert "hunter2" not in str(info.value) and "private" not in str(info.value)
