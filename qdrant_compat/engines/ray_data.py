@@ -47,7 +47,7 @@ import numpy as np
 from qdrant_compat.errors import require_extra
 
 log = logging.getLogger(__name__)
-OK, MISSING, FAILED = "ok", "missing", "failed"
+OK, MISSING, FAILED, UNREACHABLE = "ok", "missing", "failed", "unreachable"
 WRITES = ("auto", "workers", "driver")
 ABORT = "abort"  # a writer's row: it stopped (its error in the row), nothing of the batch was written
 
@@ -225,7 +225,7 @@ def _results(ds: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
 
 def _decode(batch: dict[str, np.ndarray], *, spec: Any, reader: Any) -> dict[str, np.ndarray]:
     """Read, decode, preprocess one batch (a Ray task) to the model's input ``spec``."""
-    from qdrant_compat.data.images import ImageMissingError
+    from qdrant_compat.data.images import ImageMissingError, ImageUnreachableError, redact
     from qdrant_compat.data.transforms import preprocess
     from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 
@@ -238,7 +238,9 @@ def _decode(batch: dict[str, np.ndarray], *, spec: Any, reader: Any) -> dict[str
                 raise ImageMissingError("no image reference")
             x[k] = preprocess([reader.read(str(ref))], spec)[0]
         except ImageMissingError as exc:
-            status[k], error[k] = MISSING, f"image {str(ref)!r} not found ({exc})"
+            status[k], error[k] = MISSING, f"image '{redact(ref)}' not found ({exc})"
+        except ImageUnreachableError as exc:  # the server did not answer: the next run tries again
+            status[k], error[k] = UNREACHABLE, str(exc)
         except (CorruptArtifactError, InvalidArgumentError, OSError, ValueError) as exc:
             status[k], error[k] = FAILED, str(exc)
     return {**_keys(batch), "i": batch["i"], "status": status.astype(str), "error": error.astype(str), "x": x}
@@ -335,9 +337,11 @@ class _Write(_Writer):
         ids = [k[0] for k in keys]
         status = [str(x) for x in batch["status"]]
         ok = np.asarray([x == OK for x in status], bool)
-        pick = {x: [pid for pid, st in zip(ids, status, strict=True) if st == x] for x in (OK, MISSING, FAILED)}
+        pick = {x: [pid for pid, st in zip(ids, status, strict=True) if st == x]
+                for x in (OK, MISSING, FAILED, UNREACHABLE)}
         res = write_extracted(self.store, self.job.target, {k[0]: (k[1], k[2]) for k in keys}, pick[OK],
-                              np.asarray(batch["vec"], np.float32)[ok], pick[MISSING], pick[FAILED])
+                              np.asarray(batch["vec"], np.float32)[ok], pick[MISSING], pick[FAILED] + pick[UNREACHABLE],
+                              pick[UNREACHABLE])
         mark = {pid: m for m, pids in res.marks.items() for pid in pids} | {pid: CHANGED for pid in res.changed}
         error = [res.errors.get(pid, str(e)) for pid, e in zip(ids, batch["error"], strict=True)]
         return {"i": batch["i"], "mark": np.asarray([mark[pid] for pid in ids], dtype=object).astype(str),

@@ -363,10 +363,12 @@ def _from_engine(ordered: list[Any], out: dict[str, np.ndarray]) -> tuple[_Prepa
     batch = [ordered[int(i)] for i in out["i"]]
     status = [str(x) for x in out["status"]]
     ok = np.asarray([x == "ok" for x in status], bool)
-    pick = {k: [r.id for r, x in zip(batch, status, strict=True) if x == k] for k in ("ok", "missing", "failed")}
+    pick = {k: [r.id for r, x in zip(batch, status, strict=True) if x == k]
+            for k in ("ok", "missing", "failed", "unreachable")}
     errors = [f"point {r.id}: {e}" for r, x, e in zip(batch, status, out["error"], strict=True) if x != "ok"]
     vecs = np.asarray(out["vec"], np.float32)[ok]
-    return _Prepared(batch, pick["ok"], np.empty((0,), np.float32), pick["missing"], pick["failed"], errors), vecs
+    return _Prepared(batch, pick["ok"], np.empty((0,), np.float32), pick["missing"], pick["failed"] + pick["unreachable"],
+                     errors, unreachable=pick["unreachable"]), vecs
 
 
 class _WriteKeys(Sequence[str]):

@@ -268,3 +268,19 @@ def test_a_blue_green_upgrade_with_writing_workers_fills_the_new_collection(lega
     res = check_fill(client, green, "omni-indep@2", reference=_reference(client))
     assert res["ok"] and res["points"] == 150, res
     assert "omni-indep@2" not in client.store.vector_params("legacy")  # blue untouched
+
+
+def test_the_ray_decode_task_tells_an_unreachable_image_from_a_bad_one(tmp_path):
+    """Its rows carry 'unreachable' for a server that does not answer (retried by the next run), 'failed' for an
+    image that cannot be decoded, 'missing' for one that is not there."""
+    from qdrant_compat.cards import InputSpec
+    from qdrant_compat.data import ImageRefs
+    from qdrant_compat.engines.ray_data import _decode
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    refs = np.asarray(["http://alice:pw@127.0.0.1:9/x.png", str(bad), str(tmp_path / "gone.png")], dtype=object)
+    out = _decode({"i": np.arange(3), "ref": refs}, spec=InputSpec(size=28, channels=1, mean=(0.5,), std=(0.5,)),
+                  reader=ImageRefs(timeout=0.3, retries=0))
+    assert list(out["status"]) == ["unreachable", "failed", "missing"]
+    assert "pw@" not in out["error"][0] and "***@" in out["error"][0]
