@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,25 @@ from qdrant_compat.store import record_vector
 
 log = logging.getLogger(__name__)
 MIN_MEDIAN_COSINE = 0.99
+MIN_READABLE = 0.5  # of the sampled points, at least this share must have a readable image (and MIN_COMPARED of them)
+MIN_COMPARED = 20
+
+
+def sample_ids(client: CompatClient, collection: str, n: int, seed: int) -> list[Any]:
+    """``n`` point ids drawn uniformly at random (seeded reservoir sampling over an ids-only scan), in id order.
+
+    A sample in scroll order would only ever look at the first points: a collection whose later points were
+    written by another model would pass."""
+    rng = np.random.default_rng(seed)
+    chosen: list[Any] = []
+    for k, rec in enumerate(client.store.scroll_all(collection, batch=2048, with_vectors=False, with_payload=False)):
+        if k < n:
+            chosen.append(rec.id)
+        else:
+            j = int(rng.integers(0, k + 1))
+            if j < n:
+                chosen[j] = rec.id
+    return sorted(chosen, key=str)
 
 
 @dataclass
@@ -36,6 +56,7 @@ class Verification(Result):
     min_cosine: float
     passed: bool
     unreadable: list[str] = field(default_factory=list)
+    seed: int = 0  # of the random sample (the same seed samples the same points)
 
 
 @dataclass
@@ -46,18 +67,21 @@ class AdoptReport(Result):
 
 
 def verify_stored_vectors(client: CompatClient, collection: str, model: ModelCard | str, *, vector: str, sample: int,
-                          image_field: str = "image_path", images: ImageReader | None = None) -> Verification:
-    """Cosine between stored and freshly computed vectors on up to ``sample`` points with a readable image.
+                          image_field: str = "image_path", images: ImageReader | None = None,
+                          seed: int = 0) -> Verification:
+    """Cosine between stored and freshly computed vectors on ``sample`` points drawn uniformly at random
+    (:func:`sample_ids`, seeded and recorded).
 
     Raises:
-        InvalidArgumentError: no sampled point references a readable image in ``image_field``.
+        InvalidArgumentError: fewer than half the sampled points (or fewer than 20, or than the sample) reference
+            a readable image in ``image_field``: too little to prove anything.
     """
     from qdrant_compat.runtime.embedder import Embedder
 
     card = client.card(model)
     reader = images or ImageRefs()
-    recs, _ = client.store.scroll(collection, limit=max(1, sample), with_vectors=[vector] if vector else True,
-                                  with_payload=[image_field])
+    ids = sample_ids(client, collection, max(1, sample), seed)
+    recs = client.store.retrieve(collection, ids, with_vectors=[vector] if vector else True, with_payload=[image_field])
     stored, imgs, unreadable = [], [], []
     for r in recs:
         ref = (r.payload or {}).get(image_field)
@@ -70,10 +94,13 @@ def verify_stored_vectors(client: CompatClient, collection: str, model: ModelCar
         if v is not None:
             stored.append(v)
             imgs.append(img)
-    if not imgs:
+    need = max(1, min(len(recs), MIN_COMPARED, sample), int(np.ceil(MIN_READABLE * len(recs))))
+    if len(imgs) < need:
         raise InvalidArgumentError(
-            f"--verify: none of the {len(recs)} sampled points of '{collection}' references a readable image in payload "
-            f"field '{image_field}' (name the field with --image-field, or adopt without --verify)"
+            f"--verify: only {len(imgs)} of the {len(recs)} sampled points of '{collection}' reference a readable image "
+            f"in payload field '{image_field}'; at least {need} are needed to prove which model made the vectors "
+            f"(e.g. {unreadable[0] if unreadable else 'no image reference'}). Name the field with --image-field, make "
+            "the images reachable, or adopt without --verify"
         )
     fresh = Embedder(client.registry.get_model(card.ref)).embed(imgs)
     a = np.asarray(stored, np.float64)
@@ -82,7 +109,7 @@ def verify_stored_vectors(client: CompatClient, collection: str, model: ModelCar
     med = float(np.median(cos))
     return Verification(model=card.ref, vector=vector, sampled=len(recs), compared=len(cos), median_cosine=med,
                         p05_cosine=float(np.percentile(cos, 5)), min_cosine=float(cos.min()),
-                        passed=med >= MIN_MEDIAN_COSINE, unreadable=unreadable[:5])
+                        passed=med >= MIN_MEDIAN_COSINE, unreadable=unreadable[:5], seed=seed)
 
 
 def adopt(client: CompatClient, collection: str, model: ModelCard | str, *, vector_name: str | None = None,

@@ -67,7 +67,7 @@ def test_verify_refuses_the_right_model_with_the_wrong_preprocessing(legacy):
 def test_verify_needs_readable_images(legacy, tmp_path):
     tmp, run = legacy
     c = CompatClient(path=str(tmp / "store"), registry=tmp / "reg")
-    with pytest.raises(Exception, match="references a readable image in payload field 'photo'"):
+    with pytest.raises(Exception, match="reference a readable image in payload field 'photo'"):
         adopt(c, "legacy", "omni@1", verify=5, image_field="photo")
     with pytest.raises(IncompatibleModelError):
         adopt(c, "legacy", "omni-indep@2", verify=5)
@@ -110,3 +110,29 @@ def test_an_unnamed_vector_converts_in_place(legacy):
     got = np.asarray([r.vector["omni-indep@2"] for r in recs], np.float32)
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_verify_samples_at_random_not_the_first_points(legacy):
+    """The first points in scroll order hold omni@1's vectors, every later one another model's: a sample of the
+    first N passed at median 1.0; a uniform random sample must see the others and refuse."""
+    tmp, run = legacy
+    q = QdrantClient(path=str(tmp / "store"))
+    recs = q.scroll("legacy", limit=1000, with_payload=True)[0]  # scroll order
+    c = CompatClient(q, registry=tmp / "reg")
+    other = Embedder(c.registry.get_model("omni-indep@2")).embed([r.payload["image_path"] for r in recs[5:]])
+    q.upsert("legacy", points=[models.PointStruct(id=r.id, vector=v.tolist(), payload=r.payload)
+                               for r, v in zip(recs[5:], other, strict=True)], wait=True)
+    q.close()
+    res = run("collection", "adopt", "legacy", "--model", "omni@1", "--verify", "5", ok=False)
+    assert res.exit_code == 1 and "refusing to adopt" in res.output
+
+
+def test_verify_needs_most_sampled_images_readable(legacy):
+    tmp, run = legacy
+    q = QdrantClient(path=str(tmp / "store"))
+    recs = q.scroll("legacy", limit=1000, with_payload=True)[0]
+    for r in recs[1:]:  # all but one image reference broken
+        q.set_payload("legacy", {"image_path": r.payload["image_path"] + ".gone"}, points=[r.id])
+    q.close()
+    res = run("collection", "adopt", "legacy", "--model", "omni@1", "--verify", "20", ok=False)
+    assert res.exit_code == 1 and "only 1 of the 20 sampled points" in res.output and "at least 20 are needed" in res.output

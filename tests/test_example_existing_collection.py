@@ -17,7 +17,7 @@ def test_existing_collection_example(tmp_path):
                           "--out", str(out), "--epochs", "2", "--v2-epochs", "2"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "verified on 50 images: median cosine 1.0000" in res.stdout
+    assert "verified on 50 of 50 randomly sampled points (seed 0): median cosine 1.0000" in res.stdout
     assert "one-time step" in res.stdout and "alias 'products-live' -> 'products'" in res.stdout
     green = "products--team-2"
     assert f"(alias 'products-live': 'products' -> '{green}')" in res.stdout

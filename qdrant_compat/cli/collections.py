@@ -45,7 +45,8 @@ def adopt(state: CliState, name: str, model: str, vector_name: str | None, verif
                            image_field=image_field)
     v = rep.verify
     state.emit(rep, f"collection '{name}': vector '{rep.metadata.read}' = {model}" + (
-        f" (verified on {v.compared} images: median cosine {v.median_cosine:.4f}, min {v.min_cosine:.4f}"
+        f" (verified on {v.compared} of {v.sampled} randomly sampled points (seed {v.seed}): median cosine "
+        f"{v.median_cosine:.4f}, min {v.min_cosine:.4f}"
         + (", FORCED below 0.99" if not v.passed else "") + ")" if v else ""))
 
 
