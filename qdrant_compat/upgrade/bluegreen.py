@@ -479,6 +479,26 @@ def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str, grac
     return out
 
 
+def _check_nothing_only_in_blue(client: CompatClient, blue: str, green: str, gjob: JobState) -> None:
+    """Count and compare before dropping blue: every blue point must be in green, and every green point must hold
+    the new vector; otherwise refuse with the counts (such points were written around qdrant-compat)."""
+    from qdrant_compat.store import lacks_vector
+
+    store, missing = client.store, 0
+    for page in store.scroll_pages(blue, batch=1024, with_vectors=False, with_payload=False):
+        ids = [r.id for r in page]
+        have = {r.id for r in store.retrieve(green, ids, with_vectors=False, with_payload=False)}
+        missing += sum(1 for i in ids if i not in have)
+    without = store.count(green, lacks_vector(gjob.target))
+    if missing or without:
+        raise UpgradeError(
+            f"cleanup refused: {missing} point(s) of '{blue}' are not in '{green}' and {without} point(s) of '{green}' "
+            f"lack '{gjob.target}' (written around qdrant-compat, e.g. with plain qdrant-client, after the cutover); "
+            f"dropping '{blue}' would keep them only in the backup. Bring them over first: 'upgrade rollback "
+            f"{gjob.alias or blue}', 'upgrade run {gjob.alias or blue}', 'upgrade cutover {gjob.alias or blue}', then "
+            "clean up. Nothing was dropped")
+
+
 def cleanup(client: CompatClient, name: str, *, yes: bool, backup_dir: Any, dry_run: bool, owner: str) -> CleanupResult:
     """Drop the blue collection after cutover, backed up first; journaled in green's job."""
     blue, green, bjob, gjob = pair(client, name)
@@ -499,6 +519,8 @@ def cleanup(client: CompatClient, name: str, *, yes: bool, backup_dir: Any, dry_
         raise UpgradeError(f"cleanup drops collection '{blue}' for good; pass --yes (a backup is made first)")
     gmeta = client.get_meta(green)
     assert gmeta.job is not None
+    if gmeta.job.cleanup is None and client.store.exists(blue):
+        _check_nothing_only_in_blue(client, blue, green, gjob)
     if gmeta.job.cleanup is None:
         if not client.store.exists(blue):
             raise UpgradeError(f"collection '{blue}' is gone but job {gjob.id} recorded no backup of it")

@@ -274,6 +274,17 @@ def cleanup(client: CompatClient, collection: str, *, yes: bool = False, backup_
         return out
     if not yes:
         raise UpgradeError(f"cleanup drops vector '{job.source}' for good; pass --yes (a backup is made first)")
+    if job.cleanup is None:  # count and compare before dropping: a point that holds only the old vector would be left
+        from qdrant_compat.store import both, has_vector, lacks_vector
+
+        only_old = client.store.count(collection, both(has_vector(job.source), lacks_vector(job.target)))
+        if only_old:
+            raise UpgradeError(
+                f"cleanup refused: {only_old} point(s) of '{collection}' hold '{job.source}' but not '{job.target}' "
+                "(written after the cutover around qdrant-compat, e.g. with plain qdrant-client); dropping the old "
+                f"vector would leave them with none. Fill them first: 'upgrade rollback {collection}', 'upgrade run "
+                f"{collection} --to {job.target_model} --strategy backfill', 'upgrade cutover {collection}', then clean "
+                "up. Nothing was dropped")
     if job.cleanup is None:
         # step 1: the backup, recorded before anything is dropped
         job.cleanup = CleanupRecord(vector=job.source, backup=client.store.backup(collection, backup_dir))

@@ -313,3 +313,22 @@ def test_into_an_existing_collection_is_refused_before_anything_is_recorded(lega
     assert client.get_meta("legacy").job is None  # no planned job left behind to wedge later commands
     rep = run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
     assert rep.remaining == 0
+
+
+def test_blue_green_cleanup_refuses_while_blue_holds_points_green_lacks(legacy):
+    """A point upserted into the old collection by name with plain qdrant-client after the cutover: dropping blue
+    would keep it only in the backup file. Cleanup refuses; rollback, run, cutover bring it over."""
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    cutover(client, "live", grace=0)
+    src = client.qdrant.scroll("legacy", limit=1, with_vectors=True, with_payload=True)[0][0]
+    client.qdrant.upsert("legacy", points=[models.PointStruct(id=777_777, vector=src.vector, payload=src.payload)],
+                         wait=True)
+    with pytest.raises(UpgradeError, match="cleanup refused: 1 point\\(s\\) of 'legacy' are not in"):
+        cleanup(client, "live", yes=True)
+    assert client.qdrant.collection_exists("legacy")
+    rollback(client, "live", grace=0)
+    run_upgrade(client, "live")
+    cutover(client, "live", grace=0)
+    cleanup(client, "live", yes=True)
+    assert len(client.qdrant.retrieve(GREEN, [777_777])) == 1

@@ -221,3 +221,27 @@ def test_old_server_is_detected_not_guessed(world):
         client.store = real
     assert client.store.capabilities().embedded
     runner.check_server_supports_named_vectors(client)  # embedded: fine
+
+
+def test_cleanup_counts_and_compares_before_it_drops(world):
+    """A point upserted with plain qdrant-client after the cutover holds only the old vector: cleanup must refuse
+    (it used to drop the old vector and leave the point with none), and the way it names must fill the point."""
+    from qdrant_client import models as qm
+
+    tmp, client = world
+    run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=64)
+    cutover(client, "g", grace=0)
+    img = str(sorted((tmp / "gallery").rglob("*.png"))[3])
+    old_vec = Embedder(client.registry.get_model("omni@1")).embed([img])[0]
+    client.qdrant.upsert("g", points=[qm.PointStruct(id=424242, vector={"omni@1": old_vec.tolist()},
+                                                      payload={"image_path": img})], wait=True)
+    with pytest.raises(UpgradeError, match="cleanup refused: 1 point\\(s\\) of 'g' hold 'omni@1' but not 'omni-indep@2'"):
+        cleanup(client, "g", yes=True)
+    assert "omni@1" in client.store.vector_params("g")  # nothing dropped
+    rollback(client, "g")
+    rep = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=64)
+    assert rep.processed == 1  # only the point written around the tool
+    cutover(client, "g", grace=0)
+    cleanup(client, "g", yes=True)
+    got = client.qdrant.retrieve("g", [424242], with_vectors=True)[0]
+    assert "omni-indep@2" in got.vector  # the point survived with the new model's vector
