@@ -134,16 +134,18 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
     job.phase = Phase.CUTTING_OVER
     meta.job = job
     client.put_meta(collection, meta)
-    # 2. let writes that read the metadata before the announcement land
-    time.sleep(max(0.0, grace))
-    # 3. the check that counts, now that no write can slip past it
-    meta = client.get_meta(collection)
-    job = _job(meta, collection)
     try:
+        # 2. let writes that read the metadata before the announcement land
+        time.sleep(max(0.0, grace))
+        # 3. the check that counts, now that no write can slip past it
+        meta = client.get_meta(collection)
+        job = _job(meta, collection)
         _check_complete(client, collection, job, allow_partial)
         if extra_check is not None:
             extra_check()
-    except BaseException:
+    except BaseException:  # a failed check, an error, or Ctrl-C in the grace period: back to where it was
+        meta = client.get_meta(collection)
+        job = _job(meta, collection)
         job.phase = previous
         meta.job = job
         client.put_meta(collection, meta)

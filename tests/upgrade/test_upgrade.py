@@ -245,3 +245,26 @@ def test_cleanup_counts_and_compares_before_it_drops(world):
     cleanup(client, "g", yes=True)
     got = client.qdrant.retrieve("g", [424242], with_vectors=True)[0]
     assert "omni-indep@2" in got.vector  # the point survived with the new model's vector
+
+
+def test_ctrl_c_in_the_cutover_grace_period_leaves_nothing_half_done(world, monkeypatch):
+    """Interrupted while waiting out the grace period, the cutover returns the job to its previous phase: old-model
+    writes are accepted again (they were refused while it stayed 'cutting_over')."""
+    from qdrant_compat.enums import Phase
+    from qdrant_compat.upgrade import lifecycle
+
+    tmp, client = world
+    run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=64)
+
+    def interrupted(_s):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lifecycle.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cutover(client, "g", grace=5)
+    monkeypatch.undo()
+    meta = client.get_meta("g")
+    assert meta.job.phase == Phase.FILLED and meta.read == "omni@1"
+    img = str(sorted((tmp / "gallery").rglob("*.png"))[0])
+    client.upsert("g", "omni@1", Embedder(client.registry.get_model("omni@1")).embed([img]), ids=[515151],
+                  payloads=[{"image_path": img}])
