@@ -37,6 +37,14 @@ def load_image(path: str | Path) -> Image.Image:
     return decode_image(p, f"image file {p}")
 
 
+def is_remote(ref: Any) -> bool:
+    """Whether ``ref`` names an image behind a URL scheme other than ``file://`` (read over the network)."""
+    if not isinstance(ref, str):
+        return False
+    head, sep, _ = ref.partition("://")
+    return bool(sep) and head.isalnum() and head.lower() != "file"
+
+
 def redact(ref: Any) -> str:
     """A reference fit for a message: a URL's ``user:password@`` replaced by ``***@``, at most 300 characters."""
     text = str(ref)

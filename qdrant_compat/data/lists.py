@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from qdrant_compat.data.images import ImageRefs
+from qdrant_compat.data.images import ImageRefs, is_remote
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 
 LIST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".txt", ".lst")
@@ -37,11 +37,6 @@ def _pick(keys: list[str], wanted: tuple[str, ...], what: str, where: Path) -> s
         if k.strip().lower() in wanted:
             return k
     raise InvalidArgumentError(f"{where}: no {what} column; expected one of {list(wanted)}, found {keys}")
-
-
-def _is_remote(ref: str) -> bool:
-    head, sep, _ = ref.partition("://")
-    return bool(sep) and head.isalnum() and head.lower() != "file"
 
 
 class ImageList:
@@ -67,7 +62,7 @@ class ImageList:
         self.classes = sorted({c for _, c in rows})
         index = {c: i for i, c in enumerate(self.classes)}
         base = self.path.parent
-        self.refs = [r if _is_remote(r) or r.startswith("file://") or Path(r).is_absolute() else str(base / r)
+        self.refs = [r if is_remote(r) or r.startswith("file://") or Path(r).is_absolute() else str(base / r)
                      for r, _ in rows]
         self.labels = np.asarray([index[c] for _, c in rows], dtype=np.int64)
 
@@ -119,7 +114,7 @@ class ImageList:
     def raw_key(self, i: int) -> bytes:
         """What identifies image ``i`` for the embedding cache: a local file's bytes, a remote image's URL."""
         ref = self.refs[i]
-        if _is_remote(ref):
+        if is_remote(ref):
             return ref.encode()
         p = Path(ref[7:] if ref.startswith("file://") else ref)
         try:

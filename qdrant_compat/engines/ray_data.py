@@ -340,8 +340,7 @@ class _Write(_Writer):
         pick = {x: [pid for pid, st in zip(ids, status, strict=True) if st == x]
                 for x in (OK, MISSING, FAILED, UNREACHABLE)}
         res = write_extracted(self.store, self.job.target, {k[0]: (k[1], k[2]) for k in keys}, pick[OK],
-                              np.asarray(batch["vec"], np.float32)[ok], pick[MISSING], pick[FAILED] + pick[UNREACHABLE],
-                              pick[UNREACHABLE])
+                              np.asarray(batch["vec"], np.float32)[ok], pick[MISSING], pick[FAILED], pick[UNREACHABLE])
         mark = {pid: m for m, pids in res.marks.items() for pid in pids} | {pid: CHANGED for pid in res.changed}
         error = [res.errors.get(pid, str(e)) for pid, e in zip(ids, batch["error"], strict=True)]
         return {"i": batch["i"], "mark": np.asarray([mark[pid] for pid in ids], dtype=object).astype(str),

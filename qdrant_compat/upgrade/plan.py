@@ -11,7 +11,7 @@ import numpy as np
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import CompatClient
-from qdrant_compat.data.images import ImageReader, ImageRefs
+from qdrant_compat.data.images import ImageReader, ImageRefs, is_remote
 from qdrant_compat.enums import Layout, Relation, Strategy
 from qdrant_compat.errors import CorruptArtifactError, FingerprintMismatchError, InvalidArgumentError, UpgradeError
 from qdrant_compat.metadata import CompatMeta
@@ -239,8 +239,8 @@ def _check_images(client: CompatClient, collection: str, field_: str, plan: Upgr
     recs, _ = client.store.scroll(collection, limit=max(plan.points, 1) if plan.points <= 20000 else sample,
                                   with_payload=[field_], with_vectors=False)
     refs = [(r.payload or {}).get(field_) for r in recs]
-    remote = [r for r in refs if isinstance(r, str) and "://" in r and not r.startswith("file://")]
-    local = [r for r in refs if not (isinstance(r, str) and "://" in r and not r.startswith("file://"))]
+    remote = [r for r in refs if is_remote(r)]
+    local = [r for r in refs if not is_remote(r)]
     missing_share = sum(1 for r in local if not reader.exists(r)) / max(len(refs), 1)
     probe = getattr(reader, "probe", None)
     probed = 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
-from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs, ImageUnreachableError, redact
+from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs, ImageUnreachableError, is_remote, redact
 from qdrant_compat.enums import Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
@@ -289,8 +289,11 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
 def _read_images(reader: ImageReader, image_field: str, batch: list[Any], errors: list[str],
                  unreachable: list[Any] | None = None) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
     """(ok ids, images, missing ids, failed ids), each failure's reason appended to ``errors``: one bad image
-    never stops the batch. Failed ids whose server did not answer are also appended to ``unreachable``."""
-    ok_ids, images, missing, failed = [], [], [], []
+    never stops the batch. Ids whose server did not answer go to ``unreachable`` when it is given (else to failed)."""
+    ok_ids: list[Any] = []
+    images: list[Any] = []
+    missing: list[Any] = []
+    failed: list[Any] = []
     refs = [(r.payload or {}).get(image_field) for r in batch]
 
     def one(ref: Any) -> Any:
@@ -300,7 +303,7 @@ def _read_images(reader: ImageReader, image_field: str, batch: list[Any], errors
             return exc
 
     workers = int(getattr(reader, "concurrency", 1) or 1)
-    remote = any(isinstance(ref, str) and "://" in ref and not ref.startswith("file://") for ref in refs)
+    remote = any(is_remote(ref) for ref in refs)
     if workers > 1 and remote and len(refs) > 1:  # remote images: fetch a batch's images at once (bounded)
         from concurrent.futures import ThreadPoolExecutor
 
@@ -313,10 +316,8 @@ def _read_images(reader: ImageReader, image_field: str, batch: list[Any], errors
             missing.append(r.id)
             errors.append(f"point {r.id}: image '{redact(ref)}' not found")
         elif isinstance(res, Exception):
-            failed.append(r.id)
             errors.append(f"point {r.id}: {res}")
-            if unreachable is not None and isinstance(res, ImageUnreachableError):
-                unreachable.append(r.id)
+            (unreachable if unreachable is not None and isinstance(res, ImageUnreachableError) else failed).append(r.id)
         else:
             images.append(res)
             ok_ids.append(r.id)
@@ -334,7 +335,7 @@ class _Prepared:
     failed: list[Any]
     errors: list[str]
     seconds: float = 0.0
-    unreachable: list[Any] = field(default_factory=list)  # of ``failed``: the server did not answer (not a bad image)
+    unreachable: list[Any] = field(default_factory=list)  # the server did not answer (not a bad image)
 
 
 def _prepare(reader: ImageReader, job: JobState, spec: Any, batch: list[Any]) -> _Prepared:
@@ -367,8 +368,8 @@ def _from_engine(ordered: list[Any], out: dict[str, np.ndarray]) -> tuple[_Prepa
             for k in ("ok", "missing", "failed", "unreachable")}
     errors = [f"point {r.id}: {e}" for r, x, e in zip(batch, status, out["error"], strict=True) if x != "ok"]
     vecs = np.asarray(out["vec"], np.float32)[ok]
-    return _Prepared(batch, pick["ok"], np.empty((0,), np.float32), pick["missing"], pick["failed"] + pick["unreachable"],
-                     errors, unreachable=pick["unreachable"]), vecs
+    return _Prepared(batch, pick["ok"], np.empty((0,), np.float32), pick["missing"], pick["failed"], errors,
+                     unreachable=pick["unreachable"]), vecs
 
 
 class _WriteKeys(Sequence[str]):

@@ -72,14 +72,13 @@ def write_extracted(store: Store, t: FillTarget, seen: dict[Any, tuple[Any, Any]
                     vectors: np.ndarray, missing: Sequence[Any], failed: Sequence[Any],
                     unreachable: Sequence[Any] = ()) -> Written:
     """Write one batch: ``ok_ids`` with their ``vectors`` (rows in order), ``missing`` / ``failed`` /
-    ``unreachable`` marks (``unreachable`` ids are taken out of ``failed``).
+    ``unreachable`` marks (three disjoint lists).
 
     ``seen`` holds, for every point of the batch, :func:`seen_key` as the scan read it."""
     keep = unchanged(store, t, seen)
     out = Written(changed=[pid for pid in seen if pid not in keep])
     good_ids, good = [], []
-    away = set(unreachable)
-    bad = [p for p in failed if p not in away]
+    bad = list(failed)
     for pid, v in zip(ok_ids, vectors, strict=True):
         if pid not in keep:
             continue
