@@ -32,7 +32,7 @@ from qdrant_compat.registry import Registry
 from qdrant_compat.results import CollectionReport, CollectionSummary, VectorInfo
 from qdrant_compat.routing import QueryPlan, Route, check_fingerprint, plan_query, resolve_route
 from qdrant_compat.runtime.onnx import ConverterRuntime
-from qdrant_compat.store import DEFAULT_PATH, DISTANCES, Store, both, connect, has_vector, lacks_vector
+from qdrant_compat.store import DEFAULT_PATH, DISTANCES, Store, both, check_point_ids, connect, has_vector, lacks_vector
 
 log = logging.getLogger(__name__)
 PROVENANCE_KEY = "_qdrant_compat"  # per-point payload: {provenance_key(vector): "extracted" | "converted" | ...}
@@ -49,6 +49,16 @@ def _without_internal(hits: list[models.ScoredPoint]) -> list[models.ScoredPoint
 def user_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
     """A point's payload without qdrant-compat's provenance field: what the user wrote."""
     return {k: v for k, v in (payload or {}).items() if k != PROVENANCE_KEY}
+
+
+def check_limit(limit: Any) -> int:
+    """A query's ``limit``: an integer >= 1.
+
+    @private
+    """
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise InvalidArgumentError(f"limit must be an integer >= 1 (the number of hits), got {limit!r}")
+    return int(limit)
 
 
 def as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:
@@ -357,7 +367,7 @@ class CompatClient:
             if mirror else []
         arr = as_matrix(vectors, card.dim, f"upsert into '{name}' with {card.ref}")
         n = len(arr)
-        ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in range(n)]
+        ids = check_point_ids(ids) if ids is not None else [str(uuid.uuid4()) for _ in range(n)]
         if len(ids) != n:
             raise InvalidArgumentError(f"{n} vectors but {len(ids)} ids")
         if payloads is not None and len(payloads) != n:
@@ -472,6 +482,7 @@ class CompatClient:
             IncompatibleModelError: the collection holds no vectors this model may search (with why and how).
         """
         card = self.card(model)
+        check_limit(limit)
         q = as_matrix(vector, card.dim, f"query on '{name}' with {card.ref}")
         if len(q) != 1:
             raise InvalidArgumentError(f"query takes one vector, got {len(q)}; use query_batch for several")
@@ -514,6 +525,7 @@ class CompatClient:
             return [_without_internal(h) for h in self.query_batch(name, model, vectors, limit=limit, with_payload=True,
                                                                     internal_payload=True)]
         card = self.card(model)
+        check_limit(limit)
         coll = self.physical(name)
         meta = self.with_model_edges(self.cached_meta(coll), card)
         q = as_matrix(vectors, card.dim, f"query on '{name}' with {card.ref}")

@@ -67,18 +67,22 @@ def index_folder(
         raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
     if read_workers < 0:
         raise InvalidArgumentError(f"read_workers must be >= 0, got {read_workers}")
-    src = ImageFolder(folder)
-    for p in src.paths:  # a payload is JSON: a file name that is not UTF-8 cannot be referenced
+    skipped = skipped if skipped is not None else []
+    src_paths = []
+    for p in ImageFolder(folder).paths:  # a payload is JSON: a file name that is not UTF-8 cannot be referenced
         try:
             str(p.resolve()).encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidArgumentError(f"image file name {str(p)!r} is not valid UTF-8; rename it (nothing was indexed)") from None
+        except (RuntimeError, OSError) as exc:  # a symbolic-link loop: RuntimeError before Python 3.13, OSError after
+            skipped.append(f"{p}: cannot be resolved ({exc}); a symbolic-link loop or an unreadable link")
+            continue
+        src_paths.append(p)
     card = client.card(model)
     emb = Embedder(client.registry.get_model(card.ref), batch_size=batch_size)
     reader = LocalImages()
-    skipped = skipped if skipped is not None else []
-    n, done = len(src), 0
-    batches = [src.paths[s : s + batch_size] for s in range(0, n, batch_size)]
+    n, done = len(src_paths), 0
+    batches = [src_paths[s : s + batch_size] for s in range(0, n, batch_size)]
 
     def write(k: int, paths: list[Path], tensor: np.ndarray) -> None:
         nonlocal done

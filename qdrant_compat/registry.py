@@ -112,6 +112,7 @@ class Registry:
                     f"{card.ref} is already registered with fingerprint {existing.card.fingerprint[:12]}…; "
                     f"versions are immutable: register these bytes ({fp[:12]}…) under a new version"
                 )
+            _same_use(existing.card, card)
             if not exist_ok:
                 raise InvalidArgumentError(f"{card.ref} is already registered")
             return existing.card
@@ -120,6 +121,7 @@ class Registry:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(self.root)))
         try:
             self._fill_model_dir(tmp, onnx_path, card, classifier)
+            _loads_alone(tmp / "model.onnx", onnx_path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)  # atomic: a half-written version is never visible
         except BaseException:
@@ -260,6 +262,44 @@ class Registry:
             for c in self.list_converters()
             if c.source_fingerprint == source.fingerprint and c.target_fingerprint == target.fingerprint
         ]
+
+
+def _same_use(existing: ModelCard, new: ModelCard) -> None:
+    """The same bytes registered again must mean the same model: another input spec, dimension or distance
+    would embed or search differently under the one name.
+
+    Raises:
+        InvalidArgumentError: names the field, both values, and that a new version is the way.
+    """
+    for field in ("mean", "std", "size", "channels", "resize"):
+        was, now = getattr(existing.input, field), getattr(new.input, field)
+        if (tuple(was) if isinstance(was, (list, tuple)) else was) != (tuple(now) if isinstance(now, (list, tuple)) else now):
+            raise InvalidArgumentError(
+                f"{existing.ref} is already registered with input {field} {was}, these same bytes were given "
+                f"{field} {now}: the same graph with other preprocessing is another model; register it under a new version")
+    for field in ("dim", "distance"):
+        if getattr(existing, field) != getattr(new, field):
+            raise InvalidArgumentError(
+                f"{existing.ref} is already registered with {field} {getattr(existing, field)}, these same bytes were given "
+                f"{field} {getattr(new, field)}; register it under a new version")
+
+
+def _loads_alone(copied: Path, source: Path) -> None:
+    """The registry keeps ``model.onnx`` alone: a graph whose weights live in files beside the source (ONNX
+    external data) would be registered without them.
+
+    Raises:
+        InvalidArgumentError: says how to save the model as one file.
+    """
+    from qdrant_compat.runtime.onnx import ort_session
+
+    try:
+        ort_session(copied, ["CPUExecutionProvider"])
+    except CorruptArtifactError as exc:
+        raise InvalidArgumentError(
+            f"{source} keeps its weights in files beside it (ONNX external data) and loads only from its own folder "
+            f"({exc}); save it as one file first: onnx.save(onnx.load(path), 'one.onnx', save_as_external_data=False) "
+            "(models under 2 GB)") from None
 
 
 def check_graph(onnx_path: Path, card: ModelCard, probe: int = 2) -> None:

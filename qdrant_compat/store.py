@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,6 +98,32 @@ def check_collection_name(name: str) -> str:
             "or digit, at most 255 characters)"
         )
     return name
+
+
+def check_point_ids(ids: Sequence[Any]) -> list[Any]:
+    """Qdrant's point ids: unsigned 64-bit integers or UUID strings; anything else is refused here, naming the first
+    bad id, before any point is written.
+
+    Raises:
+        InvalidArgumentError: the first id that is neither, with its position.
+    """
+    out = list(ids)
+    for k, i in enumerate(out):
+        if isinstance(i, bool) or not isinstance(i, (int, str)):
+            ok = False
+        elif isinstance(i, int):
+            ok = 0 <= i < 1 << 64
+        else:
+            try:
+                uuid.UUID(i)
+                ok = True
+            except ValueError:
+                ok = False
+        if not ok:
+            raise InvalidArgumentError(
+                f"point id {i!r} (position {k}) is not allowed: Qdrant takes unsigned integers or UUID strings; "
+                f"to keep your own keys, use str(uuid.uuid5(namespace, key)) and keep the key in the payload")
+    return out
 
 
 def has_vector(vector: str) -> models.Filter:
@@ -243,6 +270,9 @@ class Store:
 
     # ---------------------------------------------------------- collections
     def exists(self, name: str) -> bool:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"collection name {name!r} is empty; give a collection's or an alias's name "
+                                       f"(collections: {', '.join(self.names()) or 'none'})")
         return bool(self.client.collection_exists(name))
 
     def names(self) -> list[str]:
@@ -388,7 +418,7 @@ class Store:
     def upsert(self, name: str, ids: Sequence[Any], vectors: Sequence[dict[str, list[float]]],
                payloads: Sequence[dict[str, Any]]) -> None:
         points = [models.PointStruct(id=i, vector=dict(v), payload=p)  # type: ignore[arg-type]
-                  for i, v, p in zip(ids, vectors, payloads, strict=True)]
+                  for i, v, p in zip(check_point_ids(ids), vectors, payloads, strict=True)]
         self.client.upsert(name, points=points, wait=True)
 
     def write_vectors(self, name: str, vector: str, vectors: dict[Any, list[float]], *, mark_key: str = "",
@@ -408,7 +438,7 @@ class Store:
 
     def delete_points(self, name: str, ids: Sequence[Any]) -> None:
         if ids:
-            self.client.delete(name, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+            self.client.delete(name, points_selector=models.PointIdsList(points=check_point_ids(ids)), wait=True)
 
     # --------------------------------------------------------------- backups
     def backup(self, name: str, folder: str | Path | None = None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from qdrant_client import models
@@ -79,6 +81,36 @@ def test_nan_and_zero_vectors(client, random_vectors):
     with pytest.raises(InvalidArgumentError, match="zero vector"):
         client.upsert("g", "omni@1", np.zeros((1, 32)))
     assert client.qdrant.count("g").count == 0  # nothing half-written
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", -1, 1.5, None, True, 1 << 64])
+def test_ids_qdrant_cannot_take_are_refused_before_anything_is_written(client, random_vectors, bad):
+    """A non-UUID string id used to surface as qdrant-client's ValueError, a float as a pydantic error, and -1 was
+    taken by the embedded store though a server refuses it (#20, finding 11)."""
+    client.create_collection("g", "omni@1")
+    with pytest.raises(InvalidArgumentError, match=rf"point id {re.escape(repr(bad))} \(position 1\) is not allowed: "
+                                                   "Qdrant takes unsigned integers or UUID strings"):
+        client.upsert("g", "omni@1", random_vectors(2, 32), ids=[7, bad])
+    assert client.qdrant.count("g").count == 0
+    with pytest.raises(InvalidArgumentError, match="is not allowed"):
+        client.delete("g", [bad])
+    client.upsert("g", "omni@1", random_vectors(2, 32), ids=[(1 << 64) - 1, "0b7a9f1e-59d9-4d3e-8a3b-4a4d2b5c6e7f"])
+    assert client.qdrant.count("g").count == 2
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, "3", True])
+def test_a_query_limit_must_be_a_positive_integer(client, random_vectors, limit):
+    client.create_collection("g", "omni@1")
+    client.upsert("g", "omni@1", random_vectors(3, 32))
+    for call in (lambda: client.query("g", "omni@1", random_vectors(1, 32)[0], limit=limit),
+                 lambda: client.query_batch("g", "omni@1", random_vectors(2, 32), limit=limit)):
+        with pytest.raises(InvalidArgumentError, match=r"limit must be an integer >= 1 \(the number of hits\), got "):
+            call()
+
+
+def test_an_empty_collection_name_is_one_clear_error(client):
+    with pytest.raises(InvalidArgumentError, match="collection name '' is empty; give a collection's or an alias's name"):
+        client.query("", "omni@1", np.ones(32))
 
 
 def test_wrong_model_query_and_write_refused(client, other_model, random_vectors):

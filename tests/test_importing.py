@@ -130,3 +130,34 @@ def test_model_import_cli(make_world, tmp_path):
     assert out["dim"] == 24 and out["input"]["size"] == 32
     res = run("model", "import", str(tmp_path / "m.onnx"), "--name", "cli", "--version", "2", "--layer", "x", ok=False)
     assert res.exit_code == 1 and "--layer goes with --arch" in res.output
+
+
+def test_an_onnx_with_external_data_is_refused_with_how_to_make_one_file(tmp_path):
+    """The registry copies model.onnx alone: weights kept in a file beside it would be left behind, and the
+    registered model would not load (#20, finding 10)."""
+    import onnx
+
+    _export(Tiny(), tmp_path / "m.onnx")
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    (tmp_path / "ext").mkdir()
+    onnx.save(proto, str(tmp_path / "ext" / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.onnx.data", size_threshold=0)
+    assert (tmp_path / "ext" / "m.onnx.data").is_file()
+    reg = Registry(tmp_path / "reg")
+    with pytest.raises(InvalidArgumentError, match=r"keeps its weights in files beside it .*save_as_external_data=False"):
+        import_onnx(reg, tmp_path / "ext" / "m.onnx", "ext", "1")
+    assert reg.list_models() == []
+
+
+def test_reimporting_the_same_bytes_with_other_preprocessing_is_refused(tmp_path):
+    """Same ONNX bytes, another --mean: silently keeping the first card would embed with the wrong
+    normalisation; it is another model, so it needs another version (#20, finding 10)."""
+    _export(Tiny(), tmp_path / "m.onnx")
+    reg = Registry(tmp_path / "reg")
+    first = import_onnx(reg, tmp_path / "m.onnx", "theirs", "1", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    again = import_onnx(reg, tmp_path / "m.onnx", "theirs", "1", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert again.fingerprint == first.fingerprint  # the same import twice is fine
+    with pytest.raises(InvalidArgumentError, match=r"theirs@1 is already registered with input mean \(0.5, 0.5, 0.5\).*"
+                                                   r"mean \(0.4, 0.4, 0.4\).*new version"):
+        import_onnx(reg, tmp_path / "m.onnx", "theirs", "1", mean=(0.4, 0.4, 0.4), std=(0.25, 0.25, 0.25))
+    assert reg.get_model("theirs@1").card.input.mean == (0.5, 0.5, 0.5)

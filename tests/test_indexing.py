@@ -49,3 +49,18 @@ def test_the_pipeline_indexes_exactly_what_the_loop_indexes(gallery, trained):
     with pytest.raises(InvalidArgumentError, match="read_workers must be >= 0"):
         index_folder(client, "x", "omni@1", folder, read_workers=-1)
     client.close()
+
+
+def test_a_symlink_loop_in_the_folder_is_skipped_with_its_reason(gallery, trained):
+    """Two links pointing at each other used to end the index with an unexpected RuntimeError (#20, finding 11)."""
+    folder, paths = gallery
+    cls = paths[0].parent
+    (cls / "loop_a.png").symlink_to(cls / "loop_b.png")
+    (cls / "loop_b.png").symlink_to(cls / "loop_a.png")
+    client = CompatClient(location=":memory:", registry=trained[0])
+    skipped: list[str] = []
+    n = index_folder(client, "g", "omni@1", folder, batch_size=16, skipped=skipped)
+    assert n == len(paths) - 1 == len(list(client.scroll_all("g")))  # every real image but the unreadable one
+    loops = [s for s in skipped if "symbolic-link loop" in s]
+    assert sorted(s.split(":")[0] for s in loops) == [str(cls / "loop_a.png"), str(cls / "loop_b.png")]
+    client.close()

@@ -35,7 +35,27 @@ def to_pil(img: Any, channels: int) -> Image.Image:
             )
     else:
         raise InvalidArgumentError(f"expected a PIL image or a uint8 array, got {type(img).__name__}")
-    return pil.convert("L" if channels == 1 else "RGB")
+    return _eight_bit(pil).convert("L" if channels == 1 else "RGB")
+
+
+def _eight_bit(pil: Image.Image) -> Image.Image:
+    """Single-band images deeper than 8 bits, scaled to 0..255 instead of clipped (Pillow's ``convert`` clips, so
+    a float TIFF in [0, 1] would come out black and a 16-bit PNG white): floats in [0, 1] are scaled by 255, other
+    floats clipped to [0, 255]; 16-bit integers are divided by 257, 32-bit ones too where they exceed 255.
+
+    Raises:
+        InvalidArgumentError: a float image holding NaN or infinity.
+    """
+    if pil.mode not in ("F", "I") and not pil.mode.startswith("I;16"):
+        return pil
+    arr = np.asarray(pil, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise InvalidArgumentError("the image holds NaN or infinite pixel values; nothing can be embedded from it")
+    if pil.mode == "F":
+        arr = arr * 255.0 if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0 else arr
+    elif pil.mode.startswith("I;16") or (arr.size and arr.max() > 255):
+        arr = arr / 257.0
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
 
 
 def _resize(pil: Image.Image, spec: InputSpec) -> Image.Image:

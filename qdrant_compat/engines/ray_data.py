@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from qdrant_compat.engines import reaper
 from qdrant_compat.errors import require_extra
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class RayEngine:
     name: str = "ray"
     writes: str = "auto"
     writers: int | None = None
+    _reaper: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from qdrant_compat.errors import InvalidArgumentError
@@ -131,7 +133,10 @@ class RayEngine:
                     kw["num_cpus"] = self.num_cpus
                 if self.object_store_mb is not None:
                     kw["object_store_memory"] = self.object_store_mb << 20
+            before = set(reaper.descendants()) if not self.address else set()
             ray.init(**kw)
+            if not self.address:  # a local Ray: its agents must not outlive a killed driver
+                self._reaper = reaper.watch(before)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # the priority order is the order points are written in
         ctx.enable_progress_bars = False
@@ -200,6 +205,10 @@ class RayEngine:
 
         if ray.is_initialized() and not self.address:
             ray.shutdown()
+        watcher, self._reaper = self._reaper, None
+        if watcher is not None:
+            watcher.terminate()
+            watcher.wait(timeout=10)
 
 
 def _results(ds: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

@@ -224,3 +224,12 @@ def test_index_skips_poison_images_and_never_leaves_an_empty_collection(world):
     # search with a poison image is one line, not a traceback
     line = one_line(run("search", str(paths[0]), "--collection", "p", "--model", "omni@1", ok=False))
     assert "cannot be read as an image" in line
+
+
+@pytest.mark.parametrize("args", [("collection", "info", ""), ("upgrade", "plan", "", "--to", "omni@1"),
+                                  ("upgrade", "status", "")])
+def test_an_empty_collection_name_is_one_line(world, args):
+    """``''`` as a collection name used to end in "unexpected ValueError" (#20, finding 11)."""
+    _, run = world
+    line = one_line(run(*args, ok=False))
+    assert "collection name '' is empty; give a collection's or an alias's name (collections: g)" in line

@@ -56,3 +56,24 @@ def test_grayscale_of_rgb_image():
     spec = InputSpec(size=8, channels=1, mean=(0.0,), std=(1.0,))
     img = Image.new("RGB", (8, 8), (255, 255, 255))
     assert np.allclose(preprocess([img], spec), 1.0)
+
+
+def test_deep_images_are_scaled_not_clipped(tmp_path):
+    """A float TIFF in [0, 1] used to be read as black and a 16-bit PNG as white (#20, finding 11): each must give
+    the tensor of the same picture saved as 8 bits."""
+    from qdrant_compat.data.images import load_image
+
+    ramp8 = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))  # 16x16, 0..240
+    spec = InputSpec(size=16, channels=1, mean=(0.0,), std=(1.0,))
+    want = preprocess([ramp8], spec)
+    Image.fromarray(ramp8.astype(np.float32) / 255.0, mode="F").save(tmp_path / "unit.tif")
+    Image.fromarray(ramp8.astype(np.float32), mode="F").save(tmp_path / "bytes.tif")
+    Image.fromarray(ramp8.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    for name in ("unit.tif", "bytes.tif", "deep.png"):
+        img = load_image(tmp_path / name)
+        assert img.mode in ("F", "I", "I;16"), (name, img.mode)  # Pillow really gives a deep image
+        got = preprocess([img], spec)
+        assert np.abs(got - want).max() <= 1 / 255 + 1e-6, name
+    Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(InvalidArgumentError, match="NaN or infinite pixel values"):
+        preprocess([load_image(tmp_path / "nan.tif")], spec)

@@ -284,3 +284,35 @@ def test_the_ray_decode_task_tells_an_unreachable_image_from_a_bad_one(tmp_path)
                   reader=ImageRefs(timeout=0.3, retries=0))
     assert list(out["status"]) == ["unreachable", "failed", "missing"]
     assert "pw@" not in out["error"][0] and "***@" in out["error"][0]
+
+
+_KILLED_DRIVER = """
+import json, os, signal
+from qdrant_compat.engines import reaper
+from qdrant_compat.engines.ray_data import RayEngine
+before = set(reaper.descendants())
+RayEngine(workers=1, num_cpus=1, object_store_mb=80).connect()
+ray_procs = [p for p in reaper.descendants() if p not in before]  # Ray's processes and the watcher
+print(json.dumps(ray_procs), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="the reaper reads /proc (Linux)")
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
+    """SIGKILL the process that started a local Ray: its GCS and raylet die with it, but its two agents used to
+    outlive it by about 65 s (#20, finding 11). Every process it started must be gone within 15 s."""
+    import subprocess
+    import sys
+
+    from qdrant_compat.engines import reaper
+
+    res = subprocess.run([sys.executable, "-c", _KILLED_DRIVER], capture_output=True, text=True, timeout=120)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    started = [tuple(p) for p in json.loads(res.stdout.strip().splitlines()[-1])]
+    assert len(started) >= 3  # gcs_server, raylet and the agents at least
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(reaper.is_alive(*p) for p in started):
+        time.sleep(0.5)
+    left = [p for p in started if reaper.is_alive(*p)]
+    assert not left, f"{len(left)} of {len(started)} processes still alive: {left}"
