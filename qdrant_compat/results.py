@@ -78,6 +78,7 @@ class StatusReport(Result):
     vectors: dict[str, VectorStatus]
     job: JobState | None
     blue_green: dict[str, Any] | None = None  # blue, green, alias and where it points, mirroring
+    lacking_target: int = 0  # points without the job's target vector (after a cutover: 'upgrade run' fills them)
 
 
 @dataclass(repr=False)

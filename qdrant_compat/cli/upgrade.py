@@ -10,7 +10,7 @@ import click
 
 from qdrant_compat.cli.context import CliState, FiniteRange, pass_state
 from qdrant_compat.engines import ENGINES
-from qdrant_compat.enums import Layout, Priority, Strategy, choices
+from qdrant_compat.enums import Layout, Phase, Priority, Strategy, choices
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -152,6 +152,9 @@ def status(state: CliState, collection: str) -> None:
                          + (f", locked by {j.lock.owner}" if j.lock else ""))
             if j.cleanup is not None:
                 lines.append(f"  cleanup: backup {j.cleanup.backup}" + ("" if j.cleanup.dropped else " (drop not finished)"))
+            if s.lacking_target and j.phase == Phase.CUT_OVER:
+                lines.append(f"  {s.lacking_target} point(s) lack '{j.target}' (written around qdrant-compat since the "
+                             f"cutover): 'upgrade run {s.collection}' fills them")
             lines += [f"    {e}" for e in j.errors[:5]]
         return "\n".join(lines)
 

@@ -68,8 +68,11 @@ def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
                                      failed=marks[Mark.FAILED], unreachable=marks[Mark.UNREACHABLE],
                                      unmarked=unmarked_vec if filled_by_job and not converts else 0,
                                      indexed=0 if filled_by_job else unmarked_vec)
-    return StatusReport(collection=collection, points=client.store.count(collection), read=meta.read,
-                        write=list(meta.write), vectors=vectors, job=meta.job, blue_green=extra)
+    total = client.store.count(collection)
+    job = meta.job
+    lacking = total - vectors[job.target].points if job is not None and job.target in vectors else 0
+    return StatusReport(collection=collection, points=total, read=meta.read, write=list(meta.write), vectors=vectors,
+                        job=job, blue_green=extra, lacking_target=lacking)
 
 
 CUTOVER_GRACE_S = 2.0
@@ -284,9 +287,8 @@ def cleanup(client: CompatClient, collection: str, *, yes: bool = False, backup_
             raise UpgradeError(
                 f"cleanup refused: {only_old} point(s) of '{collection}' hold '{job.source}' but not '{job.target}' "
                 "(written after the cutover around qdrant-compat, e.g. with plain qdrant-client); dropping the old "
-                f"vector would leave them with none. Fill them first: 'upgrade rollback {collection}', 'upgrade run "
-                f"{collection} --to {job.target_model} --strategy backfill', 'upgrade cutover {collection}', then clean "
-                "up. Nothing was dropped")
+                f"vector would leave them with none. Fill them first with 'upgrade run {collection}', then clean up. "
+                "Nothing was dropped")
     if job.cleanup is None:
         # step 1: the backup, recorded before anything is dropped
         job.cleanup = CleanupRecord(vector=job.source, backup=client.store.backup(collection, backup_dir))

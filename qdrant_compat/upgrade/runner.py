@@ -649,6 +649,7 @@ def run_upgrade(
     if job is not None and job.layout == Layout.BLUE_GREEN and (target_ref is None or target_ref == job.target_model):
         blue = job.blue if job.blue else collection
         bjob = client.get_meta(blue).job if client.store.exists(blue) else None
+        _refuse_during_cutover(bjob, blue)
         if bjob is not None and bjob.green and (bjob.phase.open or bjob.phase == Phase.ROLLED_BACK):
             if dry_run:
                 return RunReport(blue, job=bjob, dry_run=True, remaining=_bg_remaining(client, blue, bjob))
@@ -656,7 +657,7 @@ def run_upgrade(
     plan = None
     resumable = job is not None and job.phase.open and (target is None or target_ref == job.target_model) \
         and (strategy is None or Strategy.parse(strategy, "strategy") == job.strategy)
-    if not resumable and target is not None:
+    if not resumable and target is not None and not _after_cutover(job, target_ref, strategy):
         plan = plan_upgrade(client, collection, target, strategy=strategy, converter=converter,
                             image_field=image_field or DEFAULT_IMAGE_FIELD, layout=layout, into=into, alias=alias)
         if plan.layout == Layout.BLUE_GREEN:
@@ -688,6 +689,29 @@ def run_upgrade(
             return _run_blue_green(client, collection, fill)
     return _run_in_place(client, collection, target, fill, strategy=strategy, converter=converter, priority=priority,
                          image_field=image_field, dry_run=dry_run, plan=plan)
+
+
+def _refuse_during_cutover(job: JobState | None, collection: str) -> None:
+    """A run must not resume a job a cutover holds: its heartbeat would write 'running' over 'cutting_over'.
+
+    Raises:
+        UpgradeError: with what to do (wait, or rerun the cutover a killed one left behind, or roll back).
+    """
+    if job is not None and job.phase == Phase.CUTTING_OVER:
+        raise UpgradeError(
+            f"collection '{collection}' is cutting over to {job.target_model} (job {job.id}): a run cannot resume it "
+            f"now. Wait for the cutover to finish; if it was killed, 'upgrade cutover {collection}' finishes it and "
+            f"'upgrade rollback {collection}' undoes it")
+
+
+def _after_cutover(job: JobState | None, target_ref: str | None, strategy: Strategy | str | None) -> bool:
+    """An in-place job already cut over (and not being cleaned up): its collection may hold points written since
+    around qdrant-compat (plain qdrant-client, a writer slower than the grace period) with only the old vector;
+    a run for the same target fills them and leaves the job cut over."""
+    return (job is not None and job.phase == Phase.CUT_OVER and job.layout != Layout.BLUE_GREEN
+            and job.strategy != Strategy.ADOPT and job.cleanup is None
+            and (target_ref is None or target_ref == job.target_model)
+            and (strategy is None or Strategy.parse(strategy, "strategy") == job.strategy))
 
 
 def _bg_remaining(client: CompatClient, blue: str, bjob: JobState) -> int:
@@ -769,8 +793,12 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
     owner = owner or make_owner()
     meta = client.get_meta(collection)
     job = meta.job
-    resumable = job is not None and job.phase.open and (target is None or client.card(target).ref == job.target_model) \
-        and (strategy is None or Strategy.parse(strategy, "strategy") == job.strategy)
+    target_ref = client.card(target).ref if target is not None else None
+    if target_ref is None or (job is not None and target_ref == job.target_model):
+        _refuse_during_cutover(job, collection)
+    catch_up = _after_cutover(job, target_ref, strategy)
+    resumable = catch_up or (job is not None and job.phase.open and (target_ref is None or target_ref == job.target_model)
+                             and (strategy is None or Strategy.parse(strategy, "strategy") == job.strategy))
     if not resumable:
         if target is None:
             raise UpgradeError(f"collection '{collection}' has no upgrade job to resume; name the target model")
@@ -795,7 +823,12 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
             filled = client.count_with_vector(collection, job.target) if job.strategy != Strategy.ADOPT else total
             return RunReport(collection, job=job, dry_run=True, remaining=total - filled)
         check_lock(job, owner)
-        job.phase = Phase.RUNNING if job.strategy != Strategy.ADOPT else job.phase
+        if catch_up:
+            lacking = client.store.count(collection) - client.count_with_vector(collection, job.target)
+            log.info("job %s is cut over; %d point(s) lack '%s' (written around qdrant-compat since): filling them",
+                     job.id, lacking, job.target)
+        else:
+            job.phase = Phase.RUNNING if job.strategy != Strategy.ADOPT else job.phase
     sess = _Session(client, collection, owner, lock_ttl)
     meta, current = sess.load()
     check_lock(current, owner)
@@ -843,5 +876,9 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
         except Exception:  # pragma: no cover - best effort on the way out
             pass
         raise
-    return RunReport(collection, job=job, processed=processed, remaining=total - filled,
-                     seconds=time.perf_counter() - t0, stopped_early=stopped, stage_seconds=stages)
+    rep = RunReport(collection, job=job, processed=processed, remaining=total - filled,
+                    seconds=time.perf_counter() - t0, stopped_early=stopped, stage_seconds=stages)
+    if catch_up:
+        rep.notes.append(f"'{collection}' was already cut over to {job.target_model}: this run filled {processed} point(s) "
+                         f"written since without '{job.target}'" + (f"; {total - filled} still lack it" if filled < total else ""))
+    return rep

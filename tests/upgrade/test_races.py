@@ -241,3 +241,31 @@ def test_rollback_of_an_adopt_stops_the_new_models_queries(world, trained, omni_
     fit_and_register(client.registry, "omni-indep@2", "omni@1", "linear", direction="new_to_old", images=omni_train,
                      conv_id="ad21")
     assert client.route("g", "omni-indep@2").via == "adapter"
+
+
+def test_a_run_started_during_the_cutover_grace_period_does_not_resume_the_job(world):
+    """'cutting_over' counted as an open phase, so a run started in the grace period resumed the job and its
+    heartbeat wrote 'running' over the cutover's phase: the collection ended switched while the job said running
+    and cleanup was refused (#18). The run must refuse, and the cutover finish as if it had not been tried."""
+    tmp, client = world
+    run_upgrade(client, "g", "omni-indep@2", strategy="backfill")
+    from qdrant_compat.upgrade import lifecycle
+
+    seen: list[Exception] = []
+    real_sleep = lifecycle.time.sleep
+
+    def run_meanwhile(s):
+        try:
+            run_upgrade(CompatClient(client.qdrant, registry=client.registry), "g")
+        except UpgradeError as exc:
+            seen.append(exc)
+        real_sleep(0)
+
+    lifecycle.time.sleep = run_meanwhile
+    try:
+        out = cutover(client, "g", grace=0.5)
+    finally:
+        lifecycle.time.sleep = real_sleep
+    assert len(seen) == 1 and "is cutting over" in str(seen[0]) and "upgrade cutover" in str(seen[0])
+    meta = client.get_meta("g")
+    assert out.read == "omni-indep@2" and meta.read == "omni-indep@2" and meta.job.phase == Phase.CUT_OVER

@@ -247,6 +247,46 @@ def test_cleanup_counts_and_compares_before_it_drops(world):
     assert "omni-indep@2" in got.vector  # the point survived with the new model's vector
 
 
+@pytest.mark.parametrize("strategy", ["backfill", "convert"])
+def test_a_run_after_the_cutover_fills_points_written_around_the_tool(world, omni_train, strategy):
+    """A stale or raw writer after an in-place cutover leaves points with only the old vector, unfindable by the
+    new model; 'upgrade run' used to answer "no upgrade job to resume" and '--to' "already serves" (#20, finding 2).
+    The run fills exactly those points, with what the strategy writes, and the job stays cut over."""
+    from qdrant_client import models as qm
+
+    from qdrant_compat.enums import Phase
+
+    tmp, client = world
+    if strategy == "convert":
+        fit_and_register(client.registry, "omni@1", "omni-indep@2", "linear", images=omni_train)
+    run_upgrade(client, "g", "omni-indep@2", strategy=strategy, batch_size=64)
+    cutover(client, "g", grace=0)
+    imgs = [str(p) for p in sorted((tmp / "gallery").rglob("*.png"))[:3]]
+    old_vecs = Embedder(client.registry.get_model("omni@1")).embed(imgs)
+    existing = next(iter(client.scroll_all("g"))).id  # a raw upsert of an existing point replaces all its vectors
+    ids = [777001, 777002, existing]
+    client.qdrant.upsert("g", points=[qm.PointStruct(id=i, vector={"omni@1": v.tolist()}, payload={"image_path": p})
+                                      for i, v, p in zip(ids, old_vecs, imgs, strict=True)], wait=True)
+    assert upgrade_status(client, "g").lacking_target == 3
+    rep = run_upgrade(client, "g")  # plain resume
+    assert rep.processed == 3 and rep.remaining == 0 and "already cut over" in rep.notes[-1]
+    meta = client.get_meta("g")
+    assert meta.job.phase == Phase.CUT_OVER and meta.read == "omni-indep@2"
+    got = {r.id: np.asarray(r.vector["omni-indep@2"]) for r in client.qdrant.retrieve("g", ids, with_vectors=True)}
+    if strategy == "backfill":
+        want = Embedder(client.registry.get_model("omni-indep@2")).embed(imgs)
+    else:
+        conv = client.registry.find_converters(client.registry.get_model("omni@1").card,
+                                               client.registry.get_model("omni-indep@2").card)[0]
+        want = client.converters.apply(conv.id, old_vecs)
+    want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    for i, w in zip(ids, want, strict=True):
+        assert np.allclose(got[i] / np.linalg.norm(got[i]), w, atol=1e-5), i
+    assert run_upgrade(client, "g", "omni-indep@2").processed == 0  # with --to: the same, nothing left
+    cleanup(client, "g", yes=True)  # now nothing blocks the drop
+    assert all("omni-indep@2" in r.vector for r in client.qdrant.retrieve("g", ids, with_vectors=True))
+
+
 def test_ctrl_c_in_the_cutover_grace_period_leaves_nothing_half_done(world, monkeypatch):
     """Interrupted while waiting out the grace period, the cutover returns the job to its previous phase: old-model
     writes are accepted again (they were refused while it stayed 'cutting_over')."""
