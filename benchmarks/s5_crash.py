@@ -1,7 +1,7 @@
 """Benchmark S5: SIGKILL ``upgrade run``, ``upgrade cutover`` and ``upgrade cleanup`` at random points,
 resume, verify (20 trials each).
 
-    python -m benchmarks.s5_crash [--trials 20] [--images 500] [--only run|cutover|cleanup]
+    python -m benchmarks.s5_crash [--trials 20] [--images 500] [--only run|cutover|cleanup|raw]
 
 Real images (the Omniglot fixture), the embedded store, the CLI in a subprocess. Each trial starts from a
 copy of the same collection state, kills the command after a random delay, records *where* the kill landed
@@ -11,6 +11,12 @@ copy of the same collection state, kills the command after a random delay, recor
 * cutover: queries read the target, every point still holds both vectors, payloads unchanged;
 * cleanup: the old vector is gone, exactly one backup is recorded and it restores every point with the
   old vector (a complete backup, never one of a half-dropped collection), target vectors intact.
+
+``raw`` trials put a raw qdrant-client writer (old vector only; an upsert of an existing point replaces all its
+vectors) at a random moment of the fill, the cutover's grace period, after the cutover, or between cleanup's
+count and its drop. The embedded store admits one process, so the writer runs in the tool's process, hooked
+into the store calls. The tool's commands are then driven as an operator would (rerun what refuses, with the
+remedy its message names), and every point must end holding the new model's vector of its own image.
 """
 
 from __future__ import annotations
@@ -175,18 +181,112 @@ def trial_cleanup(tmp: Path, rng: np.random.Generator) -> dict[str, Any]:
             "partial_files_left": partial, "restored_points": restored, "old_vectors_in_backup": old_in_backup}
 
 
+RAW_STAGES = ("fill", "cutover", "after_cutover", "cleanup")
+
+
+def trial_raw(tmp: Path, rng: np.random.Generator, batch: int) -> dict[str, Any]:
+    """One raw writer at a random moment of one step; then the commands to the end; then every point checked."""
+    from qdrant_client import models as qm
+
+    from qdrant_compat.errors import UpgradeError
+    from qdrant_compat.store import Store
+    from qdrant_compat.upgrade import cleanup, cutover, lifecycle, run_upgrade
+
+    store = _fresh(tmp, "store0")
+    c = CompatClient(path=str(store), registry=tmp / "reg", meta_ttl=0)
+    images = sorted(str(p.resolve()) for p in (tmp / "gallery").rglob("*.png"))
+    ids = [r.id for r in c.scroll_all("g")]
+    stage = RAW_STAGES[int(rng.integers(len(RAW_STAGES)))]
+    n_writes = int(rng.integers(1, 4))
+    emb_old = Embedder(c.registry.get_model("omni@1"))
+    written: dict[Any, str] = {}
+
+    def raw_writes() -> None:
+        for _ in range(n_writes):
+            pid = ids[int(rng.integers(len(ids)))] if rng.random() < 0.5 else 10_000_000 + len(written)
+            img = images[int(rng.integers(len(images)))]
+            c.qdrant.upsert("g", points=[qm.PointStruct(id=pid, vector={"omni@1": emb_old.embed([img])[0].tolist()},
+                                                        payload={"image_path": img})], wait=True)
+            written[pid] = img
+
+    hooks: list[tuple[Any, str, Any]] = []
+
+    def hook(owner: Any, name: str, after_calls: int) -> None:
+        real, calls = getattr(owner, name), [0]
+
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            out = real(*a, **kw)
+            calls[0] += 1
+            if calls[0] == after_calls:
+                raw_writes()
+            return out
+
+        hooks.append((owner, name, real))
+        setattr(owner, name, wrapped)
+
+    n_batches = -(-len(ids) // batch)
+    if stage == "fill":
+        hook(Store, "write_vectors", int(rng.integers(1, n_batches + 1)))
+    elif stage == "cutover":
+        hook(lifecycle.time, "sleep", 1)
+    elif stage == "cleanup":
+        hook(Store, "backup", 1)
+    steps: list[str] = []
+    try:
+        for _ in range(4):  # the operator: run until filled, cut over, clean up; rerun what refuses
+            rep = run_upgrade(c, "g", "omni@2", strategy="backfill", batch_size=batch)
+            steps.append(f"run {rep.processed}")
+            try:
+                cutover(c, "g", grace=0.2)
+                steps.append("cutover")
+                break
+            except UpgradeError as exc:
+                steps.append(f"cutover refused ({str(exc)[:60]})")
+        if stage == "after_cutover":
+            raw_writes()
+        for _ in range(3):
+            try:
+                out = cleanup(c, "g", yes=True, backup_dir=tmp / "bk")
+                steps.append(f"cleanup ({out.left_without_vector} left without a vector)")
+                break
+            except UpgradeError as exc:
+                steps.append(f"cleanup refused ({str(exc)[:60]})")
+                steps.append(f"run {run_upgrade(c, 'g').processed}")
+        steps.append(f"run {run_upgrade(c, 'g').processed}")  # fills what the cleanup reported, if anything
+    finally:
+        for owner, name, real in hooks:
+            setattr(owner, name, real)
+    emb_new = Embedder(c.registry.get_model("omni@2"))
+    recs = list(c.scroll_all("g", with_vectors=["omni@2"]))
+    wrong = [r.id for r in recs if "omni@2" not in (r.vector or {})]
+    raw_recs = [r for r in recs if r.id in written and r.id not in wrong]
+    want = emb_new.embed([written[r.id] for r in raw_recs]) if raw_recs else np.empty((0, 1))
+    for r, w in zip(raw_recs, want, strict=True):
+        got = np.asarray(r.vector["omni@2"])
+        if r.payload["image_path"] != written[r.id] or not np.allclose(got / np.linalg.norm(got), w / np.linalg.norm(w),
+                                                                         atol=1e-5):
+            wrong.append(r.id)
+    phase = str(c.get_meta("g").job.phase)
+    n_new = sum(1 for pid in written if pid not in ids)
+    ok = not wrong and len(recs) == len(ids) + n_new and phase == "cleaned"
+    c.close()
+    shutil.rmtree(tmp / "bk", ignore_errors=True)
+    return {"ok": ok, "killed": False, "delay": 0.0, "landed": stage, "raw_writes": len(written), "steps": steps,
+            "points_wrong": wrong[:10], "phase": phase}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--only", choices=["run", "cutover", "cleanup"], default=None)
+    ap.add_argument("--only", choices=["run", "cutover", "cleanup", "raw"], default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     rng = np.random.default_rng(args.seed)
-    kinds = [args.only] if args.only else ["run", "cutover", "cleanup"]
+    kinds = [args.only] if args.only else ["run", "cutover", "cleanup", "raw"]
     summary: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -200,7 +300,8 @@ def main() -> None:
             results = []
             for i in range(args.trials):
                 r = (trial_run(tmp, rng, args.batch_size) if kind == "run" else
-                     trial_cutover(tmp, rng) if kind == "cutover" else trial_cleanup(tmp, rng))
+                     trial_cutover(tmp, rng) if kind == "cutover" else
+                     trial_raw(tmp, rng, args.batch_size) if kind == "raw" else trial_cleanup(tmp, rng))
                 log.info("%s trial %d: killed=%s after %.1fs, landed: %s -> ok=%s", kind, i, r["killed"], r["delay"],
                          r["landed"], r["ok"])
                 results.append(r)

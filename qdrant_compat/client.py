@@ -19,7 +19,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.enums import Mark, Phase, Relation, VectorState, Via
+from qdrant_compat.enums import Layout, Mark, Phase, Relation, VectorState, Via
 from qdrant_compat.errors import (
     CollectionNotFoundError,
     IncompatibleModelError,
@@ -118,6 +118,7 @@ class CompatClient:
         self.converters = ConverterRuntime(self.registry)
         self._cards: dict[str, tuple[Any, ModelCard]] = {}
         self.meta_ttl = meta_ttl
+        self.cutover_wait = 30.0  # seconds a write by the model a blue-green cutover switches to waits for the switch
         self._meta_cache: dict[str, tuple[float, CompatMeta]] = {}
         self._adapter_cache: tuple[float, list[Any]] | None = None
         self._alias_cache: dict[str, tuple[float, str]] = {}
@@ -221,7 +222,9 @@ class CompatClient:
         """
         extra: list[Edge] = []
         lin = card.lineage
-        if lin.relation == Relation.BCT and lin.parent and lin.parent_fingerprint and lin.evidence:
+        # evidence of unknown origin is never acted on, except a failed criterion (it only ever refuses)
+        if lin.relation == Relation.BCT and lin.parent and lin.parent_fingerprint and lin.evidence \
+                and (lin.evidence.get("criterion_met") is False or self.registry.vouches_for(card)):
             extra.append(Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=lin.parent,
                               stored_fingerprint=lin.parent_fingerprint, relation=Relation.BCT, evidence=dict(lin.evidence)))
         for conv in self._adapters():
@@ -357,8 +360,7 @@ class CompatClient:
             InvalidArgumentError: wrong dimension, NaN/inf, zero vectors, ids/payloads of the wrong length.
         """
         card = self.card(model)
-        coll = self.physical(name, fresh=True)
-        raw = self.get_meta(coll)
+        coll, raw = self._write_view(name, card)
         targets = self.write_targets(card, self.with_model_edges(raw, card), name)
         # blue-green: the collection being filled beside this one takes the same points; its own metadata decides
         # which of its vectors they fill, and both are checked before anything is written
@@ -387,6 +389,24 @@ class CompatClient:
                                   [{t.vector: converted[t.vector][j].tolist() for t in routes} for j in rows],
                                   [{**(dict(payloads[j]) if payloads is not None else {}), PROVENANCE_KEY: prov} for j in rows])
         return ids
+
+    def _write_view(self, name: str, card: ModelCard) -> tuple[str, CompatMeta]:
+        """The collection a write goes to now, and its metadata, read fresh.
+
+        A blue-green cutover to ``card``'s model checks, while the alias still names the old collection, that
+        both collections hold the same points, so writes into the old one are refused for that window; a write
+        by the model being cut over to waits for the switch (at most :attr:`cutover_wait` seconds) and then goes
+        to the new collection instead of being refused. Other writers are refused as before."""
+        deadline = time.monotonic() + self.cutover_wait
+        while True:
+            coll = self.physical(name, fresh=True)
+            meta = self.get_meta(coll)
+            job = meta.job
+            waiting = job is not None and job.phase == Phase.CUTTING_OVER and job.layout == Layout.BLUE_GREEN \
+                and job.target_model == card.ref and job.green is not None and job.green != coll
+            if not waiting or time.monotonic() >= deadline:
+                return coll, meta
+            time.sleep(0.05)
 
     def _mirror_meta(self, name: str, mirror: str) -> CompatMeta:
         try:

@@ -6,19 +6,33 @@ Layout::
                                   /card.json         ModelCard (fingerprint = sha256 of model.onnx)
                                   /classifier.safetensors   cosine-classifier weights (optional)
     <root>/converters/<id>/converter.onnx, card.json, head/ (config.json + weights.safetensors)
+    <root>/evidence.key                              this registry's key for the evidence it measured (0600)
 
 Versions are immutable: registering ``name@version`` again with other bytes is an error. Every load
 re-hashes the ONNX file, so a file changed behind the registry's back is caught, never served.
+
+Seals prove a card was not edited; they do not prove where its compatibility evidence came from (anyone can
+write a card whose lineage claims ``criterion_met: true`` and seal it). Evidence this registry measured
+(``evaluate --record``, :func:`~qdrant_compat.evaluation.record_bct_evidence`) is signed with ``evidence.key``
+(HMAC-SHA256 over the model's and its parent's fingerprints and the figures); only signed evidence is acted on
+(adopt, routing). Evidence that arrives with a registered card is kept and shown, and acted on only when the
+registration says so explicitly (``trust_evidence=True``, ``model register --trust-evidence``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
+import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +46,8 @@ from qdrant_compat.errors import (
 
 log = logging.getLogger(__name__)
 DEFAULT_REGISTRY = "qdrant_compat_registry"
+EVIDENCE_KEY_FILE = "evidence.key"
+SIGNATURE = "signature"  # the evidence dict's key holding this registry's signature
 REGISTRY_ENV = "QDRANT_COMPAT_REGISTRY"
 
 
@@ -78,6 +94,51 @@ class Registry:
             return ""
         return f"; {self.root} does not exist: pass --registry DIR or set {REGISTRY_ENV}"
 
+    # -------------------------------------------------------------- evidence
+    def _evidence_key(self, *, create: bool) -> bytes | None:
+        path = self.root / EVIDENCE_KEY_FILE
+        if not path.exists() and create:
+            _ensure(self.root)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first: use theirs
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32))
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _evidence_digest(key: bytes, card: ModelCard, evidence: dict[str, Any]) -> str:
+        body = json.loads(json.dumps({k: v for k, v in evidence.items() if k != SIGNATURE}))  # as stored in card.json
+        msg = json.dumps({"model": card.fingerprint, "parent": card.lineage.parent,
+                          "parent_fingerprint": card.lineage.parent_fingerprint, "evidence": body},
+                         sort_keys=True, separators=(",", ":"))
+        return hmac.new(key, msg.encode(), hashlib.sha256).hexdigest()
+
+    def sign_evidence(self, card: ModelCard, evidence: dict[str, Any]) -> dict[str, Any]:
+        """``evidence`` for ``card``'s lineage, signed by this registry (the key is made on first use).
+
+        @private
+        """
+        key = self._evidence_key(create=True)
+        if key is None:
+            raise CorruptArtifactError(f"{self.root / EVIDENCE_KEY_FILE} is unreadable; remove it to make a new key "
+                                       "(evidence signed with the old one is then no longer acted on)")
+        return {**{k: v for k, v in evidence.items() if k != SIGNATURE}, SIGNATURE: self._evidence_digest(key, card, evidence)}
+
+    def vouches_for(self, card: ModelCard) -> bool:
+        """Whether ``card``'s lineage evidence was measured (or explicitly trusted) by this registry."""
+        ev = card.lineage.evidence
+        sig = ev.get(SIGNATURE) if ev else None
+        if not isinstance(sig, str):
+            return False
+        key = self._evidence_key(create=False)
+        return key is not None and hmac.compare_digest(sig, self._evidence_digest(key, card, ev))
+
     # ---------------------------------------------------------------- models
     def _model_dir(self, name: str, version: str) -> Path:
         return self.root / "models" / name / version
@@ -89,8 +150,12 @@ class Registry:
         classifier: np.ndarray | str | Path | None = None,
         *,
         exist_ok: bool = True,
+        trust_evidence: bool = False,
     ) -> ModelCard:
         """Copy ``onnx_path`` into the registry under ``card.ref`` and return the card with its fingerprint.
+
+        ``trust_evidence``: sign the compatibility evidence the card brings in its lineage, so it is acted on as if
+        measured here; by default it is kept, shown, and not acted on (re-measure with ``evaluate --record``).
 
         Raises:
             InvalidArgumentError: the version exists with different bytes (versions are immutable).
@@ -117,6 +182,13 @@ class Registry:
                 raise InvalidArgumentError(f"{card.ref} is already registered")
             return existing.card
         check_graph(onnx_path, card)
+        if card.lineage.evidence:
+            ev = self.sign_evidence(card, card.lineage.evidence) if trust_evidence else \
+                {k: v for k, v in card.lineage.evidence.items() if k != SIGNATURE}  # another registry's signature means nothing here
+            card = card.with_(lineage=dataclasses.replace(card.lineage, evidence=ev))
+            if not trust_evidence:
+                log.warning("%s brings compatibility evidence this registry did not measure: kept, not acted on "
+                            "(re-measure with 'evaluate --record', or register with --trust-evidence)", card.ref)
         card = card.sealed()
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(self.root)))
         try:

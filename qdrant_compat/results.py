@@ -112,3 +112,4 @@ class CleanupResult(Result):
     resumed: bool = False
     dry_run: bool = False
     drops_collection: bool = False  # blue-green: ``drops`` is the old collection, not a vector
+    left_without_vector: int = 0  # points a raw writer wrote during the cleanup: no vector now ('upgrade run' fills them)

@@ -20,13 +20,22 @@ def model_group() -> None:
               help="model card JSON (name, version, dim, input, ...)")
 @click.option("--classifier", type=click.Path(exists=True, dir_okay=False), default=None,
               help="classifier weights (.npy, shape (num_classes, dim))")
+@click.option("--trust-evidence", is_flag=True,
+              help="Act on the compatibility evidence the card's lineage claims (adopt, routing) as if measured here. "
+                   "Without it the evidence is kept and shown, never acted on: measure it with 'evaluate --record'.")
 @pass_state
-def register(state: CliState, onnx_file: str, card_file: str, classifier: str | None) -> None:
+def register(state: CliState, onnx_file: str, card_file: str, classifier: str | None, trust_evidence: bool) -> None:
     """Register an ONNX extractor with its card (the fingerprint is computed here)."""
     from qdrant_compat.cards import ModelCard
 
-    card = state.registry.register_model(onnx_file, ModelCard.load(card_file), classifier=classifier)
-    state.emit(card.to_dict(), f"registered {card.ref} ({card.fingerprint[:12]}…)")
+    card = state.registry.register_model(onnx_file, ModelCard.load(card_file), classifier=classifier,
+                                         trust_evidence=trust_evidence)
+    note = ""
+    if card.lineage.evidence:
+        note = ("; its compatibility evidence is trusted (--trust-evidence)" if trust_evidence else
+                "; its card claims compatibility evidence this registry did not measure: shown, not acted on "
+                "(measure it with 'evaluate --record', or register with --trust-evidence)")
+    state.emit(card.to_dict(), f"registered {card.ref} ({card.fingerprint[:12]}…){note}")
 
 
 @model_group.command("import")
@@ -96,7 +105,12 @@ def inspect(state: CliState, ref: str) -> None:
     m = state.registry.get_model(ref)
     d = m.card.to_dict()
     d["classes"] = f"{len(m.card.classes)} classes"
-    state.emit({**m.card.to_dict(), "onnx": str(m.onnx_path), "has_classifier": m.classifier_path is not None},
-               json.dumps(d, indent=2))
+    origin = None
+    if m.card.lineage.evidence:
+        origin = "measured here (signed by this registry)" if state.registry.vouches_for(m.card) else \
+            "not measured by this registry: shown, not acted on"
+    state.emit({**m.card.to_dict(), "onnx": str(m.onnx_path), "has_classifier": m.classifier_path is not None,
+                "evidence_origin": origin},
+               json.dumps(d, indent=2) + (f"\nevidence: {origin}" if origin else ""))
 
 

@@ -152,7 +152,12 @@ def status(state: CliState, collection: str) -> None:
                          + (f", locked by {j.lock.owner}" if j.lock else ""))
             if j.cleanup is not None:
                 lines.append(f"  cleanup: backup {j.cleanup.backup}" + ("" if j.cleanup.dropped else " (drop not finished)"))
-            if s.lacking_target and j.phase == Phase.CUT_OVER:
+            name = (s.blue_green["alias"] or s.blue_green["blue"]) if s.blue_green else s.collection
+            if Phase.CUTTING_OVER in (j.phase, (s.blue_green or {}).get("blue_phase")):
+                lines.append(f"  a cutover is running or was interrupted: writes that cannot fill '{j.target}' are refused "
+                             f"until it ends; if no cutover is running, 'upgrade cutover {name}' finishes it and "
+                             f"'upgrade rollback {name}' undoes it")
+            if s.lacking_target and j.phase in (Phase.CUT_OVER, Phase.CLEANED):
                 lines.append(f"  {s.lacking_target} point(s) lack '{j.target}' (written around qdrant-compat since the "
                              f"cutover): 'upgrade run {s.collection}' fills them")
             lines += [f"    {e}" for e in j.errors[:5]]
@@ -207,6 +212,9 @@ def cleanup_cmd(state: CliState, collection: str, yes: bool, backup_dir: str | N
     out = cleanup(state.client, collection, yes=yes, backup_dir=backup_dir, dry_run=dry_run)
     what = f"collection '{out.drops}'" if out.drops_collection else f"vector '{out.drops}' of '{collection}'"
     state.emit(out, f"{'would drop' if dry_run else 'dropped'} {what}"
-               + (f"; backup: {out.backup}" if out.backup else "") + (" (resumed)" if out.resumed else ""))
+               + (f"; backup: {out.backup}" if out.backup else "") + (" (resumed)" if out.resumed else "")
+               + (f"\nwarning: {out.left_without_vector} point(s) written around qdrant-compat during the cleanup hold no "
+                  f"vector now (their old vectors are in the backup); 'upgrade run {collection}' re-extracts them"
+                  if out.left_without_vector else ""))
 
 

@@ -85,6 +85,6 @@ def record_bct_evidence(registry: Registry, new: str, rep: CompatibilityReport,
         logging.getLogger(__name__).warning(
             "%s fails the compatibility criterion against %s (cross top-1 %.1f vs old/old %.1f): recorded as a failing "
             "edge; it will not be adopted", new, old, float(d.get("cross_top1", float("nan"))), float(d.get("old_top1", float("nan"))))
-    card = card.with_(lineage=replace(card.lineage, evidence=d))
+    card = card.with_(lineage=replace(card.lineage, evidence=registry.sign_evidence(card, d)))  # measured here
     registry.update_card(card)
     return card

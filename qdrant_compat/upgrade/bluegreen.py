@@ -450,6 +450,8 @@ def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str, grac
         raise UpgradeError(f"cannot roll back: '{blue}' was dropped by cleanup"
                            + (f"; restore its backup ({rec.backup}) into a new collection" if rec else ""))
     check_lock(bjob, owner)
+    if bjob.phase == Phase.CUTTING_OVER and gjob is not None and (not alias or client.store.resolve(alias) == blue):
+        return _undo_interrupted_cutover(client, blue, green, bjob, gjob, dry_run=dry_run, owner=owner)
     if gjob is None or gjob.phase != Phase.CUT_OVER:
         raise UpgradeError(f"nothing to roll back: job {bjob.id} is '{bjob.phase}' and alias '{alias}' still points at "
                            f"'{client.store.resolve(alias) if alias else blue}'")
@@ -476,6 +478,28 @@ def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str, grac
     gmeta.mirror = None
     client.put_meta(green, gmeta)
     log.info("rolled alias %s back from %s to %s", alias, green, blue)
+    return out
+
+
+def _undo_interrupted_cutover(client: CompatClient, blue: str, green: str, bjob: JobState, gjob: JobState, *,
+                              dry_run: bool, owner: str) -> RollbackResult:
+    """A cutover killed before the alias switch (SIGKILL, power loss): applications still see blue, but blue is
+    ``cutting_over`` (writes refused) and green may have switched its own metadata. Put both back as they were
+    before the cutover: green filled (or rolled back, if it had switched), blue filled and still mirroring."""
+    from qdrant_compat.upgrade.lifecycle import rollback_in_place
+
+    out = RollbackResult(collection=blue, read=bjob.source, dry_run=dry_run, alias=bjob.alias)
+    if dry_run:
+        return out
+    if gjob.phase == Phase.CUT_OVER:
+        rollback_in_place(client, green, dry_run=False, owner=owner)
+    elif gjob.phase == Phase.CUTTING_OVER:
+        set_phase(client, green, Phase.FILLED)
+    gmeta = client.get_meta(green)
+    gmeta.mirror = None
+    client.put_meta(green, gmeta)
+    set_phase(client, blue, Phase.ROLLED_BACK if gjob.phase == Phase.CUT_OVER else Phase.FILLED)
+    log.info("undid the interrupted cutover of %s -> %s: alias %s still points at %s", blue, green, bjob.alias, blue)
     return out
 
 

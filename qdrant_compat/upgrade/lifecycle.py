@@ -45,7 +45,7 @@ def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
         store = client.store
         extra = {"blue": blue, "green": green, "alias": bjob.alias,
                  "alias_points_at": store.resolve(bjob.alias) if bjob.alias else None,
-                 "blue_exists": store.exists(blue), "green_exists": store.exists(green),
+                 "blue_exists": store.exists(blue), "green_exists": store.exists(green), "blue_phase": bjob.phase.value,
                  "mirror": {c: client.get_meta(c).mirror for c in (blue, green) if store.exists(c)}}
         if store.exists(green):
             collection = green
@@ -310,4 +310,13 @@ def cleanup(client: CompatClient, collection: str, *, yes: bool = False, backup_
     job.phase = Phase.CLEANED
     meta.job = job
     client.put_meta(collection, meta)
+    from qdrant_compat.store import lacks_vector
+
+    # a raw write that landed between the count above and the drop leaves a point with no vector at all
+    out.left_without_vector = client.store.count(collection, lacks_vector(job.target))
+    if out.left_without_vector:
+        log.warning("cleanup of %s: %d point(s) written around qdrant-compat during the cleanup hold no vector now "
+                    "(their old vectors are in the backup %s); %s", collection, out.left_without_vector,
+                    job.cleanup.backup, f"'upgrade run {collection}' re-extracts them from their images"
+                    if job.strategy.extracts else "restore them from the backup and upgrade them again")
     return out

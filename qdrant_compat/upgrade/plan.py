@@ -15,6 +15,7 @@ from qdrant_compat.data.images import ImageReader, ImageRefs, is_remote
 from qdrant_compat.enums import Layout, Relation, Strategy
 from qdrant_compat.errors import CorruptArtifactError, FingerprintMismatchError, InvalidArgumentError, UpgradeError
 from qdrant_compat.metadata import CompatMeta
+from qdrant_compat.registry import Registry
 from qdrant_compat.results import Result
 from qdrant_compat.store import record_vector
 
@@ -64,10 +65,12 @@ def check_source_fingerprint(client: CompatClient, meta: CompatMeta, collection:
     return card
 
 
-def bct_evidence(card: ModelCard, stored: ModelCard) -> dict[str, Any] | None:
-    """The evidence of a measured bct edge from ``card`` to ``stored`` (from the card's lineage), if any."""
+def bct_evidence(card: ModelCard, stored: ModelCard, registry: Registry) -> dict[str, Any] | None:
+    """The evidence of a measured bct edge from ``card`` to ``stored`` (from the card's lineage), if any, and if
+    ``registry`` measured it (or was told to trust it): evidence of unknown origin is never acted on."""
     lin = card.lineage
-    if lin.relation == Relation.BCT and lin.parent == stored.ref and lin.parent_fingerprint == stored.fingerprint:
+    if lin.relation == Relation.BCT and lin.parent == stored.ref and lin.parent_fingerprint == stored.fingerprint \
+            and lin.evidence and registry.vouches_for(card):
         return dict(lin.evidence)
     return None
 
@@ -118,7 +121,12 @@ def plan_upgrade(
     if src_entry.model == card.ref:
         raise UpgradeError(f"collection '{collection}' already serves {card.ref} from vector '{src}'")
     reasons: list[str] = []
-    ev = bct_evidence(card, src_card)
+    ev = bct_evidence(card, src_card, client.registry)
+    if ev is None and card.lineage.evidence and card.lineage.parent == src_card.ref:
+        claimed = card.lineage.evidence
+        reasons.append(f"{card.ref}'s card claims compatibility evidence (criterion_met: {claimed.get('criterion_met')}) "
+                       "that this registry did not measure: shown, not acted on. Measure it here with 'evaluate --record', "
+                       "or register the card with --trust-evidence")
     gate = card.training.get("gate") if card.lineage.parent == src_card.ref else None
     gate_failed = isinstance(gate, dict) and gate.get("criterion_met") is False
     bct_ok = ev is not None and ev.get("criterion_met") is True and not gate_failed
@@ -139,7 +147,7 @@ def plan_upgrade(
         reasons.append(f"{card.ref} has a bct edge to {src_card.ref} but its recorded criterion failed "
                        f"(cross top-1 {float(ev.get('cross_top1', float('nan'))):.1f} vs old/old "
                        f"{float(ev.get('old_top1', float('nan'))):.1f}): not adopting")
-    elif ev is None and card.lineage.parent == src_card.ref:
+    elif ev is None and card.lineage.parent == src_card.ref and not card.lineage.evidence:
         reasons.append(f"{card.ref} names {src_card.ref} as parent but carries no measured evidence "
                        "(run 'evaluate --record' first to adopt without rewriting)")
     if strategy is None:

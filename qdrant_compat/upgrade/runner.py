@@ -136,7 +136,7 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
                    phase=Phase.RUNNING)
     if plan.strategy == Strategy.ADOPT:
         src_card = client.registry.get_model(plan.source_model).card
-        ev = bct_evidence(card, src_card) or {}
+        ev = bct_evidence(card, src_card, client.registry) or {}
         meta.edges = [e for e in meta.edges if not (e.query == card.ref and e.stored == src_card.ref)] + [
             Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=src_card.ref,
                  stored_fingerprint=src_card.fingerprint, relation=Relation.BCT, evidence=ev)]
@@ -165,6 +165,8 @@ def _backfill_queue(client: CompatClient, collection: str, job: JobState, need: 
     from qdrant_compat.upgrade.priority import backfill_order, uncertainty_scores
 
     kind, w = job.priority, None
+    if kind == Priority.UNCERTAINTY and job.source not in client.store.vector_params(collection):
+        kind = Priority.ID  # cleaned up: no old vector left to score
     if kind == Priority.UNCERTAINTY:
         w = client.registry.get_model(job.source_model).classifier_weight()
         if w is None:
@@ -707,9 +709,11 @@ def _refuse_during_cutover(job: JobState | None, collection: str) -> None:
 def _after_cutover(job: JobState | None, target_ref: str | None, strategy: Strategy | str | None) -> bool:
     """An in-place job already cut over (and not being cleaned up): its collection may hold points written since
     around qdrant-compat (plain qdrant-client, a writer slower than the grace period) with only the old vector;
-    a run for the same target fills them and leaves the job cut over."""
-    return (job is not None and job.phase == Phase.CUT_OVER and job.layout != Layout.BLUE_GREEN
-            and job.strategy != Strategy.ADOPT and job.cleanup is None
+    a run for the same target fills them and leaves the job cut over. After cleanup (a raw write landed between
+    cleanup's check and its drop) only re-extraction from images can fill them."""
+    return (job is not None and job.layout != Layout.BLUE_GREEN and job.strategy != Strategy.ADOPT
+            and ((job.phase == Phase.CUT_OVER and job.cleanup is None)
+                 or (job.phase == Phase.CLEANED and job.strategy.extracts))  # the old vector is gone: from images only
             and (target_ref is None or target_ref == job.target_model)
             and (strategy is None or Strategy.parse(strategy, "strategy") == job.strategy))
 
@@ -810,7 +814,8 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
                         owner=owner, ttl=lock_ttl)
     else:
         assert job is not None
-        check_source_fingerprint(client, meta, collection, job.source)
+        if job.phase != Phase.CLEANED:  # cleaned up: the source vector and its entry are gone
+            check_source_fingerprint(client, meta, collection, job.source)
         field_now = image_field or fill.image_field
         if field_now and field_now != job.image_field and not dry_run:
             log.info("job %s: image field %r replaces %r; points marked missing under it are tried again", job.id,
@@ -840,7 +845,7 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
     processed = 0
     stages: dict[str, float] = {}
     try:
-        if job.strategy.converts:
+        if job.strategy.converts and job.phase != Phase.CLEANED:
             processed += _convert_stage(client, collection, job, sess, batch_size, progress, budget, fill.engine)
         if job.strategy.extracts and budget[0] != 0:
             processed += _backfill_stage(client, collection, job, sess, batch_size, progress, budget, seed, retry_missing,

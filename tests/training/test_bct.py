@@ -85,7 +85,8 @@ def test_bct_card_lineage_and_recorded_evidence(bct_world):
 def _with_evidence(registry, criterion_met: bool):
     card = registry.get_model("omni-bct@2").card
     ev = {"cross_top1": 40.0, "old_top1": 30.0 if criterion_met else 50.0, "criterion_met": criterion_met}
-    card = card.with_(lineage=dataclasses.replace(card.lineage, evidence=ev))
+    # signed as 'evaluate --record' signs what it measured: evidence of unknown origin is never acted on
+    card = card.with_(lineage=dataclasses.replace(card.lineage, evidence=registry.sign_evidence(card, ev)))
     registry.update_card(card)
     return card
 

@@ -332,3 +332,93 @@ def test_blue_green_cleanup_refuses_while_blue_holds_points_green_lacks(legacy):
     cutover(client, "live", grace=0)
     cleanup(client, "live", yes=True)
     assert len(client.qdrant.retrieve(GREEN, [777_777])) == 1
+
+
+def test_writes_of_the_new_model_pass_during_the_blue_green_cutover_window(legacy):
+    """Through the alias, during a blue-green cutover's grace-and-compare window, every write was refused, the new
+    model's too (#20, finding 3): a write by the model being cut over to now waits for the switch and lands in
+    the new collection; an old-model write is still refused (it cannot fill the new vector)."""
+    from qdrant_compat.errors import IncompatibleModelError
+
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    writer = CompatClient(client.qdrant, registry=client.registry, meta_ttl=0)
+    img = str(sorted((tmp / "gallery").rglob("*.png"))[0])
+    new_v = Embedder(client.registry.get_model("omni-indep@2")).embed([img])
+    old_v = Embedder(client.registry.get_model("omni@1")).embed([img])
+    results: dict[str, object] = {}
+
+    def write_in_window() -> None:
+        while client.get_meta("legacy").job.phase != Phase.CUTTING_OVER:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        try:
+            writer.upsert("live", "omni@1", old_v, ids=[20_001], payloads=[{"image_path": img}])
+            results["old"] = "written"
+        except IncompatibleModelError as exc:
+            results["old"] = str(exc)
+        writer.upsert("live", "omni-indep@2", new_v, ids=[20_002], payloads=[{"image_path": img}])
+        results["new_waited"] = time.monotonic() - t0
+
+    t = threading.Thread(target=write_in_window)
+    t.start()
+    out = cutover(client, "live", grace=0.6)
+    t.join(timeout=60)
+    assert out.alias == "live" and client.store.resolve("live") == GREEN
+    assert "is cutting over to" in str(results["old"])
+    assert 0 < results["new_waited"] < 30
+    got = client.qdrant.retrieve(GREEN, [20_002], with_vectors=True)
+    assert got and np.allclose(np.asarray(got[0].vector["omni-indep@2"]), new_v[0] / np.linalg.norm(new_v[0]), atol=1e-5)
+    assert not client.qdrant.retrieve("legacy", [20_002]) and not client.qdrant.retrieve(GREEN, [20_001])
+
+
+_KILLED_CUTOVER = """
+import os, sys
+from qdrant_compat import CompatClient
+from qdrant_compat.upgrade import cutover, lifecycle
+lifecycle.time.sleep = lambda s: os._exit(137)  # dies in the grace period, as a SIGKILL would: no handler runs
+c = CompatClient(path=sys.argv[1], registry=sys.argv[2])
+cutover(c, "live", grace=5)
+"""
+
+
+@pytest.mark.parametrize("then", ["rollback", "cutover"])
+def test_a_cutover_killed_in_its_grace_period_says_what_is_half_done_and_is_finished_or_undone(legacy, then):
+    """SIGKILL in a blue-green cutover left blue 'cutting_over', every write through the alias refused, and
+    'rollback' answered "nothing to roll back" (#20, finding 3). Status now says what is half-done; rollback undoes
+    it (old-model writes accepted again, the alias untouched), cutover finishes it."""
+    from click.testing import CliRunner
+
+    from qdrant_compat.cli.main import cli
+
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    client.close()
+    res = subprocess.run([sys.executable, "-c", _KILLED_CUTOVER, str(tmp / "store"), str(tmp / "reg")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 137, res.stderr[-2000:]
+    c = CompatClient(path=str(tmp / "store"), registry=tmp / "reg", meta_ttl=0)
+    try:
+        assert c.get_meta("legacy").job.phase == Phase.CUTTING_OVER and c.store.resolve("live") == "legacy"
+        img = str(sorted((tmp / "gallery").rglob("*.png"))[0])
+        old_v = Embedder(c.registry.get_model("omni@1")).embed([img])
+        with pytest.raises(Exception, match="is cutting over to"):
+            c.upsert("live", "omni@1", old_v, ids=[30_001], payloads=[{"image_path": img}])
+    finally:
+        c.close()
+    base = ["--path", str(tmp / "store"), "--registry", str(tmp / "reg"), "--no-progress"]
+    st = CliRunner().invoke(cli, [*base, "upgrade", "status", "live"], catch_exceptions=False)
+    assert "a cutover is running or was interrupted" in st.output and "'upgrade rollback live' undoes it" in st.output
+    done = CliRunner().invoke(cli, [*base, "upgrade", then, "live", "--grace", "0"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    c = CompatClient(path=str(tmp / "store"), registry=tmp / "reg", meta_ttl=0)
+    try:
+        if then == "rollback":
+            assert c.store.resolve("live") == "legacy" and c.get_meta("legacy").job.phase == Phase.FILLED
+            c.upsert("live", "omni@1", old_v, ids=[30_001], payloads=[{"image_path": img}])  # accepted again
+            assert c.qdrant.retrieve(GREEN, [30_001])  # and still mirrored into green
+            assert run_upgrade(c, "live").processed == 1  # the new point gets its new vector
+            assert cutover(c, "live", grace=0).alias == "live"  # and the cutover can be made again
+        assert c.store.resolve("live") == GREEN and c.get_meta("legacy").job.phase == Phase.CUT_OVER
+    finally:
+        c.close()

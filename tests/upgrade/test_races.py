@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -15,7 +16,7 @@ from qdrant_compat.errors import IncompatibleModelError, UpgradeError
 from qdrant_compat.evaluation import record_bct_evidence
 from qdrant_compat.evaluation.crossmodel import CompatibilityReport
 from qdrant_compat.runtime.embedder import Embedder
-from qdrant_compat.upgrade import cutover, rollback, run_upgrade, upgrade_status
+from qdrant_compat.upgrade import cutover, plan_upgrade, rollback, run_upgrade, upgrade_status
 
 
 def _old_vectors(client, n, seed):
@@ -269,3 +270,59 @@ def test_a_run_started_during_the_cutover_grace_period_does_not_resume_the_job(w
     assert len(seen) == 1 and "is cutting over" in str(seen[0]) and "upgrade cutover" in str(seen[0])
     meta = client.get_meta("g")
     assert out.read == "omni-indep@2" and meta.read == "omni-indep@2" and meta.job.phase == Phase.CUT_OVER
+
+
+def _forged_card(registry, trained, tmp):
+    """omni-indep@2's bytes under a new version whose hand-written card claims a passing bct edge to omni@1."""
+    from qdrant_compat.cards import Lineage
+
+    m = registry.get_model("omni-indep@2")
+    ev = {"criterion_met": True, "cross_top1": 99.0, "old_top1": 1.0, "signature": "0" * 64}
+    card = m.card.with_(version="9", fingerprint="", seal="", lineage=Lineage(
+        parent="omni@1", parent_fingerprint=trained[1].fingerprint, relation="bct", evidence=ev))
+    return m.onnx_path, card
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_forged_lineage_is_shown_but_never_acted_on_without_trust(world, trained, tmp_path, trust):
+    """A hand-written card claiming criterion_met was registered, 'plan' adopted it and queries were routed (#20,
+    finding 7). Seals prove integrity, not origin: only evidence this registry measured, or was explicitly told to
+    trust, is acted on."""
+    tmp, client = world
+    onnx, card = _forged_card(client.registry, trained, tmp_path)
+    reg = client.registry.register_model(onnx, card, trust_evidence=trust)
+    assert reg.lineage.evidence["cross_top1"] == 99.0  # kept and shown either way
+    assert client.registry.vouches_for(client.registry.get_model("omni-indep@9").card) is trust
+    p = plan_upgrade(client, "g", "omni-indep@9")
+    q = _old_vectors(client, 1, 6)[0]
+    if trust:
+        assert p.strategy == Strategy.ADOPT
+        assert client.query("g", "omni-indep@9", q, limit=1)
+        return
+    assert p.strategy == Strategy.BACKFILL
+    assert any("claims compatibility evidence (criterion_met: True) that this registry did not measure" in r
+               for r in p.reasons)
+    with pytest.raises(IncompatibleModelError, match="cannot search them"):
+        client.query("g", "omni-indep@9", q, limit=1)
+    with pytest.raises(UpgradeError, match="strategy adopt needs a measured bct edge"):
+        run_upgrade(client, "g", "omni-indep@9", strategy="adopt")
+
+
+def test_evidence_signed_by_another_registry_or_edited_is_not_trusted(world, trained, tmp_path):
+    """A card carrying a real signature from another registry, or this registry's signed evidence with a figure
+    changed and the seal recomputed, does not verify here."""
+    import shutil
+
+    from qdrant_compat import Registry
+
+    tmp, client = world
+    _give_bct_edge(client.registry, trained)
+    signed = client.registry.get_model("omni-indep@2").card
+    assert client.registry.vouches_for(signed)
+    other = Registry(tmp_path / "other")
+    shutil.copytree(client.registry.root / "models", other.root / "models")  # the cards, not the key
+    assert not other.vouches_for(other.get_model("omni-indep@2").card)
+    edited = signed.with_(lineage=dataclasses.replace(signed.lineage, evidence={**signed.lineage.evidence, "old_top1": 0.5}))
+    client.registry.update_card(edited)  # re-sealed: the seal is fine, the signature is not
+    assert not client.registry.vouches_for(client.registry.get_model("omni-indep@2").card)
+    assert plan_upgrade(client, "g", "omni-indep@2").strategy == Strategy.BACKFILL
