@@ -38,6 +38,7 @@ from qdrant_compat.enums import Layout, Phase, VectorState
 from qdrant_compat.errors import JobLockedError, UpgradeError
 from qdrant_compat.metadata import META_KEY, CleanupRecord, CompatMeta, JobState, Lock, VectorEntry
 from qdrant_compat.results import CleanupResult, CutoverResult, Result, RollbackResult
+from qdrant_compat.upgrade.jobs import advance
 from qdrant_compat.upgrade.state import check_lock
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,7 @@ def set_phase(client: CompatClient, coll: str, phase: Phase, *, hold: Lock | Non
               counts: dict[str, int] | None = None) -> None:
     meta = client.get_meta(coll)
     assert meta.job is not None
-    meta.job.phase = phase
+    advance(meta.job, phase, coll)
     if hold is not False:
         meta.job.lock = hold  # type: ignore[assignment]
     if counts is not None:
@@ -402,7 +403,7 @@ def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bo
     bmeta = client.get_meta(blue)
     bmeta.mirror = None
     assert bmeta.job is not None
-    bmeta.job.phase = Phase.CUT_OVER
+    advance(bmeta.job, Phase.CUT_OVER, blue)
     client.put_meta(blue, bmeta)
     log.info("cut over alias %s from %s to %s", alias, blue, green)
     out.alias, out.previous, out.collection = alias, blue, green
@@ -469,7 +470,7 @@ def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str, grac
     bmeta = client.get_meta(blue)
     bmeta.mirror = green  # keep green in sync for a later cutover
     assert bmeta.job is not None
-    bmeta.job.phase = Phase.ROLLED_BACK
+    advance(bmeta.job, Phase.ROLLED_BACK, blue)
     client.put_meta(blue, bmeta)
     if alias:
         client.store.point_alias(alias, blue)
@@ -559,7 +560,7 @@ def cleanup(client: CompatClient, name: str, *, yes: bool, backup_dir: Any, dry_
     gmeta = client.get_meta(green)
     assert gmeta.job is not None and gmeta.job.cleanup is not None
     gmeta.job.cleanup.dropped = True
-    gmeta.job.phase = Phase.CLEANED
+    advance(gmeta.job, Phase.CLEANED, green)
     client.put_meta(green, gmeta)
     log.info("dropped %s (backup %s); %s serves alias %s", blue, gmeta.job.cleanup.backup, green, gjob.alias)
     return out

@@ -14,6 +14,7 @@ from qdrant_compat.metadata import CleanupRecord, CompatMeta, Edge
 from qdrant_compat.results import CleanupResult, CutoverResult, RollbackResult, StatusReport, VectorStatus
 from qdrant_compat.routing import candidate_routes
 from qdrant_compat.store import mark_is
+from qdrant_compat.upgrade.jobs import advance
 from qdrant_compat.upgrade.state import JobState, check_lock, make_owner, provenance_key
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
         return _cutover_result(client, collection, job, dry_run=True)
     # 1. announce: writers that cannot reach the target are refused from now on
     previous = job.phase if job.phase != Phase.CUTTING_OVER else Phase.FILLED
-    job.phase = Phase.CUTTING_OVER
+    advance(job, Phase.CUTTING_OVER, collection)
     meta.job = job
     client.put_meta(collection, meta)
     try:
@@ -149,7 +150,7 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
     except BaseException:  # a failed check, an error, or Ctrl-C in the grace period: back to where it was
         meta = client.get_meta(collection)
         job = _job(meta, collection)
-        job.phase = previous
+        advance(job, previous, collection)
         meta.job = job
         client.put_meta(collection, meta)
         raise
@@ -164,7 +165,7 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
     meta.write = [job.target] + ([job.source] if back else [])
     if not back:
         meta.vectors[job.source].state = VectorState.RETIRED  # its model's queries would miss new points: refuse them
-    job.phase = Phase.CUT_OVER
+    advance(job, Phase.CUT_OVER, collection)
     meta.job = job
     client.put_meta(collection, meta)
     out.source_kept_in_sync = bool(back)
@@ -239,7 +240,7 @@ def rollback_in_place(client: CompatClient, collection: str, *, dry_run: bool, o
         meta.edges.append(Edge(query=tgt.ref, query_fingerprint=tgt.fingerprint, stored=src.ref,
                                stored_fingerprint=src.fingerprint, relation=Relation.BCT,
                                evidence={"criterion_met": False, "revoked": f"rolled back (job {job.id})"}))
-    job.phase = Phase.ROLLED_BACK
+    advance(job, Phase.ROLLED_BACK, collection)
     meta.job = job
     client.put_meta(collection, meta)
     return out
@@ -307,7 +308,7 @@ def cleanup(client: CompatClient, collection: str, *, yes: bool = False, backup_
     meta.write = [w for w in meta.write if w != job.source]
     meta.edges = [e for e in meta.edges if e.stored != job.source_model]
     job.cleanup.dropped = True
-    job.phase = Phase.CLEANED
+    advance(job, Phase.CLEANED, collection)
     meta.job = job
     client.put_meta(collection, meta)
     from qdrant_compat.store import lacks_vector

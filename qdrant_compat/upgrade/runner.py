@@ -26,6 +26,7 @@ from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, Job
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
 from qdrant_compat.results import Result
 from qdrant_compat.store import MIN_SERVER_FOR_NAMED_VECTORS, mark_is, mark_not_in, record_vector
+from qdrant_compat.upgrade.jobs import advance
 from qdrant_compat.upgrade.plan import UpgradePlan, bct_evidence, check_source_fingerprint, plan_upgrade
 from qdrant_compat.upgrade.state import DEFAULT_LOCK_TTL, JobState, Lock, check_lock, make_owner, new_job_id, provenance_key
 from qdrant_compat.upgrade.writes import CHANGED, FillTarget, Written, seen_key, write_extracted, write_vectors
@@ -89,7 +90,7 @@ class _Session:
             raise JobLockedError(f"upgrade job {job.id}: lock was taken over by {current.lock.owner}; stopping")
         current.counts = job.counts
         current.errors = job.errors
-        current.phase = job.phase
+        advance(current, job.phase, self.collection)
         self.save(meta, current)
         return current
 
@@ -140,7 +141,7 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
         meta.edges = [e for e in meta.edges if not (e.query == card.ref and e.stored == src_card.ref)] + [
             Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=src_card.ref,
                  stored_fingerprint=src_card.fingerprint, relation=Relation.BCT, evidence=ev)]
-        job.phase = Phase.FILLED
+        advance(job, Phase.FILLED, collection)
     elif plan.target not in meta.vectors or meta.vectors[plan.target].state == VectorState.RETIRED:
         check_server_supports_named_vectors(client)
         if plan.target not in client.store.vector_params(collection):
@@ -833,7 +834,7 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
             log.info("job %s is cut over; %d point(s) lack '%s' (written around qdrant-compat since): filling them",
                      job.id, lacking, job.target)
         else:
-            job.phase = Phase.RUNNING if job.strategy != Strategy.ADOPT else job.phase
+            advance(job, Phase.RUNNING if job.strategy != Strategy.ADOPT else job.phase, collection)
     sess = _Session(client, collection, owner, lock_ttl)
     meta, current = sess.load()
     check_lock(current, owner)
@@ -865,7 +866,7 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
         meta, current = sess.load()
         job.lock = current.lock
         if pending == 0 and filled == total:
-            job.phase = Phase.FILLED if job.phase in (Phase.RUNNING, Phase.FILLED) else job.phase
+            advance(job, Phase.FILLED if job.phase in (Phase.RUNNING, Phase.FILLED) else job.phase, collection)
         if job.target in meta.vectors:
             meta.vectors[job.target].filled = filled
             if filled == total and job.phase == Phase.FILLED and meta.vectors[job.target].state == VectorState.FILLING:
