@@ -309,8 +309,13 @@ def main() -> None:
             for r in results:
                 key = r["landed"].split(",")[0] if kind == "run" else r["landed"]
                 landed[key] = landed.get(key, 0) + 1
-            summary[kind] = {"passed": sum(r["ok"] for r in results), "trials": args.trials,
+            summary[kind] = {"passed": sum(r["ok"] for r in results), "trials": args.trials, "images": args.images,
+                             "date": time.strftime("%Y-%m-%d"),
                              "killed_mid_command": sum(r["killed"] for r in results), "landed": landed, "results": results}
+    previous = ROOT / "benchmarks" / "results" / "s5_crash.json"
+    if args.only and previous.is_file():  # one kind rerun: keep the other kinds' last results beside it
+        old = json.loads(previous.read_text()).get("commands", {})
+        summary = {**{k: v for k, v in old.items() if k not in summary}, **summary}
     passed = sum(v["passed"] for v in summary.values())
     total = sum(v["trials"] for v in summary.values())
     path = write_results("s5_crash.json", {"images": args.images, "batch_size": args.batch_size, "seed": args.seed,

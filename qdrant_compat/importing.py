@@ -16,7 +16,7 @@ import numpy as np
 
 from qdrant_compat.cards import InputSpec, ModelCard, sha256_file
 from qdrant_compat.errors import InvalidArgumentError
-from qdrant_compat.registry import Registry
+from qdrant_compat.registry import Registry, probe_output
 
 log = logging.getLogger(__name__)
 DEFAULT_MEAN = {1: (0.5,), 3: (0.485, 0.456, 0.406)}
@@ -55,16 +55,10 @@ def input_spec_for(path: str | Path, *, size: int | None = None, channels: int |
 def probe_dim(path: str | Path, spec: InputSpec) -> int:
     """Run the graph on a random batch of the spec's shape; the output must be ``(n, dim)`` and finite."""
     sess, _ = _graph_input(Path(path))
-    x = np.random.default_rng(0).normal(size=(2, spec.channels, spec.size, spec.size)).astype(np.float32)
-    try:
-        out = np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
-    except Exception as exc:  # onnxruntime's own error types
-        raise InvalidArgumentError(f"{Path(path).name} cannot run on input {x.shape} ({exc})") from None
+    out = probe_output(sess, [2, spec.channels, spec.size, spec.size], Path(path).name, "imported")
     if out.ndim != 2 or out.shape[0] != 2:
         raise InvalidArgumentError(f"{Path(path).name} outputs shape {out.shape} for a batch of 2; an embedding model "
                                    "outputs (n, dim)")
-    if not np.isfinite(out).all():
-        raise InvalidArgumentError(f"{Path(path).name} produced NaN or infinity on a probe batch: not imported")
     return int(out.shape[1])
 
 

@@ -374,6 +374,22 @@ def _loads_alone(copied: Path, source: Path) -> None:
             "(models under 2 GB)") from None
 
 
+def probe_output(sess: Any, shape: list[int], name: str, verb: str) -> np.ndarray:
+    """Run an ONNX session on a seeded random batch of ``shape``; the first output, which must be finite.
+
+    Raises:
+        InvalidArgumentError: the graph cannot run on that input, or emits NaN/inf (not ``verb``).
+    """
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    try:
+        out = np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+    except Exception as exc:  # onnxruntime's own error types
+        raise InvalidArgumentError(f"{name} cannot run on input {tuple(shape)} ({exc})") from None
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        raise InvalidArgumentError(f"{name} produced NaN or infinity on a probe batch: not {verb}")
+    return out
+
+
 def check_graph(onnx_path: Path, card: ModelCard, probe: int = 2) -> None:
     """The card must describe the ONNX graph: input size/channels where the graph fixes them, and a probe
     batch must come out ``(probe, card.dim)`` and finite.
@@ -395,17 +411,11 @@ def check_graph(onnx_path: Path, card: ModelCard, probe: int = 2) -> None:
                 f"card for {card.ref} says input (n, {card.input.channels}, {card.input.size}, {card.input.size}) but "
                 f"{onnx_path.name} fixes axis {axis} to {got} (graph input {shape})"
             )
-    x = np.random.default_rng(0).normal(size=want).astype(np.float32)
-    try:
-        out = np.asarray(sess.run(None, {inp.name: x})[0])
-    except Exception as exc:  # onnxruntime's own error types
-        raise InvalidArgumentError(f"{onnx_path.name} cannot run on the card's input {tuple(want)} ({exc})") from None
+    out = probe_output(sess, want, onnx_path.name, "registered")
     if out.shape != (probe, card.dim):
         raise InvalidArgumentError(
             f"card for {card.ref} says dim {card.dim} but {onnx_path.name} outputs shape {out.shape} for a batch of {probe}"
         )
-    if not np.isfinite(out).all():
-        raise InvalidArgumentError(f"{onnx_path.name} produced NaN or infinity on a probe batch: not registered")
 
 
 def _ensure(p: Path) -> Path:

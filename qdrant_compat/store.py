@@ -24,11 +24,13 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
+from qdrant_compat.cards import DISTANCES as CARD_DISTANCES
 from qdrant_compat.errors import CollectionNotFoundError, CorruptArtifactError, InvalidArgumentError
 
 log = logging.getLogger(__name__)
 DEFAULT_PATH = "qdrant_storage"
-DISTANCES = {"Cosine": models.Distance.COSINE, "Dot": models.Distance.DOT, "Euclid": models.Distance.EUCLID}
+# the card's distance names (cards.DISTANCES) as Qdrant's enum: the one place the two meet
+DISTANCES = {name: models.Distance(name) for name in CARD_DISTANCES}
 MIN_SERVER_FOR_NAMED_VECTORS = (1, 18)  # create_vector_name / delete_vector_name
 BACKUP_FORMAT = "qdrant-compat-backup/1"
 

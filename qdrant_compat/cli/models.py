@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from qdrant_compat.cards import DISTANCES
 from qdrant_compat.cli.context import CliState, pass_state
 
 
@@ -50,7 +51,7 @@ def register(state: CliState, onnx_file: str, card_file: str, classifier: str | 
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels (read from the graph where fixed).")
 @click.option("--mean", default=None, help="Comma-separated per-channel mean (default ImageNet / 0.5).")
 @click.option("--std", default=None, help="Comma-separated per-channel std.")
-@click.option("--distance", type=click.Choice(["Cosine", "Dot", "Euclid"]), default="Cosine", show_default=True,
+@click.option("--distance", type=click.Choice(list(DISTANCES)), default="Cosine", show_default=True,
               help="Qdrant distance of the vectors this model makes.")
 @click.option("--classifier", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The model's classifier: an .npz with 'weight' (n_classes, dim) and 'classes' (names). Compatible "
