@@ -348,7 +348,7 @@ def set_phase(client: CompatClient, coll: str, phase: Phase, *, hold: Lock | Non
 def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bool, grace: float,
             owner: str) -> CutoverResult:
     """Blue-green cutover (see the module docstring): both announce, grace, complete + in sync, switch."""
-    from qdrant_compat.upgrade.lifecycle import cutover_in_place
+    from qdrant_compat.upgrade.lifecycle import cutover_in_place, cutover_lock
 
     blue, green, bjob, gjob = pair(client, name)
     if gjob is None:
@@ -379,7 +379,7 @@ def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bo
         out.alias, out.previous = alias, blue
         return out
     previous = bjob.phase if bjob.phase != Phase.CUTTING_OVER else Phase.FILLED
-    set_phase(client, blue, Phase.CUTTING_OVER)
+    set_phase(client, blue, Phase.CUTTING_OVER, hold=cutover_lock(owner, 2 * grace))  # both grace periods
     try:
         if gjob.phase != Phase.CUT_OVER:
             out = cutover_in_place(client, green, allow_partial=allow_partial, dry_run=False, grace=grace, owner=owner,
@@ -387,7 +387,7 @@ def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bo
         else:  # a cutover that died after switching green's metadata: the alias is all that is left
             out = CutoverResult(collection=green, read=gjob.target, source=gjob.source, target=gjob.target)
     except BaseException:
-        set_phase(client, blue, previous)
+        set_phase(client, blue, previous, hold=None)
         raise
     # green serves; it mirrors back into blue when the new model can write blue's vector (a rollback loses nothing)
     gmeta = client.get_meta(green)
@@ -404,6 +404,7 @@ def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bo
     bmeta.mirror = None
     assert bmeta.job is not None
     advance(bmeta.job, Phase.CUT_OVER, blue)
+    bmeta.job.lock = None
     client.put_meta(blue, bmeta)
     log.info("cut over alias %s from %s to %s", alias, blue, green)
     out.alias, out.previous, out.collection = alias, blue, green

@@ -10,7 +10,7 @@ from pathlib import Path
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
 from qdrant_compat.enums import Mark, Phase, Relation, Strategy, VectorState
 from qdrant_compat.errors import UpgradeError
-from qdrant_compat.metadata import CleanupRecord, CompatMeta, Edge
+from qdrant_compat.metadata import CleanupRecord, CompatMeta, Edge, Lock
 from qdrant_compat.results import CleanupResult, CutoverResult, RollbackResult, StatusReport, VectorStatus
 from qdrant_compat.routing import candidate_routes
 from qdrant_compat.store import mark_is
@@ -77,6 +77,15 @@ def upgrade_status(client: CompatClient, collection: str) -> StatusReport:
 
 
 CUTOVER_GRACE_S = 2.0
+CUTOVER_LOCK_S = 60.0  # a cutover holds the job's lock for its grace period plus this (a killed one frees it then)
+
+
+def cutover_lock(owner: str, grace: float) -> Lock:
+    """The lock a cutover holds while it announces, waits and checks: other runs and cutovers are refused.
+
+    @private
+    """
+    return Lock(owner, time.time() + max(0.0, grace) + CUTOVER_LOCK_S)
 
 
 def cutover(client: CompatClient, collection: str, *, allow_partial: bool = False, dry_run: bool = False,
@@ -136,6 +145,7 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
     # 1. announce: writers that cannot reach the target are refused from now on
     previous = job.phase if job.phase != Phase.CUTTING_OVER else Phase.FILLED
     advance(job, Phase.CUTTING_OVER, collection)
+    job.lock = cutover_lock(owner, grace)
     meta.job = job
     client.put_meta(collection, meta)
     try:
@@ -151,6 +161,7 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
         meta = client.get_meta(collection)
         job = _job(meta, collection)
         advance(job, previous, collection)
+        job.lock = None
         meta.job = job
         client.put_meta(collection, meta)
         raise
@@ -166,6 +177,7 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
     if not back:
         meta.vectors[job.source].state = VectorState.RETIRED  # its model's queries would miss new points: refuse them
     advance(job, Phase.CUT_OVER, collection)
+    job.lock = None
     meta.job = job
     client.put_meta(collection, meta)
     out.source_kept_in_sync = bool(back)

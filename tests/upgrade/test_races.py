@@ -326,3 +326,31 @@ def test_evidence_signed_by_another_registry_or_edited_is_not_trusted(world, tra
     client.registry.update_card(edited)  # re-sealed: the seal is fine, the signature is not
     assert not client.registry.vouches_for(client.registry.get_model("omni-indep@2").card)
     assert plan_upgrade(client, "g", "omni-indep@2").strategy == Strategy.BACKFILL
+
+
+def test_a_second_cutover_during_the_first_ones_grace_period_is_refused(world):
+    """Cutover used to check the job lock with a throwaway owner and hold nothing, so two cutovers could run at
+    once (#18). It now holds the lock for its grace period: another cutover is refused, and the lock is free after."""
+    from qdrant_compat.errors import JobLockedError
+    from qdrant_compat.upgrade import lifecycle
+
+    tmp, client = world
+    run_upgrade(client, "g", "omni-indep@2", strategy="backfill")
+    seen: list[Exception] = []
+    real_sleep = lifecycle.time.sleep
+
+    def second_cutover(s):
+        lifecycle.time.sleep = real_sleep
+        try:
+            cutover(CompatClient(client.qdrant, registry=client.registry), "g", grace=0)
+        except JobLockedError as exc:
+            seen.append(exc)
+
+    lifecycle.time.sleep = second_cutover
+    try:
+        out = cutover(client, "g", grace=0.5)
+    finally:
+        lifecycle.time.sleep = real_sleep
+    assert len(seen) == 1 and "is being run by" in str(seen[0])
+    job = client.get_meta("g").job
+    assert out.read == "omni-indep@2" and job.phase == Phase.CUT_OVER and job.lock is None
