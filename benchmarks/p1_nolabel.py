@@ -13,6 +13,7 @@ old/old + 2`` top-1.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,10 @@ from qdrant_compat.training import (
 log = logging.getLogger("benchmarks.p1_nolabel")
 
 
-def run_seed(d: dict[str, Any], seed: int, epochs: int, batch: int) -> dict[str, Any]:
+def old_side(d: dict[str, Any], seed: int, epochs: int, batch: int) -> tuple[Callable[..., TrainConfig], Any, np.ndarray,
+                                                                          ModelCard]:
+    """What every Q7 benchmark starts from: the seed's training settings (``cfg(losses, **kw)``), the old head
+    (Lite0, trained on the seen classes only), its embeddings of every training image, and its card."""
     classes, y = d["classes"], d["y_tr"]
     seen = y < SEEN
 
@@ -52,8 +56,13 @@ def run_seed(d: dict[str, Any], seed: int, epochs: int, batch: int) -> dict[str,
         return TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3, seed=seed, losses=dict(losses), **kw)
 
     old, _ = train_head(d["f0_tr"][seen], y[seen], classes[:SEEN], OLD_BACKBONE, cfg(PLAIN_LOSSES))
-    o_tr = embed(old, d["f0_tr"])
     card = ModelCard(name="old", version=str(seed), dim=128, input=LITE_SPEC, classes=classes[:SEEN], fingerprint="-")
+    return cfg, old, embed(old, d["f0_tr"]), card
+
+
+def run_seed(d: dict[str, Any], seed: int, epochs: int, batch: int) -> dict[str, Any]:
+    classes, y = d["classes"], d["y_tr"]
+    cfg, old, o_tr, card = old_side(d, seed, epochs, batch)
     indep, _ = train_head(d["f2_tr"], y, classes, NEW_BACKBONE, cfg(PLAIN_LOSSES))
     bct, _ = train_head(d["f2_tr"], y, classes, NEW_BACKBONE, cfg(BCT_LOSSES),
                         old=build_old_targets(card, old.classifier.weight.detach().numpy(), y, classes, o_tr))

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import LITE_SPEC, NEW_BACKBONE, OLD_BACKBONE, SEEN, p1_parser, write_results
+from benchmarks.common import NEW_BACKBONE, SEEN, p1_parser, write_results
 from benchmarks.p1_bct import embed, split_data, train_head
-from qdrant_compat.cards import ModelCard
+from benchmarks.p1_nolabel import old_side
 from qdrant_compat.evaluation import evaluate_pair
-from qdrant_compat.training import BCT_LOSSES, NOLABEL_LOSSES, PLAIN_LOSSES, TrainConfig, build_old_targets, unlabelled_old_targets
+from qdrant_compat.training import BCT_LOSSES, NOLABEL_LOSSES, build_old_targets, unlabelled_old_targets
 
 log = logging.getLogger("benchmarks.p1_nolabel_variants")
 LOSS_MIXES: dict[str, dict[str, float]] = {
@@ -54,14 +54,8 @@ def knn_smoothed(old_emb: np.ndarray, feats: np.ndarray, k: int = 10) -> np.ndar
 
 def run_seed(d: dict[str, Any], seed: int, epochs: int, batch: int) -> dict[str, Any]:
     classes, y = d["classes"], d["y_tr"]
-    seen = y < SEEN
-
-    def cfg(losses: dict[str, float], **kw: Any) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3, seed=seed, losses=dict(losses), **kw)
-
-    old, _ = train_head(d["f0_tr"][seen], y[seen], classes[:SEEN], OLD_BACKBONE, cfg(PLAIN_LOSSES))
-    o_tr, o_ev = embed(old, d["f0_tr"]), embed(old, d["f0_ev"])
-    card = ModelCard(name="old", version=str(seed), dim=128, input=LITE_SPEC, classes=classes[:SEEN], fingerprint="-")
+    cfg, old, o_tr, card = old_side(d, seed, epochs, batch)
+    o_ev = embed(old, d["f0_ev"])
     score = {"seen_classes": set(range(SEEN))}
     oo = evaluate_pair(o_ev, o_ev, d["y_ev"], **score)
     out: dict[str, Any] = {"old/old": {k: oo[k] for k in ("top1", "top1_seen", "top1_new", "mAP")}, "variants": {}}

@@ -419,13 +419,14 @@ class CompatClient:
 
     def delete(self, name: str, ids: Sequence[int | str]) -> None:
         """Delete points by id (from the collection being filled beside this one too, during a blue-green upgrade)."""
+        ids = check_point_ids(ids)
         coll = self.physical(name, fresh=True)
         meta = self.get_meta(coll)
         if meta.mirror:
             self._mirror_meta(name, meta.mirror)
-        self.store.delete_points(coll, list(ids))
+        self.store.delete_points(coll, ids)
         if meta.mirror:
-            self.store.delete_points(meta.mirror, list(ids))
+            self.store.delete_points(meta.mirror, ids)
 
     def write_targets(self, card: ModelCard, meta: CompatMeta, name: str) -> list[Route]:
         """Named vectors a write with ``card`` fills: every ``write`` vector (each must be reachable), plus

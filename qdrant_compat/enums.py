@@ -63,7 +63,8 @@ class Phase(_StrEnum):
 
     @property
     def open(self) -> bool:
-        """A job in this phase can still be resumed by ``upgrade run``."""
+        """A job in this phase is unfinished: no other upgrade may start, and ``upgrade run`` resumes it (except
+        ``cutting_over``, which belongs to the cutover holding it)."""
         return self in (Phase.PLANNED, Phase.RUNNING, Phase.FILLED, Phase.CUTTING_OVER)
 
 

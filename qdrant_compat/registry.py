@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from qdrant_compat._config import to_dict
 from qdrant_compat.cards import ConverterCard, ModelCard, check_name, parse_ref, sha256_file
 from qdrant_compat.errors import (
     CorruptArtifactError,
@@ -181,7 +182,6 @@ class Registry:
             if not exist_ok:
                 raise InvalidArgumentError(f"{card.ref} is already registered")
             return existing.card
-        check_graph(onnx_path, card)
         if card.lineage.evidence:
             ev = self.sign_evidence(card, card.lineage.evidence) if trust_evidence else \
                 {k: v for k, v in card.lineage.evidence.items() if k != SIGNATURE}  # another registry's signature means nothing here
@@ -193,7 +193,7 @@ class Registry:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_ensure(self.root)))
         try:
             self._fill_model_dir(tmp, onnx_path, card, classifier)
-            _loads_alone(tmp / "model.onnx", onnx_path)
+            _check_copy(tmp / "model.onnx", onnx_path, card)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)  # atomic: a half-written version is never visible
         except BaseException:
@@ -343,12 +343,14 @@ def _same_use(existing: ModelCard, new: ModelCard) -> None:
     Raises:
         InvalidArgumentError: names the field, both values, and that a new version is the way.
     """
-    for field in ("mean", "std", "size", "channels", "resize"):
-        was, now = getattr(existing.input, field), getattr(new.input, field)
-        if (tuple(was) if isinstance(was, (list, tuple)) else was) != (tuple(now) if isinstance(now, (list, tuple)) else now):
-            raise InvalidArgumentError(
-                f"{existing.ref} is already registered with input {field} {was}, these same bytes were given "
-                f"{field} {now}: the same graph with other preprocessing is another model; register it under a new version")
+    was, now = to_dict(existing.input), to_dict(new.input)  # plain JSON values: a list and a tuple compare equal
+    differ = [k for k in was if was[k] != now.get(k)]
+    if differ:
+        k = differ[0]
+        raise InvalidArgumentError(
+            f"{existing.ref} is already registered with input {k} {getattr(existing.input, k)}, these same bytes were "
+            f"given {k} {getattr(new.input, k)}: the same graph with other preprocessing is another model; register it "
+            "under a new version")
     for field in ("dim", "distance"):
         if getattr(existing, field) != getattr(new, field):
             raise InvalidArgumentError(
@@ -356,18 +358,22 @@ def _same_use(existing: ModelCard, new: ModelCard) -> None:
                 f"{field} {getattr(new, field)}; register it under a new version")
 
 
-def _loads_alone(copied: Path, source: Path) -> None:
-    """The registry keeps ``model.onnx`` alone: a graph whose weights live in files beside the source (ONNX
-    external data) would be registered without them.
+def _check_copy(copied: Path, source: Path, card: ModelCard) -> None:
+    """:func:`check_graph` on the registry's copy, which holds ``model.onnx`` alone: a graph whose weights live in
+    files beside the source (ONNX external data) fails to load there, and is told how to become one file.
 
     Raises:
-        InvalidArgumentError: says how to save the model as one file.
+        InvalidArgumentError: the card and the graph disagree, or the graph needs files the copy lacks.
     """
     from qdrant_compat.runtime.onnx import ort_session
 
     try:
-        ort_session(copied, ["CPUExecutionProvider"])
+        check_graph(copied, card, name=source.name)
     except CorruptArtifactError as exc:
+        try:
+            ort_session(source, ["CPUExecutionProvider"])
+        except CorruptArtifactError:
+            raise exc from None  # not loadable anywhere: a corrupt file, said as such
         raise InvalidArgumentError(
             f"{source} keeps its weights in files beside it (ONNX external data) and loads only from its own folder "
             f"({exc}); save it as one file first: onnx.save(onnx.load(path), 'one.onnx', save_as_external_data=False) "
@@ -390,7 +396,7 @@ def probe_output(sess: Any, shape: list[int], name: str, verb: str) -> np.ndarra
     return out
 
 
-def check_graph(onnx_path: Path, card: ModelCard, probe: int = 2) -> None:
+def check_graph(onnx_path: Path, card: ModelCard, probe: int = 2, *, name: str | None = None) -> None:
     """The card must describe the ONNX graph: input size/channels where the graph fixes them, and a probe
     batch must come out ``(probe, card.dim)`` and finite.
 
@@ -399,6 +405,7 @@ def check_graph(onnx_path: Path, card: ModelCard, probe: int = 2) -> None:
     """
     from qdrant_compat.runtime.onnx import ort_session
 
+    name = name or onnx_path.name
     sess = ort_session(onnx_path, ["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     want = [probe, card.input.channels, card.input.size, card.input.size]
@@ -409,12 +416,12 @@ def check_graph(onnx_path: Path, card: ModelCard, probe: int = 2) -> None:
         if isinstance(got, int) and got != exp:
             raise InvalidArgumentError(
                 f"card for {card.ref} says input (n, {card.input.channels}, {card.input.size}, {card.input.size}) but "
-                f"{onnx_path.name} fixes axis {axis} to {got} (graph input {shape})"
+                f"{name} fixes axis {axis} to {got} (graph input {shape})"
             )
-    out = probe_output(sess, want, onnx_path.name, "registered")
+    out = probe_output(sess, want, name, "registered")
     if out.shape != (probe, card.dim):
         raise InvalidArgumentError(
-            f"card for {card.ref} says dim {card.dim} but {onnx_path.name} outputs shape {out.shape} for a batch of {probe}"
+            f"card for {card.ref} says dim {card.dim} but {name} outputs shape {out.shape} for a batch of {probe}"
         )
 
 

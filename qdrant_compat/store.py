@@ -420,7 +420,7 @@ class Store:
     def upsert(self, name: str, ids: Sequence[Any], vectors: Sequence[dict[str, list[float]]],
                payloads: Sequence[dict[str, Any]]) -> None:
         points = [models.PointStruct(id=i, vector=dict(v), payload=p)  # type: ignore[arg-type]
-                  for i, v, p in zip(check_point_ids(ids), vectors, payloads, strict=True)]
+                  for i, v, p in zip(ids, vectors, payloads, strict=True)]
         self.client.upsert(name, points=points, wait=True)
 
     def write_vectors(self, name: str, vector: str, vectors: dict[Any, list[float]], *, mark_key: str = "",
@@ -440,7 +440,7 @@ class Store:
 
     def delete_points(self, name: str, ids: Sequence[Any]) -> None:
         if ids:
-            self.client.delete(name, points_selector=models.PointIdsList(points=check_point_ids(ids)), wait=True)
+            self.client.delete(name, points_selector=models.PointIdsList(points=list(ids)), wait=True)
 
     # --------------------------------------------------------------- backups
     def backup(self, name: str, folder: str | Path | None = None) -> str:

@@ -830,9 +830,7 @@ def _run_in_place(client: CompatClient, collection: str, target: ModelCard | str
             return RunReport(collection, job=job, dry_run=True, remaining=total - filled)
         check_lock(job, owner)
         if catch_up:
-            lacking = client.store.count(collection) - client.count_with_vector(collection, job.target)
-            log.info("job %s is cut over; %d point(s) lack '%s' (written around qdrant-compat since): filling them",
-                     job.id, lacking, job.target)
+            log.info("job %s is %s: filling the points written since without '%s'", job.id, job.phase, job.target)
         else:
             advance(job, Phase.RUNNING if job.strategy != Strategy.ADOPT else job.phase, collection)
     sess = _Session(client, collection, owner, lock_ttl)
