@@ -40,6 +40,7 @@ from qdrant_compat.cards import ModelCard
 from qdrant_compat.evaluation import evaluate_pair
 from qdrant_compat.models import EmbeddingModel, ModelConfig
 from qdrant_compat.training import BCT_LOSSES, PLAIN_LOSSES, TrainConfig, build_old_targets, train_model
+from qdrant_compat.training.trainer import TrainResult
 
 log = logging.getLogger("benchmarks.p1_bct")
 
@@ -55,10 +56,16 @@ class FeatureSource:
         return len(self.labels)
 
 
+def train_head_result(feats: np.ndarray, labels: np.ndarray, classes: list[str], backbone: str, cfg: TrainConfig,
+                      old=None) -> TrainResult:  # type: ignore[no-untyped-def]
+    """A 128-d MLP head on frozen ``backbone`` features; the whole :class:`TrainResult` (heads a loss trained too)."""
+    mcfg = ModelConfig(backbone=backbone, dim=128, head="mlp", freeze_backbone=True, num_classes=len(classes))
+    return train_model(FeatureSource(labels, classes), mcfg, cfg, LITE_SPEC, old=old, features=torch.from_numpy(feats))
+
+
 def train_head(feats: np.ndarray, labels: np.ndarray, classes: list[str], backbone: str, cfg: TrainConfig,
                old=None) -> tuple[EmbeddingModel, float]:  # type: ignore[no-untyped-def]
-    mcfg = ModelConfig(backbone=backbone, dim=128, head="mlp", freeze_backbone=True, num_classes=len(classes))
-    res = train_model(FeatureSource(labels, classes), mcfg, cfg, LITE_SPEC, old=old, features=torch.from_numpy(feats))
+    res = train_head_result(feats, labels, classes, backbone, cfg, old=old)
     return res.model, res.seconds
 
 

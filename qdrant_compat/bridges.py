@@ -168,15 +168,24 @@ def fit_and_register(
         fit["eval"] = retention(conv, e_src, e_dst, np.asarray(eval_images.labels), fit.get("direction", direction))
         fit["eval"]["measured_on"] = (f"{len(e_src)} images of {len(eval_images.classes)} classes of the evaluation set, "
                                       "leave-one-out top-1 as evaluate computes it")
+    card = register_head(registry, conv, source=source, target=target, direction=direction, conv_id=conv_id, fit=fit)
+    log.info("fitted %s converter %s: val cosine %.3f", kind, conv_id, fit["val_cosine"])
+    return card
+
+
+def register_head(registry: Registry, conv: Any, *, source: str, target: str, direction: str, conv_id: str,
+                  fit: dict[str, Any]) -> ConverterCard:
+    """Export a fitted head to ONNX (parity-checked), save its weights and register it as converter ``conv_id``;
+    the one way a head enters the registry (``converter fit``, and the predictor head ``train`` learns jointly)."""
+    s_card, t_card = registry.get_model(source).card, registry.get_model(target).card
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "converter.onnx"
         fit["export_max_abs_diff"] = conv.to_onnx(onnx_path, {"qdrant_compat.converter": conv_id,
                                                               "qdrant_compat.source": source,
                                                               "qdrant_compat.target": target})
         head = conv.save(Path(tmp) / "head")
-        card = ConverterCard(id=conv_id, kind=kind, source=s_card.ref, source_fingerprint=s_card.fingerprint,
-                             target=t_card.ref, target_fingerprint=t_card.fingerprint, direction=direction,
-                             dim_in=s_card.dim, dim_out=t_card.dim, fit=fit)
-        card = registry.register_converter(onnx_path, head, card)
-    log.info("fitted %s converter %s: val cosine %.3f", kind, conv_id, fit["val_cosine"])
-    return card
+        card = ConverterCard(id=conv_id, kind=conv.kind, source=s_card.ref, source_fingerprint=s_card.fingerprint,
+                             target=t_card.ref, target_fingerprint=t_card.fingerprint,
+                             direction=Direction.parse(direction, "direction").value, dim_in=s_card.dim,
+                             dim_out=t_card.dim, fit=fit)
+        return registry.register_converter(onnx_path, head, card)

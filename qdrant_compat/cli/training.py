@@ -305,13 +305,17 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
     if done.card is not None:
         out.update(registered=done.card.ref, fingerprint=done.card.fingerprint,
                    export_max_abs_diff=done.export_max_abs_diff)
+    if done.converters:
+        out["converters"] = [c.id for c in done.converters]
     dist.close()
     state.emit(out, lambda: "\n".join(
         [f"trained {len(src)} images / {len(src.classes)} classes in {res.seconds:.1f}s ({res.images_per_s:.0f} img/s, "
          f"train acc {res.history[-1]['train_acc']:.3f}) -> {out_dir}"]
         + ([f"skipped {len(res.skipped)} unreadable image(s), e.g. {next(iter(res.skipped.values()))}"] if res.skipped else [])
         + ([res.gate.sentence()] if res.gate is not None else [])
-        + ([f"registered {out['registered']} ({str(out['fingerprint'])[:12]}…)"] if o["register_as"] else [])))
+        + ([f"registered {out['registered']} ({str(out['fingerprint'])[:12]}…)"] if o["register_as"] else [])
+        + [f"registered the jointly trained head as converter {c.id}: queries by {c.source} reach {c.target}'s "
+           f"vectors through it (measure it with evaluate --adapter {c.id})" for c in done.converters]))
 
 
 @click.command()

@@ -19,6 +19,7 @@ from qdrant_compat.losses.cross_distill import CrossModelDistillationLoss  # noq
 from qdrant_compat.losses.influence import InfluenceLoss  # noqa: E402
 from qdrant_compat.losses.instance_contrastive import InstanceContrastiveLoss  # noqa: E402
 from qdrant_compat.losses.norm_softmax import NormSoftmaxLoss  # noqa: E402
+from qdrant_compat.losses.predictor import PredictorLoss  # noqa: E402
 from qdrant_compat.losses.self_distill import SelfRelationalDistillationLoss  # noqa: E402
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "InstanceContrastiveLoss",
     "LossInputs",
     "NormSoftmaxLoss",
+    "PredictorLoss",
     "SelfRelationalDistillationLoss",
     "create_loss",
     "list_losses",

@@ -96,6 +96,15 @@ class BaseLoss(nn.Module, abc.ABC):
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         return self.compute(inputs)
 
+    def bind(self, emb_dim: int, old_dim: int) -> None:
+        """Build any parameters that depend on the dimensions (called once, before the optimiser is made); a term
+        with parameters of its own (e.g. a predictor head) is optimised with the model."""
+
+    def adapter(self) -> Any:
+        """A trained new->old head this term owns, as a fitted :class:`converters.base.Converter` (None for most
+        terms): registered beside the model."""
+        return None
+
 
 REGISTRY: NamedRegistry[type[BaseLoss]] = NamedRegistry("loss")
 
@@ -140,6 +149,21 @@ class CompositeLoss(nn.Module):
     @property
     def reads_feat(self) -> bool:
         return any(getattr(t, "reads_feat", False) for t in self.terms.values())
+
+    def bind(self, emb_dim: int, old_dim: int | None) -> None:
+        """:meth:`BaseLoss.bind` on every term (``old_dim`` None in plain training: no term reads the old space)."""
+        for term in self.terms.values():
+            if old_dim is not None:
+                term.bind(emb_dim, old_dim)  # type: ignore[operator]
+
+    def adapters(self) -> dict[str, Any]:
+        """The trained heads the terms own (fitted converters), by term name."""
+        out = {}
+        for k, term in self.terms.items():
+            head = term.adapter()  # type: ignore[operator]
+            if head is not None:
+                out[k] = head
+        return out
 
     def forward(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted total and each term's (detached) value; values stay on the device, so a training step

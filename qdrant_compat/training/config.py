@@ -15,7 +15,7 @@ PLAIN_LOSSES: dict[str, float] = {"norm_softmax": 1.0}
 # neighbourhoods, and the old model's neighbourhoods (cross_distill reads no label either); chosen on the train
 # hold-out (README, "Which losses and why"); LABEL_FREE_LOSSES are the only losses that read no label
 NOLABEL_LOSSES: dict[str, float] = {"instance_contrastive": 1.0, "self_distill": 1.0, "cross_distill": 4.0}
-LABEL_FREE_LOSSES = ("instance_contrastive", "self_distill", "cross_distill", "alignment")
+LABEL_FREE_LOSSES = ("instance_contrastive", "self_distill", "cross_distill", "alignment", "predictor")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 BCT_LOSSES: dict[str, float] = {"norm_softmax": 1.0, "influence": 1.0, "cross_contrastive": 8.0, "cross_distill": 4.0}
 

@@ -11,7 +11,7 @@ and exports and registers the model when ``register_as`` is given.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class Trained:
     result: TrainResult
     summary: TrainingSummary
     card: ModelCard | None = None  # the registered card, with ``register_as``
+    converters: list[Any] = field(default_factory=list)  # new->old heads trained jointly (predictor), registered
     export_max_abs_diff: float | None = None  # ONNX vs torch on a probe batch
 
     @property
@@ -146,6 +147,8 @@ def train_and_register(
     if not dist.is_main:
         return trained
     save_checkpoint(out, res.model, summary)
+    for term, conv in res.adapters.items():
+        conv.save(out / f"adapter-{term}")
     from qdrant_compat.training.resume import remove_state
 
     remove_state(out)
@@ -154,7 +157,26 @@ def train_and_register(
     if register_as:
         name, version = parse_ref(register_as)
         trained.card, trained.export_max_abs_diff = export_and_register(out, registry, name, version)
+        if old is not None:
+            trained.converters = _register_adapters(registry, res, trained.card, old.card, config)
     return trained
+
+
+def _register_adapters(registry: Registry, res: TrainResult, card: ModelCard, old: ModelCard,
+                       config: TrainConfig) -> list[Any]:
+    """Each head a loss term trained jointly (the predictor), registered as a new->old converter of the new model."""
+    from qdrant_compat.bridges import register_head
+
+    out = []
+    for term, conv in res.adapters.items():
+        fit = {"trained_jointly": {"loss": term, "weight": config.losses.get(term), "epochs": len(res.history),
+                                   "options": config.loss_options.get(term, {})},
+               "final_loss": res.history[-1].get(term) if res.history else None, "seed": config.seed}
+        conv_id = f"{card.name}-{card.version}-to-{old.name}-{old.version}-{term}"
+        out.append(register_head(registry, conv, source=card.ref, target=old.ref, direction="new_to_old",
+                                 conv_id=conv_id, fit=fit))
+        log.info("registered the jointly trained %s head as converter %s (%s -> %s)", term, conv_id, card.ref, old.ref)
+    return out
 
 
 def _gate_set(registry: Registry, dataset: str, split: str, old: OldTargets | None, gate_data: Any, gate_split: str,

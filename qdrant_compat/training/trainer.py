@@ -82,6 +82,7 @@ class TrainResult:
     images_per_s: float = 0.0
     resumed_from_step: int = 0
     gate: GateResult | None = None  # the compatibility measured while training (with old and a gate)
+    adapters: dict[str, Any] = field(default_factory=dict)  # new->old converters trained by loss terms (the predictor)
 
 
 def seed_everything(seed: int) -> None:
@@ -365,6 +366,7 @@ def train_model(
     model_config = replace(model_config, num_classes=num_classes)
     seed_everything(cfg.seed)
     model = EmbeddingModel(model_config, weights=weights)
+    loss_fn.bind(model_config.dim, None if old is None else int(old.embeddings.shape[1]))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     t0 = time.perf_counter()
@@ -401,7 +403,9 @@ def train_model(
     if gate_res is not None:
         log.info("%s", gate_res.sentence())
     model.cpu().eval()
-    return TrainResult(model=model, history=history, seconds=time.perf_counter() - t0 - t_feat, feature_seconds=t_feat,
+    loss_fn.cpu().eval()
+    adapters = loss_fn.adapters()
+    return TrainResult(model=model, adapters=adapters, history=history, seconds=time.perf_counter() - t0 - t_feat, feature_seconds=t_feat,
                        skipped=skipped, input_mode=inputs.mode, images_per_s=ips, resumed_from_step=resumed, gate=gate_res)
 
 
@@ -469,6 +473,9 @@ class _Loop:
         groups: list[dict[str, Any]] = [{"params": head_params, "lr": cfg.lr}]
         if self.inputs.mode != "features" and not m.config.freeze_backbone:
             groups.append({"params": list(m.backbone.parameters()), "lr": cfg.backbone_lr or cfg.lr})
+        own = list(self.loss_fn.parameters())  # terms with parameters of their own (a predictor head)
+        if own:
+            groups.append({"params": own, "lr": cfg.lr})
         opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(self.total, cfg.warmup_steps))
         return opt, sched
@@ -478,6 +485,7 @@ class _Loop:
         if self.dist.enabled and self.cuda and self.cfg.sync_bn:
             _sync_bn(m)
         m.to(self.device)
+        self.loss_fn.to(self.device)
         if self.channels_last:
             m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         step: nn.Module = TrainStep(m, self.loss_fn, features=self.inputs.mode == "features", dist=self.dist,
@@ -554,6 +562,7 @@ class _Loop:
             st = resume_state.load_state(out_dir)
             resume_state.check_same_run(st["run"], run_key)
             self.model.load_state_dict(st["model"])
+            self.loss_fn.load_state_dict(st.get("loss", {}))
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
             scaler.load_state_dict(st["scaler"])
@@ -572,7 +581,8 @@ class _Loop:
             if out_dir is None or not dist.is_main:
                 return
             resume_state.save_state(out_dir, {
-                "run": run_key, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
+                "run": run_key, "model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
+                "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                 "global_step": global_step, "history": history, "skipped": {str(k): v for k, v in skipped.items()},
                 "sums": sums.to_state(), "epoch_seconds": t_epoch, "rng": resume_state.rng_state(),

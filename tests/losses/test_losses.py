@@ -193,3 +193,33 @@ def test_the_cross_terms_together_give_the_gradients_of_two_plainly_written_soft
     (ref_grad,) = torch.autograd.grad(ref, e)
     assert float(total.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
     assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_predictor_maps_the_new_embedding_through_its_own_head_and_trains_it():
+    li = _inputs(d=5, d_old=3)
+    loss = create_loss("predictor", hidden=8, depth=1, contrast=0.5, temperature=0.1)
+    with pytest.raises(InvalidArgumentError, match="no head yet"):
+        loss(li)
+    CompositeLoss({"predictor": (1.0, loss)}).bind(5, 3)
+    head = loss.adapter().module
+    assert head is loss.head and loss.adapter().dim_in == 5 and loss.adapter().dim_out == 3
+    li.emb.requires_grad_(True)
+    value = loss(li)
+    # the plain formula: 1 - cos(g(new), old), plus InfoNCE of g(new_i) among the batch's old embeddings
+    p = head(li.emb).detach()
+    point = sum(1 - float(torch.dot(p[i], li.old_emb[i])) for i in range(len(p))) / len(p)
+    ce = 0.0
+    for i in range(len(p)):
+        logits = [float(torch.dot(p[i], li.old_emb[j])) / 0.1 for j in range(len(p))]
+        m = max(logits)
+        ce += m + math.log(sum(math.exp(v - m) for v in logits)) - logits[i]
+    assert value.item() == pytest.approx(point + 0.5 * ce / len(p), rel=1e-5)
+    value.backward()
+    assert li.emb.grad is not None and li.emb.grad.abs().sum() > 0
+    assert all(q.grad is not None for q in head.parameters() if q.requires_grad)
+    assert sum(q.numel() for q in CompositeLoss({"p": (1.0, loss)}).parameters()) > 0  # optimised with the model
+
+
+def test_predictor_refuses_bad_options():
+    with pytest.raises(InvalidArgumentError, match="temperature > 0"):
+        create_loss("predictor", temperature=0.0)
