@@ -63,7 +63,7 @@ def driver_memory(registry: Any, n: int = 20_000) -> dict[str, float]:
 
     from qdrant_compat import CompatClient
     from qdrant_compat.enums import Priority, Strategy
-    from qdrant_compat.upgrade.runner import _backfill_queue, _pending
+    from qdrant_compat.upgrade.fill import _backfill_queue, _pending
     from qdrant_compat.upgrade.state import JobState
 
     client = CompatClient(location=":memory:", registry=registry)

@@ -374,7 +374,7 @@ class CompatClient:
             raise InvalidArgumentError(f"{n} vectors but {len(ids)} ids")
         if payloads is not None and len(payloads) != n:
             raise InvalidArgumentError(f"{n} vectors but {len(payloads)} payloads")
-        from qdrant_compat.upgrade.state import provenance_key
+        from qdrant_compat.metadata import provenance_key
 
         # a fresh stamp per write: a backfill that read this point earlier sees it changed and does not overwrite
         stamp = uuid.uuid4().hex[:16]

@@ -127,21 +127,6 @@ def _timm_model(name: str, channels: int) -> Any:
     return TimmBackbone(name, channels).net
 
 
-def _load_without_head(net: Any, state: dict[str, Any]) -> None:
-    """Load a timm state dict into a head-less model: every backbone weight must be there, and the only extra
-    keys allowed are the classifier's (whatever its size).
-
-    Raises:
-        RuntimeError: missing backbone weights, or keys that are not the classifier's.
-    """
-    heads = net.pretrained_cfg.get("classifier") or ()
-    heads = (heads,) if isinstance(heads, str) else tuple(heads)
-    res = net.load_state_dict({k: v for k, v in state.items() if not any(k.startswith(h + ".") for h in heads)},
-                              strict=False)
-    if res.missing_keys or res.unexpected_keys:
-        raise RuntimeError(f"missing keys {res.missing_keys[:3]}, unexpected keys {res.unexpected_keys[:3]}")
-
-
 def import_torchvision(registry: Registry, arch: str, weights: str | Path, name: str, version: str, *, size: int,
                        channels: int = 3, layer: str | None = None, mean: tuple[float, ...] | None = None,
                        std: tuple[float, ...] | None = None, distance: str = "Cosine",
@@ -157,14 +142,14 @@ def import_torchvision(registry: Registry, arch: str, weights: str | Path, name:
     import torchvision
 
     from qdrant_compat.export import export_module
-    from qdrant_compat.models.backbones import load_state_dict_file
+    from qdrant_compat.models.backbones import load_state_dict_file, load_without_head
 
     library = "timm" if arch.startswith("timm:") else "torchvision"
     net = _timm_model(arch[5:], channels) if library == "timm" else _torchvision_model(torchvision, arch)
     state = load_state_dict_file(weights)
     try:
         if library == "timm":
-            _load_without_head(net, state)
+            load_without_head(net, state)
         else:
             net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -14,6 +14,7 @@ Example (``collection info --json``)::
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,11 @@ from qdrant_compat.errors import CorruptArtifactError
 META_KEY = "qdrant_compat"
 META_SCHEMA = 1
 
+
+
+def provenance_key(vector: str) -> str:
+    """Payload sub-key for a vector's provenance: letters, digits and '_' only (filterable everywhere)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", vector) or "_default"
 
 @dataclass(repr=False)
 class VectorEntry(ShortRepr):

@@ -42,7 +42,7 @@ def fit(state: CliState, data: str, source: str, target: str, kind: str, directi
 
     require_torch("'converter fit'")
     from qdrant_compat.bridges import fit_and_register
-    from qdrant_compat.data.images import open_source
+    from qdrant_compat.data.sources import open_source
 
     opts = {}
     for o in options:

@@ -28,7 +28,7 @@ def evaluate(state: CliState, data: str, models_: tuple[str, ...], adapters: tup
              report_dir: str | None, cache_dir: str | None, cache_size: float, no_cache: bool,
              seen_classes_from: str | None) -> None:
     """Query model x gallery model top-1/top-5/mAP (leave-one-out) on DATA, with the derived figures."""
-    from qdrant_compat.data.images import open_source
+    from qdrant_compat.data.sources import open_source
     from qdrant_compat.evaluation import evaluate_registered, record_bct_evidence
 
     src = open_source(data, split=split, max_classes=max_classes)

@@ -239,7 +239,7 @@ def _train(state: CliState, o: dict[str, Any]) -> None:
 
     from qdrant_compat.cards import InputSpec, parse_ref
     from qdrant_compat.cli.context import make_cache
-    from qdrant_compat.data.images import open_source
+    from qdrant_compat.data.sources import open_source
     from qdrant_compat.models import ModelConfig
     from qdrant_compat.training import TrainConfig
     from qdrant_compat.training.config import resolve_device

@@ -11,10 +11,10 @@ from qdrant_compat.data.images import (
     LocalImages,
     load_image,
     load_npz,
-    open_source,
     write_image_folder,
 )
 from qdrant_compat.data.lists import ImageList
+from qdrant_compat.data.sources import open_source
 from qdrant_compat.data.transforms import preprocess
 
 __all__ = [

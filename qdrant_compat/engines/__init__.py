@@ -1,6 +1,6 @@
 """Compute engines for ``upgrade run``: where images are decoded and embedded (and vectors converted).
 
-* ``local`` (default): the pipeline inside :mod:`qdrant_compat.upgrade.runner`, threads on this machine.
+* ``local`` (default): the pipeline inside :mod:`qdrant_compat.upgrade.fill`, threads on this machine.
 * ``ray``: Ray Data pipelines on a local Ray or a cluster (:class:`~qdrant_compat.engines.ray_data.RayEngine`,
   the ``ray`` extra).
 

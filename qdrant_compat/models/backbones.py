@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -197,10 +198,8 @@ def create_backbone(
     if name.startswith("timm:"):
         t = TimmBackbone(name[5:], in_channels)
         if weights:
-            from qdrant_compat.importing import _load_without_head
-
             try:
-                _load_without_head(t.net, load_state_dict_file(weights))
+                load_without_head(t.net, load_state_dict_file(weights))
             except RuntimeError as exc:
                 raise InvalidArgumentError(f"{weights} is not a state dict of {name} ({str(exc)[:300]})") from None
         return t
@@ -217,3 +216,18 @@ def create_backbone(
         f"unknown backbone {name!r}; choose one of {REGISTRY.names()} or a torchvision classification model "
         "(e.g. resnet18, mobilenet_v3_small)"
     )
+
+
+def load_without_head(net: Any, state: dict[str, Any]) -> None:
+    """Load a timm state dict into a head-less model: every backbone weight must be there, and the only extra
+    keys allowed are the classifier's (whatever its size).
+
+    Raises:
+        RuntimeError: missing backbone weights, or keys that are not the classifier's.
+    """
+    heads = net.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    res = net.load_state_dict({k: v for k, v in state.items() if not any(k.startswith(h + ".") for h in heads)},
+                              strict=False)
+    if res.missing_keys or res.unexpected_keys:
+        raise RuntimeError(f"missing keys {res.missing_keys[:3]}, unexpected keys {res.unexpected_keys[:3]}")

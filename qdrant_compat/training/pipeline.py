@@ -113,7 +113,7 @@ def train_and_register(
     Raises:
         InvalidArgumentError: ``gate_data`` is the training data itself, or ``register_as`` is not NAME@VERSION.
     """
-    from qdrant_compat.data.images import open_source
+    from qdrant_compat.data.sources import open_source
     from qdrant_compat.training.config import resolve_device
 
     dist = dist or Dist.from_env(resolve_device(config.device))
@@ -183,7 +183,7 @@ def _gate_set(registry: Registry, dataset: str, split: str, old: OldTargets | No
               max_classes: int | None, dist: Dist, cache: Any) -> tuple[Any, np.ndarray] | None:
     """``(gate set, the old model's embeddings of it)``; None to hold out training images (with a warning when the
     old model was trained on this very data: old/old then reads high on those images)."""
-    from qdrant_compat.data.images import open_source
+    from qdrant_compat.data.sources import open_source
 
     assert old is not None
     if gate_data is None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,19 +33,17 @@ from typing import Any
 import numpy as np
 
 from qdrant_compat.client import PROVENANCE_KEY, STAMP_KEY, CompatClient, user_payload
-from qdrant_compat.enums import Layout, Phase, VectorState
+from qdrant_compat.enums import Layout, Phase, Priority, Strategy, VectorState
 from qdrant_compat.errors import JobLockedError, UpgradeError
 from qdrant_compat.metadata import META_KEY, CleanupRecord, CompatMeta, JobState, Lock, VectorEntry
-from qdrant_compat.results import CleanupResult, CutoverResult, Result, RollbackResult
+from qdrant_compat.results import CleanupResult, CutoverResult, Result, RollbackResult, StatusReport
+from qdrant_compat.upgrade.fill import FillOptions, RunReport, fill_in_place, refuse_during_cutover
+from qdrant_compat.upgrade.inplace import InPlace, collection_status, cutover_in_place, cutover_lock, rollback_in_place
 from qdrant_compat.upgrade.jobs import advance
-from qdrant_compat.upgrade.state import check_lock
+from qdrant_compat.upgrade.plan import UpgradePlan, green_name
+from qdrant_compat.upgrade.state import check_lock, new_job_id
 
 log = logging.getLogger(__name__)
-
-
-def green_name(blue: str, target_model: str) -> str:
-    """The default name of the green collection: ``<blue>--<model>-<version>`` in allowed characters."""
-    return re.sub(r"[^A-Za-z0-9_.:\-]", "-", f"{blue}--{target_model.replace('@', '-')}")[:255]
 
 
 def green_vector(job: JobState, blue_vector: str) -> str:
@@ -348,8 +345,6 @@ def set_phase(client: CompatClient, coll: str, phase: Phase, *, hold: Lock | Non
 def cutover(client: CompatClient, name: str, *, allow_partial: bool, dry_run: bool, grace: float,
             owner: str) -> CutoverResult:
     """Blue-green cutover (see the module docstring): both announce, grace, complete + in sync, switch."""
-    from qdrant_compat.upgrade.lifecycle import cutover_in_place, cutover_lock
-
     blue, green, bjob, gjob = pair(client, name)
     if gjob is None:
         raise UpgradeError(f"job {bjob.id}: green collection '{green}' does not exist yet; run 'upgrade run' first")
@@ -443,8 +438,6 @@ def _reaches(client: CompatClient, model: str, coll: str) -> bool:
 
 def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str, grace: float = 2.0) -> RollbackResult:
     """Point the alias back at blue, once blue holds everything green holds."""
-    from qdrant_compat.upgrade.lifecycle import rollback_in_place
-
     blue, green, bjob, gjob = pair(client, name)
     alias = bjob.alias
     if not client.store.exists(blue):
@@ -488,8 +481,6 @@ def _undo_interrupted_cutover(client: CompatClient, blue: str, green: str, bjob:
     """A cutover killed before the alias switch (SIGKILL, power loss): applications still see blue, but blue is
     ``cutting_over`` (writes refused) and green may have switched its own metadata. Put both back as they were
     before the cutover: green filled (or rolled back, if it had switched), blue filled and still mirroring."""
-    from qdrant_compat.upgrade.lifecycle import rollback_in_place
-
     out = RollbackResult(collection=blue, read=bjob.source, dry_run=dry_run, alias=bjob.alias)
     if dry_run:
         return out
@@ -567,5 +558,129 @@ def cleanup(client: CompatClient, name: str, *, yes: bool, backup_dir: Any, dry_
     return out
 
 
-__all__ = ["Mirror", "SyncReport", "check_alias", "cleanup", "create_green", "cutover", "green_name", "green_vector",
-           "is_blue_green", "pair", "rollback", "start"]
+def remaining(client: CompatClient, blue: str, bjob: JobState) -> int:
+    """Points of green without the new vector (before green exists: all of blue's)."""
+    assert bjob.green
+    if not client.store.exists(bjob.green):
+        return client.store.count(blue)
+    return client.store.count(bjob.green) - client.count_with_vector(bjob.green, bjob.target)
+
+
+def run(client: CompatClient, blue: str, fill: FillOptions) -> RunReport:
+    """Sync blue into green, then fill green's new vector in place; blue's job follows green's phase."""
+    t0 = time.perf_counter()
+    owner, lock_ttl = fill.owner, fill.lock_ttl
+    bjob, green = resume_blue(client, blue, owner, lock_ttl)
+    try:
+        if bjob.phase != Phase.RUNNING:
+            set_phase(client, blue, Phase.RUNNING)
+        gjob = client.get_meta(green).job
+        assert gjob is not None
+        if not gjob.phase.open:  # rolled back: a run catches green up again
+            set_phase(client, green, Phase.RUNNING)
+
+        def heartbeat() -> None:
+            set_phase(client, blue, Phase.RUNNING, hold=Lock(owner, time.time() + lock_ttl))
+
+        sync = Mirror(client, blue, green, bjob).sync(heartbeat=heartbeat)
+        log.info("blue-green %s: synced %s -> %s (%d copied, %d replaced, %d deleted, %d still differ)", bjob.id, blue,
+                 green, sync.copied, sync.replaced, sync.deleted, sync.differing)
+        rep = fill_in_place(client, green, None, fill)
+        assert rep.job is not None
+        set_phase(client, blue, rep.job.phase if rep.job.phase != Phase.CUT_OVER else Phase.FILLED,
+                            hold=None, counts=rep.job.counts)
+    except BaseException:
+        try:
+            meta = client.get_meta(blue)
+            if meta.job is not None and meta.job.lock is not None and meta.job.lock.owner == owner:
+                set_phase(client, blue, meta.job.phase, hold=None)
+        except Exception:  # pragma: no cover - best effort on the way out
+            pass
+        raise
+    rep.collection = blue
+    rep.job = client.get_meta(blue).job
+    rep.sync = sync.to_dict()
+    rep.notes.append(f"blue-green: '{green}' is filled beside '{blue}' (synced: {sync.copied} copied, {sync.replaced} "
+                     f"replaced, {sync.deleted} deleted); 'upgrade cutover' switches alias '{bjob.alias}'")
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def status(client: CompatClient, name: str) -> StatusReport:
+    """The report of green (where the new vector is filled; blue's before green exists), with ``blue_green`` saying
+    which collection the alias serves."""
+    blue, green, bjob, _ = pair(client, name)
+    store = client.store
+    extra = {"blue": blue, "green": green, "alias": bjob.alias,
+             "alias_points_at": store.resolve(bjob.alias) if bjob.alias else None,
+             "blue_exists": store.exists(blue), "green_exists": store.exists(green), "blue_phase": bjob.phase.value,
+             "mirror": {c: client.get_meta(c).mirror for c in (blue, green) if store.exists(c)}}
+    return collection_status(client, green if store.exists(green) else blue, blue_green=extra)
+
+
+class BlueGreen:
+    """The blue-green layout behind :class:`~qdrant_compat.upgrade.layouts.UpgradeLayout`."""
+
+    kind = Layout.BLUE_GREEN
+
+    def status(self, client: CompatClient, name: str) -> StatusReport:
+        return status(client, name)
+
+    def cutover(self, client: CompatClient, name: str, *, allow_partial: bool, dry_run: bool, grace: float,
+                owner: str) -> CutoverResult:
+        return cutover(client, name, allow_partial=allow_partial, dry_run=dry_run, grace=grace, owner=owner)
+
+    def rollback(self, client: CompatClient, name: str, *, dry_run: bool, grace: float, owner: str) -> RollbackResult:
+        return rollback(client, name, dry_run=dry_run, owner=owner, grace=grace)
+
+    def cleanup(self, client: CompatClient, name: str, *, yes: bool, backup_dir: Any, dry_run: bool,
+                owner: str) -> CleanupResult:
+        return cleanup(client, name, yes=yes, backup_dir=backup_dir, dry_run=dry_run, owner=owner)
+
+    def resume(self, client: CompatClient, collection: str, fill: FillOptions, *, target_ref: str | None,
+               strategy: Strategy | str | None, dry_run: bool) -> RunReport | None:
+        """Sync and fill the recorded pair again (open or rolled back, same target); otherwise what the collection's
+        own job allows in place (a green whose blue is gone), or None."""
+        job = client.get_meta(collection).job
+        if job is not None and (target_ref is None or target_ref == job.target_model):
+            blue = job.blue if job.blue else collection
+            bjob = client.get_meta(blue).job if client.store.exists(blue) else None
+            refuse_during_cutover(bjob, blue)
+            if bjob is not None and bjob.green and (bjob.phase.open or bjob.phase == Phase.ROLLED_BACK):
+                if dry_run:
+                    return RunReport(blue, job=bjob, dry_run=True, remaining=remaining(client, blue, bjob))
+                return run(client, blue, fill)
+        return InPlace().resume(client, collection, fill, target_ref=target_ref, strategy=strategy, dry_run=dry_run)
+
+    def start(self, client: CompatClient, collection: str, plan: UpgradePlan, fill: FillOptions, *,
+              priority: Priority | str, image_field: str, dry_run: bool) -> RunReport:
+        """A new job from ``plan``: recorded in blue, green created and mirrored, then filled."""
+        if dry_run:
+            # refuse what the real run would refuse (no alias to switch, an alias name taken by a collection);
+            # an alias the run would create is fine
+            if plan.alias is None or plan.alias not in client.store.aliases():
+                if plan.alias is None or client.store.exists(plan.alias):
+                    check_alias(client, plan.alias, collection, create=False)
+            return RunReport(collection, job=None, plan=plan.to_dict(), dry_run=True,
+                             remaining=plan.points - plan.already_filled)
+        if client.store.exists(plan.green or ""):  # a new job's green must be new: refuse before recording anything
+            raise UpgradeError(f"collection '{plan.green}' already exists and is not the green collection of a job "
+                               f"of '{collection}'; choose another name with --into (nothing was recorded)")
+        job = client.get_meta(collection).job
+        if job is not None:
+            check_lock(job, fill.owner)
+            if job.phase.open:
+                raise UpgradeError(f"collection '{collection}' has an unfinished upgrade to {job.target_model} "
+                                   f"({job.phase}); finish it or roll it back first")
+        check_alias(client, plan.alias, collection, create=True)
+        card = client.registry.get_model(plan.target_model).card
+        bjob = JobState(id=new_job_id(), source=plan.source, source_model=plan.source_model, target=plan.target,
+                        target_model=plan.target_model, target_fingerprint=card.fingerprint, strategy=plan.strategy,
+                        converter=plan.converter, priority=Priority.parse(priority, "priority"), image_field=image_field,
+                        phase=Phase.PLANNED, layout=Layout.BLUE_GREEN, green=plan.green, alias=plan.alias)
+        start(client, collection, bjob, owner=fill.owner, ttl=fill.lock_ttl)
+        return run(client, collection, fill)
+
+
+__all__ = ["BlueGreen", "Mirror", "SyncReport", "check_alias", "cleanup", "create_green", "cutover", "green_name",
+           "green_vector", "is_blue_green", "pair", "rollback", "run", "start", "status"]

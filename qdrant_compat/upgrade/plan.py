@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,11 @@ class UpgradePlan(Result):
     green: str | None = None  # blue-green: the new collection
     alias: str | None = None  # blue-green: the alias cutover switches
     aliases: list[str] = field(default_factory=list)  # aliases that point at the collection now
+
+
+def green_name(blue: str, target_model: str) -> str:
+    """The default name of the green collection: ``<blue>--<model>-<version>`` in allowed characters."""
+    return re.sub(r"[^A-Za-z0-9_.:\-]", "-", f"{blue}--{target_model.replace('@', '-')}")[:255]
 
 
 def check_source_fingerprint(client: CompatClient, meta: CompatMeta, collection: str, vector: str) -> ModelCard:
@@ -186,8 +192,6 @@ def plan_upgrade(
 def _choose_layout(client: CompatClient, plan: UpgradePlan, meta: CompatMeta, layout: Layout | None, into: str | None,
                    alias: str | None) -> None:
     from qdrant_compat.store import MIN_SERVER_FOR_NAMED_VECTORS, check_collection_name
-    from qdrant_compat.upgrade.bluegreen import green_name
-
     caps = client.store.capabilities()
     if plan.strategy == Strategy.ADOPT:
         if layout == Layout.BLUE_GREEN:

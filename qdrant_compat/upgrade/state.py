@@ -9,13 +9,12 @@ which is what makes every step idempotent and resumable after SIGKILL.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 import uuid
 
 from qdrant_compat.errors import JobLockedError
-from qdrant_compat.metadata import JobState, Lock
+from qdrant_compat.metadata import JobState, Lock, provenance_key
 
 DEFAULT_LOCK_TTL = 60.0
 __all__ = ["DEFAULT_LOCK_TTL", "JobState", "Lock", "check_lock", "make_owner", "new_job_id", "provenance_key"]
@@ -27,11 +26,6 @@ def new_job_id() -> str:
 
 def make_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def provenance_key(vector: str) -> str:
-    """Payload sub-key for a vector's provenance: letters, digits and '_' only (filterable everywhere)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", vector) or "_default"
 
 
 def _holder_dead(owner: str) -> bool:

@@ -375,8 +375,8 @@ def test_writes_of_the_new_model_pass_during_the_blue_green_cutover_window(legac
 _KILLED_CUTOVER = """
 import os, sys
 from qdrant_compat import CompatClient
-from qdrant_compat.upgrade import cutover, lifecycle
-lifecycle.time.sleep = lambda s: os._exit(137)  # dies in the grace period, as a SIGKILL would: no handler runs
+from qdrant_compat.upgrade import cutover, inplace
+inplace.time.sleep = lambda s: os._exit(137)  # dies in the grace period, as a SIGKILL would: no handler runs
 c = CompatClient(path=sys.argv[1], registry=sys.argv[2])
 cutover(c, "live", grace=5)
 """

@@ -63,7 +63,7 @@ def test_writes_interleaved_at_random_points_never_lose_a_point(world, monkeypat
     the old or the new model; the cutover's grace lets in-flight writes land. Whatever the interleaving:
     every point ends findable through the read vector, every accepted write is there, nothing else fails."""
     tmp, client = world
-    from qdrant_compat.upgrade import lifecycle
+    from qdrant_compat.upgrade import inplace
 
     # no converter: an old-model write cannot reach the new vector, so the cutover window is real
     images = [str(p.resolve()) for p in sorted((tmp / "gallery").rglob("*.png"))]
@@ -113,7 +113,7 @@ def test_writes_interleaved_at_random_points_never_lose_a_point(world, monkeypat
         while inflight:
             land(inflight.pop(0))
 
-    monkeypatch.setattr(lifecycle.time, "sleep", grace)
+    monkeypatch.setattr(inplace.time, "sleep", grace)
     for _ in range(20):
         run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=int(rng.integers(16, 64)))
         rate[0] *= 0.6  # writes quieten over time, so the catch-up converges
@@ -136,7 +136,7 @@ def test_writes_interleaved_at_random_points_never_lose_a_point(world, monkeypat
 
 def test_backfill_does_not_overwrite_a_point_rewritten_meanwhile(world, monkeypatch):
     tmp, client = world
-    from qdrant_compat.upgrade import runner
+    from qdrant_compat.upgrade import fill as runner
 
     paths = sorted((tmp / "gallery").rglob("*.png"))
     victim = client.store.scroll("g", limit=1, with_payload=True)[0][0]
@@ -166,7 +166,7 @@ def test_backfill_does_not_overwrite_a_point_rewritten_meanwhile(world, monkeypa
 
 def test_a_point_deleted_during_backfill_is_skipped_not_a_traceback(world, monkeypatch):
     tmp, client = world
-    from qdrant_compat.upgrade import runner
+    from qdrant_compat.upgrade import fill as runner
 
     victim = client.store.scroll("g", limit=1)[0][0].id
     real = runner._read_images
@@ -250,10 +250,10 @@ def test_a_run_started_during_the_cutover_grace_period_does_not_resume_the_job(w
     and cleanup was refused (#18). The run must refuse, and the cutover finish as if it had not been tried."""
     tmp, client = world
     run_upgrade(client, "g", "omni-indep@2", strategy="backfill")
-    from qdrant_compat.upgrade import lifecycle
+    from qdrant_compat.upgrade import inplace
 
     seen: list[Exception] = []
-    real_sleep = lifecycle.time.sleep
+    real_sleep = inplace.time.sleep
 
     def run_meanwhile(s):
         try:
@@ -262,11 +262,11 @@ def test_a_run_started_during_the_cutover_grace_period_does_not_resume_the_job(w
             seen.append(exc)
         real_sleep(0)
 
-    lifecycle.time.sleep = run_meanwhile
+    inplace.time.sleep = run_meanwhile
     try:
         out = cutover(client, "g", grace=0.5)
     finally:
-        lifecycle.time.sleep = real_sleep
+        inplace.time.sleep = real_sleep
     assert len(seen) == 1 and "is cutting over" in str(seen[0]) and "upgrade cutover" in str(seen[0])
     meta = client.get_meta("g")
     assert out.read == "omni-indep@2" and meta.read == "omni-indep@2" and meta.job.phase == Phase.CUT_OVER
@@ -332,25 +332,25 @@ def test_a_second_cutover_during_the_first_ones_grace_period_is_refused(world):
     """Cutover used to check the job lock with a throwaway owner and hold nothing, so two cutovers could run at
     once (#18). It now holds the lock for its grace period: another cutover is refused, and the lock is free after."""
     from qdrant_compat.errors import JobLockedError
-    from qdrant_compat.upgrade import lifecycle
+    from qdrant_compat.upgrade import inplace
 
     tmp, client = world
     run_upgrade(client, "g", "omni-indep@2", strategy="backfill")
     seen: list[Exception] = []
-    real_sleep = lifecycle.time.sleep
+    real_sleep = inplace.time.sleep
 
     def second_cutover(s):
-        lifecycle.time.sleep = real_sleep
+        inplace.time.sleep = real_sleep
         try:
             cutover(CompatClient(client.qdrant, registry=client.registry), "g", grace=0)
         except JobLockedError as exc:
             seen.append(exc)
 
-    lifecycle.time.sleep = second_cutover
+    inplace.time.sleep = second_cutover
     try:
         out = cutover(client, "g", grace=0.5)
     finally:
-        lifecycle.time.sleep = real_sleep
+        inplace.time.sleep = real_sleep
     assert len(seen) == 1 and "is being run by" in str(seen[0])
     job = client.get_meta("g").job
     assert out.read == "omni-indep@2" and job.phase == Phase.CUT_OVER and job.lock is None

@@ -15,7 +15,7 @@ from qdrant_compat.enums import Phase
 from qdrant_compat.errors import UpgradeError
 from qdrant_compat.runtime.embedder import Embedder
 from qdrant_compat.store import Store
-from qdrant_compat.upgrade import cleanup, cutover, lifecycle, run_upgrade, upgrade_status
+from qdrant_compat.upgrade import cleanup, cutover, inplace, run_upgrade, upgrade_status
 
 
 class RawWriter:
@@ -75,11 +75,11 @@ def test_raw_writes_during_fill_cutover_and_cleanup_are_noticed_and_filled(world
     assert rep.job.phase == Phase.FILLED and rep.remaining == 0
 
     # 2. during the cutover's grace period: the final check refuses, nothing is switched
-    real_sleep = lifecycle.time.sleep
-    monkeypatch.setattr(lifecycle.time, "sleep", lambda s: raw.write(900_002, 3))
+    real_sleep = inplace.time.sleep
+    monkeypatch.setattr(inplace.time, "sleep", lambda s: raw.write(900_002, 3))
     with pytest.raises(UpgradeError, match="1 of 152 points have no 'omni-indep@2' vector"):
         cutover(client, "g", grace=1)
-    monkeypatch.setattr(lifecycle.time, "sleep", real_sleep)
+    monkeypatch.setattr(inplace.time, "sleep", real_sleep)
     assert client.get_meta("g").read == "omni@1" and client.get_meta("g").job.phase == Phase.FILLED
     run_upgrade(client, "g")
     cutover(client, "g", grace=0)

@@ -30,7 +30,7 @@ def test_plan_backfill_changes_nothing(world):
 
 
 def test_backfill_takes_the_old_models_least_certain_points_first(world, monkeypatch):
-    from qdrant_compat.upgrade import runner
+    from qdrant_compat.upgrade import fill as runner
 
     tmp, client = world
     monkeypatch.setattr(runner, "SCAN_PAGE", 16)  # scored page by page, as a large gallery is
@@ -90,7 +90,7 @@ def test_lock_refuses_a_second_runner_until_it_expires(world):
     tmp, client = world
     run_upgrade(client, "g", "omni-indep@2", batch_size=40, max_batches=1, owner="otherhost:1:aa", lock_ttl=600)
     # a stopped run releases its lock; take it again as a live holder on another host
-    from qdrant_compat.upgrade.runner import _Session
+    from qdrant_compat.upgrade.fill import _Session
 
     sess = _Session(client, "g", "otherhost:1:aa", 600)
     meta, job = sess.load()
@@ -196,7 +196,7 @@ def test_queries_between_batches_never_error(world):
 def test_old_server_is_detected_not_guessed(world):
     tmp, client = world
     from qdrant_compat.store import Store
-    from qdrant_compat.upgrade import runner
+    from qdrant_compat.upgrade import fill as runner
 
     class FakeServer:
         """Public surface only: a server client's init_options and info()."""
@@ -291,7 +291,7 @@ def test_ctrl_c_in_the_cutover_grace_period_leaves_nothing_half_done(world, monk
     """Interrupted while waiting out the grace period, the cutover returns the job to its previous phase: old-model
     writes are accepted again (they were refused while it stayed 'cutting_over')."""
     from qdrant_compat.enums import Phase
-    from qdrant_compat.upgrade import lifecycle
+    from qdrant_compat.upgrade import inplace
 
     tmp, client = world
     run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=64)
@@ -299,7 +299,7 @@ def test_ctrl_c_in_the_cutover_grace_period_leaves_nothing_half_done(world, monk
     def interrupted(_s):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lifecycle.time, "sleep", interrupted)
+    monkeypatch.setattr(inplace.time, "sleep", interrupted)
     with pytest.raises(KeyboardInterrupt):
         cutover(client, "g", grace=5)
     monkeypatch.undo()
