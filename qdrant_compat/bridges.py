@@ -52,6 +52,11 @@ def classifier_labels(labels: np.ndarray, class_names: list[str], classifier_cla
     return lut[np.asarray(labels, dtype=np.int64)]
 
 
+def converter_id(source: Any, target: Any, what: str) -> str:
+    """The default id of a head from ``source``'s space to ``target``'s (model cards), ``what`` its kind or term."""
+    return f"{source.name}-{source.version}-to-{target.name}-{target.version}-{what}"
+
+
 def fit_head(
     kind: str,
     src: np.ndarray,
@@ -143,7 +148,7 @@ def fit_and_register(
         class_names = list(images.classes) if class_names is None else class_names
     if src is None or dst is None:
         raise InvalidArgumentError("fit needs images, or paired src and dst embeddings")
-    conv_id = check_name(conv_id or f"{s_card.name}-{s_card.version}-to-{t_card.name}-{t_card.version}-{kind}", "converter id")
+    conv_id = check_name(conv_id or converter_id(s_card, t_card, kind), "converter id")
     classifier = None
     cls_labels = None
     if float((options or {}).get("class_weight", 0.0) or 0.0) > 0:

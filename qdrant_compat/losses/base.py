@@ -152,9 +152,10 @@ class CompositeLoss(nn.Module):
 
     def bind(self, emb_dim: int, old_dim: int | None) -> None:
         """:meth:`BaseLoss.bind` on every term (``old_dim`` None in plain training: no term reads the old space)."""
+        if old_dim is None:
+            return
         for term in self.terms.values():
-            if old_dim is not None:
-                term.bind(emb_dim, old_dim)  # type: ignore[operator]
+            term.bind(emb_dim, old_dim)  # type: ignore[operator]
 
     def adapters(self) -> dict[str, Any]:
         """The trained heads the terms own (fitted converters), by term name."""

@@ -45,8 +45,7 @@ class PredictorLoss(BaseLoss):
     def adapter(self) -> Any:
         """The head as a fitted ``mlp`` converter (after training; None before :meth:`bind`)."""
         if self._converter is not None:
-            self._converter.module = self.head
-            self._converter.fitted = True
+            self._converter.fitted = True  # its module is the head itself, trained in place
         return self._converter
 
     def compute(self, inputs: LossInputs) -> torch.Tensor:

@@ -165,14 +165,14 @@ def train_and_register(
 def _register_adapters(registry: Registry, res: TrainResult, card: ModelCard, old: ModelCard,
                        config: TrainConfig) -> list[Any]:
     """Each head a loss term trained jointly (the predictor), registered as a new->old converter of the new model."""
-    from qdrant_compat.bridges import register_head
+    from qdrant_compat.bridges import converter_id, register_head
 
     out = []
     for term, conv in res.adapters.items():
         fit = {"trained_jointly": {"loss": term, "weight": config.losses.get(term), "epochs": len(res.history),
                                    "options": config.loss_options.get(term, {})},
                "final_loss": res.history[-1].get(term) if res.history else None, "seed": config.seed}
-        conv_id = f"{card.name}-{card.version}-to-{old.name}-{old.version}-{term}"
+        conv_id = converter_id(card, old, term)
         out.append(register_head(registry, conv, source=card.ref, target=old.ref, direction="new_to_old",
                                  conv_id=conv_id, fit=fit))
         log.info("registered the jointly trained %s head as converter %s (%s -> %s)", term, conv_id, card.ref, old.ref)

@@ -637,11 +637,11 @@ class BlueGreen:
                 owner: str) -> CleanupResult:
         return cleanup(client, name, yes=yes, backup_dir=backup_dir, dry_run=dry_run, owner=owner)
 
-    def resume(self, client: CompatClient, collection: str, fill: FillOptions, *, target_ref: str | None,
+    def resume(self, client: CompatClient, collection: str, job: JobState | None, fill: FillOptions, *,
+               target_ref: str | None,
                strategy: Strategy | str | None, dry_run: bool) -> RunReport | None:
         """Sync and fill the recorded pair again (open or rolled back, same target); otherwise what the collection's
         own job allows in place (a green whose blue is gone), or None."""
-        job = client.get_meta(collection).job
         if job is not None and (target_ref is None or target_ref == job.target_model):
             blue = job.blue if job.blue else collection
             bjob = client.get_meta(blue).job if client.store.exists(blue) else None
@@ -650,7 +650,7 @@ class BlueGreen:
                 if dry_run:
                     return RunReport(blue, job=bjob, dry_run=True, remaining=remaining(client, blue, bjob))
                 return run(client, blue, fill)
-        return InPlace().resume(client, collection, fill, target_ref=target_ref, strategy=strategy, dry_run=dry_run)
+        return InPlace().resume(client, collection, job, fill, target_ref=target_ref, strategy=strategy, dry_run=dry_run)
 
     def start(self, client: CompatClient, collection: str, plan: UpgradePlan, fill: FillOptions, *,
               priority: Priority | str, image_field: str, dry_run: bool) -> RunReport:

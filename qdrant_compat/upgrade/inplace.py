@@ -309,10 +309,10 @@ class InPlace:
         return cleanup_in_place(client, client.store.resolve(name), yes=yes, backup_dir=backup_dir, dry_run=dry_run,
                                 owner=owner)
 
-    def resume(self, client: CompatClient, collection: str, fill: FillOptions, *, target_ref: str | None,
+    def resume(self, client: CompatClient, collection: str, job: JobState | None, fill: FillOptions, *,
+               target_ref: str | None,
                strategy: Strategy | str | None, dry_run: bool) -> RunReport | None:
         """Continue the collection's recorded job (or catch a cut-over one up); None when there is none to continue."""
-        job = client.get_meta(collection).job
         if not resumable(job, target_ref, strategy):
             return None
         return fill_in_place(client, collection, target_ref, fill, strategy=strategy, dry_run=dry_run)

@@ -11,10 +11,11 @@ nothing outside this module tests for blue-green.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from qdrant_compat.client import CompatClient
 from qdrant_compat.enums import Layout, Priority, Strategy
+from qdrant_compat.metadata import JobState
 from qdrant_compat.results import CleanupResult, CutoverResult, RollbackResult, StatusReport
 from qdrant_compat.upgrade.bluegreen import BlueGreen
 from qdrant_compat.upgrade.fill import FillOptions, RunReport
@@ -37,7 +38,8 @@ class UpgradeLayout(Protocol):
     def cleanup(self, client: CompatClient, name: str, *, yes: bool, backup_dir: str | Path | None, dry_run: bool,
                 owner: str) -> CleanupResult: ...
 
-    def resume(self, client: CompatClient, collection: str, fill: FillOptions, *, target_ref: str | None,
+    def resume(self, client: CompatClient, collection: str, job: JobState | None, fill: FillOptions, *,
+               target_ref: str | None,
                strategy: Strategy | str | None, dry_run: bool) -> RunReport | None:
         """Continue the recorded job (None: nothing of it to continue for this target and strategy)."""
 
@@ -49,8 +51,12 @@ class UpgradeLayout(Protocol):
 LAYOUTS: dict[Layout, UpgradeLayout] = {Layout.IN_PLACE: InPlace(), Layout.BLUE_GREEN: BlueGreen()}
 
 
+def layout_for(job: JobState | None) -> UpgradeLayout:
+    """The layout of a recorded job (in place when there is none)."""
+    return LAYOUTS[job.layout if job is not None else Layout.IN_PLACE]
+
+
 def layout_of(client: CompatClient, name: str) -> UpgradeLayout:
     """The layout of the job recorded on ``name`` (in place when there is none, or no collection yet)."""
     coll = client.store.resolve(name)
-    job: Any = client.get_meta(coll).job if client.store.exists(coll) else None
-    return LAYOUTS[job.layout if job is not None else Layout.IN_PLACE]
+    return layout_for(client.get_meta(coll).job if client.store.exists(coll) else None)

@@ -15,7 +15,7 @@ from qdrant_compat.data.images import ImageReader
 from qdrant_compat.enums import Layout, Priority, Strategy
 from qdrant_compat.errors import InvalidArgumentError, UpgradeError
 from qdrant_compat.upgrade.fill import DEFAULT_IMAGE_FIELD, FillOptions, ProgressFn, RunReport
-from qdrant_compat.upgrade.layouts import LAYOUTS, layout_of
+from qdrant_compat.upgrade.layouts import LAYOUTS, layout_for
 from qdrant_compat.upgrade.plan import plan_upgrade
 from qdrant_compat.upgrade.state import DEFAULT_LOCK_TTL, make_owner
 
@@ -79,8 +79,8 @@ def run_upgrade(
                        max_batches=max_batches, retry_missing=retry_missing, seed=seed, images=images,
                        read_workers=read_workers, engine=engine, image_field=image_field)
     target_ref = client.card(target).ref if target is not None else None
-    rep = layout_of(client, collection).resume(client, collection, fill, target_ref=target_ref, strategy=strategy,
-                                               dry_run=dry_run)
+    job = client.get_meta(collection).job
+    rep = layout_for(job).resume(client, collection, job, fill, target_ref=target_ref, strategy=strategy, dry_run=dry_run)
     if rep is not None:
         return rep
     if target is None:
