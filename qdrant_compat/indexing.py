@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from qdrant_compat.client import CompatClient
 from qdrant_compat.data.images import ImageFolder, LocalImages
-from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
+from qdrant_compat.engines.base import OK, finite_rows
+from qdrant_compat.engines.local import LocalEngine
+from qdrant_compat.errors import InvalidArgumentError
 from qdrant_compat.runtime.embedder import Embedder
 
 log = logging.getLogger(__name__)
@@ -22,21 +22,6 @@ _NS = uuid.UUID("5b0f3a5e-4b9a-4b8e-9d7e-1c1a6a0c7f10")
 def point_id_for(path: str | Path) -> str:
     """A stable id per image path, so indexing twice updates instead of duplicating."""
     return str(uuid.uuid5(_NS, str(Path(path).resolve())))
-
-
-def _read_batch(reader: LocalImages, spec: Any, paths: list[Path]) -> tuple[list[Path], np.ndarray, list[str]]:
-    """Read, decode and preprocess one batch (runs in the read pool): (readable paths, tensor, skip reasons)."""
-    from qdrant_compat.data.transforms import preprocess
-
-    ok, rows, skipped = [], [], []
-    for p in paths:
-        try:
-            rows.append(preprocess([reader.read(str(p))], spec)[0])
-            ok.append(p)
-        except (CorruptArtifactError, InvalidArgumentError, OSError, ValueError) as exc:
-            skipped.append(f"{p}: {exc}")
-    tensor = np.stack(rows) if rows else np.empty((0, spec.channels, spec.size, spec.size), np.float32)
-    return ok, tensor, skipped
 
 
 def index_folder(
@@ -61,8 +46,6 @@ def index_folder(
     embedded and written (at most ``read_workers + 1`` batches ahead: bounded memory); 0 runs the steps one
     after another. Returns the number of images indexed.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     if batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
     if read_workers < 0:
@@ -79,17 +62,18 @@ def index_folder(
             continue
         src_paths.append(p)
     card = client.card(model)
-    emb = Embedder(client.registry.get_model(card.ref), batch_size=batch_size)
-    reader = LocalImages()
     n, done = len(src_paths), 0
-    batches = [src_paths[s : s + batch_size] for s in range(0, n, batch_size)]
-
-    def write(k: int, paths: list[Path], tensor: np.ndarray) -> None:
-        nonlocal done
-        vecs = emb.embed_tensor(tensor) if len(tensor) else np.empty((0, card.dim), np.float32)
-        ok = [i for i, v in enumerate(vecs) if np.isfinite(v).all() and np.any(v)]
-        skipped.extend(f"{paths[i]}: {card.ref} produced a non-finite or zero vector" for i in range(len(paths)) if i not in ok)
-        paths, vecs = [paths[i] for i in ok], vecs[ok]
+    engine = LocalEngine(read_workers)
+    for out in engine.extract([str(p) for p in src_paths], registry_root=str(client.registry.root), model=card.ref,
+                              batch_size=batch_size, reader=LocalImages()):
+        paths = [src_paths[int(i)] for i in out["i"]]
+        good = (out["status"] == OK) & finite_rows(out["vec"])
+        for p, status, error, g in zip(paths, out["status"], out["error"], good, strict=True):
+            if status != OK:
+                skipped.append(f"{p}: {error}")
+            elif not g:
+                skipped.append(f"{p}: {card.ref} produced a non-finite or zero vector")
+        paths, vecs = [p for p, g in zip(paths, good, strict=True) if g], out["vec"][good]
         if paths:
             if create and not client.store.exists(collection):
                 client.create_collection(collection, card)
@@ -97,27 +81,7 @@ def index_folder(
             client.upsert(collection, card, vecs, ids=[point_id_for(p) for p in paths], payloads=payloads)
             done += len(paths)
         if progress:
-            progress(min(n, (k + 1) * batch_size), n)
-
-    if read_workers == 0:
-        for k, b in enumerate(batches):
-            paths, tensor, reasons = _read_batch(reader, card.input, b)
-            skipped += reasons
-            write(k, paths, tensor)
-    else:
-        with ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="qdrant-compat-index") as pool:
-            ahead = read_workers + 1
-            futures = [pool.submit(_read_batch, reader, card.input, b) for b in batches[:ahead]]
-            try:
-                for k in range(len(batches)):
-                    paths, tensor, reasons = futures[k].result()
-                    if k + ahead < len(batches):
-                        futures.append(pool.submit(_read_batch, reader, card.input, batches[k + ahead]))
-                    skipped += reasons
-                    write(k, paths, tensor)
-            finally:
-                for f in futures:
-                    f.cancel()
+            progress(int(out["i"][-1]) + 1, n)
     for reason in skipped[:20]:
         log.warning("skipped %s", reason)
     log.info("indexed %d images of %s into %s with %s (%d skipped)", done, folder, collection, card.ref, len(skipped))

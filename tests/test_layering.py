@@ -16,6 +16,9 @@ FORBIDDEN = {
      "qdrant_compat.registry", "qdrant_compat.runtime", "qdrant_compat.data"):
         ("qdrant_compat.client", "qdrant_compat.upgrade", "qdrant_compat.cli", "qdrant_compat.training",
          "qdrant_compat.engines"),
+    ("qdrant_compat.engines.base", "qdrant_compat.engines.local"):  # the engine contract sits below its users
+        ("qdrant_compat.client", "qdrant_compat.upgrade", "qdrant_compat.cli", "qdrant_compat.training",
+         "qdrant_compat.indexing"),
     ("qdrant_compat.client",): ("qdrant_compat.upgrade", "qdrant_compat.cli", "qdrant_compat.training"),
     ("qdrant_compat.upgrade", "qdrant_compat.engines", "qdrant_compat.training", "qdrant_compat.losses",
      "qdrant_compat.models", "converters"): ("qdrant_compat.cli",),

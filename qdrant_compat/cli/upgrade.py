@@ -101,7 +101,8 @@ def run(state: CliState, collection: str, target: str | None, strategy: str | No
     from qdrant_compat.engines import make_engine
     from qdrant_compat.upgrade import run_upgrade
 
-    eng = make_engine(engine, address=ray_address, workers=ray_workers, writes=ray_writes, writers=ray_writers)
+    eng = make_engine(engine, read_workers=read_workers, address=ray_address, workers=ray_workers, writes=ray_writes,
+                      writers=ray_writers)
 
     store = state.client.store
     total = store.count(collection) if store.exists(collection) else 0

@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 
 from qdrant_compat.engines import reaper
+from qdrant_compat.engines.base import FAILED, MISSING, OK, UNREACHABLE, decode
 from qdrant_compat.errors import require_extra
 
 log = logging.getLogger(__name__)
-OK, MISSING, FAILED, UNREACHABLE = "ok", "missing", "failed", "unreachable"
 WRITES = ("auto", "workers", "driver")
 ABORT = "abort"  # a writer's row: it stopped (its error in the row), nothing of the batch was written
 
@@ -148,7 +148,7 @@ class RayEngine:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= self.workers else 0
         return {"compute": ray.data.ActorPoolStrategy(size=self.workers), "num_gpus": gpus, "num_cpus": 0 if gpus else 1}
 
-    def extract(self, refs: list[Any], *, registry_root: str, model: str, batch_size: int, reader: Any,
+    def extract(self, refs: Sequence[Any], *, registry_root: str, model: str, batch_size: int, reader: Any,
                 write: WriteJob | None = None, keys: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Embed the images ``refs`` names, in order; yields numpy batches with ``i`` (position in ``refs``),
         ``status`` (ok / missing / failed), ``error`` and ``vec`` (zeros where not ok).
@@ -233,26 +233,10 @@ def _results(ds: Any, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
 
 
 def _decode(batch: dict[str, np.ndarray], *, spec: Any, reader: Any) -> dict[str, np.ndarray]:
-    """Read, decode, preprocess one batch (a Ray task) to the model's input ``spec``."""
-    from qdrant_compat.data.images import ImageMissingError, ImageUnreachableError, redact
-    from qdrant_compat.data.transforms import preprocess
-    from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
-
-    n = len(batch["i"])
-    x = np.zeros((n, spec.channels, spec.size, spec.size), np.float32)
-    status, error = np.full(n, OK, dtype=object), np.full(n, "", dtype=object)
-    for k, ref in enumerate(batch["ref"]):
-        try:
-            if not ref:
-                raise ImageMissingError("no image reference")
-            x[k] = preprocess([reader.read(str(ref))], spec)[0]
-        except ImageMissingError as exc:
-            status[k], error[k] = MISSING, f"image '{redact(ref)}' not found ({exc})"
-        except ImageUnreachableError as exc:  # the server did not answer: the next run tries again
-            status[k], error[k] = UNREACHABLE, str(exc)
-        except (CorruptArtifactError, InvalidArgumentError, OSError, ValueError) as exc:
-            status[k], error[k] = FAILED, str(exc)
-    return {**_keys(batch), "i": batch["i"], "status": status.astype(str), "error": error.astype(str), "x": x}
+    """Read, decode, preprocess one batch (a Ray task) to the model's input ``spec`` (:func:`.base.decode`)."""
+    dec = decode([str(r) for r in batch["ref"]], spec, reader)
+    return {**_keys(batch), "i": batch["i"], "status": np.asarray(dec.status, dtype=str),
+            "error": np.asarray(dec.error, dtype=str), "x": dec.x}
 
 
 def _keys(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -21,9 +21,11 @@ import numpy as np
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
-from qdrant_compat.data.images import ImageMissingError, ImageReader, ImageRefs, ImageUnreachableError, is_remote, redact
+from qdrant_compat.data.images import ImageReader, ImageRefs
+from qdrant_compat.engines.base import FAILED, MISSING, OK, STATUSES, UNREACHABLE, Engine
+from qdrant_compat.engines.local import LocalEngine
 from qdrant_compat.enums import Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
-from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError, JobLockedError, UpgradeError
+from qdrant_compat.errors import InvalidArgumentError, JobLockedError, UpgradeError
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
 from qdrant_compat.results import Result
 from qdrant_compat.store import MIN_SERVER_FOR_NAMED_VECTORS, mark_is, mark_not_in, record_vector
@@ -211,27 +213,18 @@ def _provenance(rec: Any, target: str) -> str | None:
     return ((rec.payload or {}).get(PROVENANCE_KEY) or {}).get(provenance_key(target))
 
 
-def _converted(client: CompatClient, job: JobState, batches: Iterator[list[Any]], engine: Any,
+def _converted(client: CompatClient, job: JobState, batches: Iterator[list[Any]], engine: Engine,
                batch_size: int) -> Iterator[tuple[list[Any], np.ndarray]]:
-    """(records, converted source vectors) per batch: here, or through the engine's converter actors."""
+    """(records, converted source vectors) per batch, as the engine returns them (in order)."""
     assert job.converter is not None
-    if engine is None:
-        for recs in batches:
-            src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
-            try:
-                yield recs, client.converters.apply(job.converter, src)
-            except InvalidArgumentError as exc:
-                raise UpgradeError(f"{exc}; nothing of this batch was written") from None
-        return
-    for chunk in _chunked(batches, engine.chunk, [-1]):
-        yield from _converted_remote(client, job, chunk, engine, batch_size)
-
-
-def _converted_remote(client: CompatClient, job: JobState, recs: list[Any], engine: Any,
-                      size: int) -> Iterator[tuple[list[Any], np.ndarray]]:
-    src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
-    for out in engine.convert(src, registry_root=str(client.registry.root), converter=job.converter, batch_size=size):
-        yield [recs[int(i)] for i in out["i"]], np.asarray(out["out"], np.float32)
+    for recs in _chunked(batches, engine.chunk, [-1]):
+        src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
+        try:
+            for out in engine.convert(src, registry_root=str(client.registry.root), converter=job.converter,
+                                      batch_size=batch_size):
+                yield [recs[int(i)] for i in out["i"]], np.asarray(out["out"], np.float32)
+        except InvalidArgumentError as exc:
+            raise UpgradeError(f"{exc}; nothing of this batch was written") from None
 
 
 def _chunked(batches: Iterator[list[Any]], size: int, budget: list[int]) -> Iterator[list[Any]]:
@@ -250,7 +243,7 @@ def _chunked(batches: Iterator[list[Any]], size: int, budget: list[int]) -> Iter
 
 
 def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
-                   progress: ProgressFn | None, budget: list[int], engine: Any = None) -> int:
+                   progress: ProgressFn | None, budget: list[int], engine: Engine) -> int:
     if job.converter is None:
         raise UpgradeError(f"job {job.id} converts but names no converter")
     total = client.store.count(collection)
@@ -262,7 +255,7 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
 
     pending = _pending(client, collection, job, need=need, payload=[], batch=batch_size, with_target=True)
     writes = engine.worker_writes(client.store, FillTarget(collection, job.target, job.target_model, job.image_field),
-                                  sess.owner, sess.ttl) if engine is not None else None
+                                  sess.owner, sess.ttl)
     if writes is not None:  # the workers write; the scan and the job stay here
         for recs in _chunked(pending, engine.chunk, budget):
             src = np.asarray([_vec(r, job.source) for r in recs], dtype=np.float32)
@@ -276,10 +269,10 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
             sess.heartbeat(job)
             log.info("convert %s: %d/%d points written", job.id, done, total)
         return done
-    for recs, out in _converted(client, job, pending, engine, batch_size):
+    for recs, conv in _converted(client, job, pending, engine, batch_size):
         if budget[0] == 0:
             break
-        write_vectors(client.store, collection, job.target, {r.id: o.tolist() for r, o in zip(recs, out, strict=True)}, {})
+        write_vectors(client.store, collection, job.target, {r.id: o.tolist() for r, o in zip(recs, conv, strict=True)}, {})
         done += len(recs)
         job.counts["converted"] = job.counts.get("converted", 0) + len(recs)
         sess.heartbeat(job)
@@ -290,90 +283,27 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
     return done
 
 
-def _read_images(reader: ImageReader, image_field: str, batch: list[Any], errors: list[str],
-                 unreachable: list[Any] | None = None) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-    """(ok ids, images, missing ids, failed ids), each failure's reason appended to ``errors``: one bad image
-    never stops the batch. Ids whose server did not answer go to ``unreachable`` when it is given (else to failed)."""
-    ok_ids: list[Any] = []
-    images: list[Any] = []
-    missing: list[Any] = []
-    failed: list[Any] = []
-    refs = [(r.payload or {}).get(image_field) for r in batch]
-
-    def one(ref: Any) -> Any:
-        try:
-            return reader.read(ref)
-        except (ImageMissingError, CorruptArtifactError, InvalidArgumentError) as exc:
-            return exc
-
-    workers = int(getattr(reader, "concurrency", 1) or 1)
-    remote = any(is_remote(ref) for ref in refs)
-    if workers > 1 and remote and len(refs) > 1:  # remote images: fetch a batch's images at once (bounded)
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(workers, len(refs))) as pool:
-            results = list(pool.map(one, refs))
-    else:
-        results = [one(ref) for ref in refs]
-    for r, ref, res in zip(batch, refs, results, strict=True):
-        if isinstance(res, ImageMissingError):
-            missing.append(r.id)
-            errors.append(f"point {r.id}: image '{redact(ref)}' not found")
-        elif isinstance(res, Exception):
-            errors.append(f"point {r.id}: {res}")
-            (unreachable if unreachable is not None and isinstance(res, ImageUnreachableError) else failed).append(r.id)
-        else:
-            images.append(res)
-            ok_ids.append(r.id)
-    return ok_ids, images, missing, failed
-
-
 @dataclass
 class _Prepared:
-    """One batch after the read stage: preprocessed tensors of the readable images, and the rest."""
+    """One batch as the writer takes it: the points by what became of their image, and the reasons."""
 
     batch: list[Any]
     ok_ids: list[Any]
-    tensor: np.ndarray
     missing: list[Any]
     failed: list[Any]
     errors: list[str]
-    seconds: float = 0.0
     unreachable: list[Any] = field(default_factory=list)  # the server did not answer (not a bad image)
-
-
-def _prepare(reader: ImageReader, job: JobState, spec: Any, batch: list[Any]) -> _Prepared:
-    """Read, decode and preprocess one batch (runs in the read pool; touches no Qdrant state)."""
-    from qdrant_compat.data.transforms import preprocess
-
-    t0 = time.perf_counter()
-    errors: list[str] = []  # this batch's reasons; the writer thread adds them to the job
-    unreachable: list[Any] = []
-    ok_ids, images, missing, failed = _read_images(reader, job.image_field, batch, errors, unreachable)
-    rows, ids = [], []
-    for pid, img in zip(ok_ids, images, strict=True):
-        try:
-            rows.append(preprocess([img], spec)[0])
-            ids.append(pid)
-        except (InvalidArgumentError, CorruptArtifactError, OSError, ValueError) as exc:
-            failed.append(pid)
-            errors.append(f"point {pid}: cannot be preprocessed ({exc})")
-    c, size = spec.channels, spec.size
-    tensor = np.stack(rows) if rows else np.empty((0, c, size, size), np.float32)
-    return _Prepared(batch, ids, tensor, missing, failed, errors, time.perf_counter() - t0, unreachable)
 
 
 def _from_engine(ordered: list[Any], out: dict[str, np.ndarray]) -> tuple[_Prepared, np.ndarray]:
     """An engine's result batch as the writer takes it (rows are positions in ``ordered``)."""
     batch = [ordered[int(i)] for i in out["i"]]
     status = [str(x) for x in out["status"]]
-    ok = np.asarray([x == "ok" for x in status], bool)
-    pick = {k: [r.id for r, x in zip(batch, status, strict=True) if x == k]
-            for k in ("ok", "missing", "failed", "unreachable")}
-    errors = [f"point {r.id}: {e}" for r, x, e in zip(batch, status, out["error"], strict=True) if x != "ok"]
+    ok = np.asarray([x == OK for x in status], bool)
+    pick = {k: [r.id for r, x in zip(batch, status, strict=True) if x == k] for k in STATUSES}
+    errors = [f"point {r.id}: {e}" for r, x, e in zip(batch, status, out["error"], strict=True) if x != OK]
     vecs = np.asarray(out["vec"], np.float32)[ok]
-    return _Prepared(batch, pick["ok"], np.empty((0,), np.float32), pick["missing"], pick["failed"], errors,
-                     unreachable=pick["unreachable"]), vecs
+    return _Prepared(batch, pick[OK], pick[MISSING], pick[FAILED], errors, unreachable=pick[UNREACHABLE]), vecs
 
 
 class _WriteKeys(Sequence[str]):
@@ -411,17 +341,10 @@ def _reported(ordered: list[Any], out: dict[str, np.ndarray]) -> tuple[Written, 
 
 def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: _Session, batch_size: int,
                     progress: ProgressFn | None, budget: list[int], seed: int, retry_missing: bool,
-                    reader: ImageReader, read_workers: int, stages: dict[str, float], engine: Any = None) -> int:
-    """Re-extract pending points as a pipeline: read/decode/preprocess in a bounded thread pool, embed in the
-    calling thread, write (and check, mark, heartbeat) in one writer thread; bounded queues keep memory flat.
-    Every Qdrant call happens in the writer thread, in batch order. ``read_workers=0`` runs it all in line.
-    With an ``engine`` (Ray), reading and embedding run there and this thread writes what comes back, in order."""
-    import queue
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from qdrant_compat.runtime.embedder import Embedder
-
+                    reader: ImageReader, stages: dict[str, float], engine: Engine) -> int:
+    """Re-extract pending points: the engine reads, decodes and embeds them in priority order (the local
+    engine in threads here, Ray Data there) and this thread checks, writes, marks and heartbeats each batch it
+    hands back, in order; or, when the engine's workers write themselves, folds their reports into the job."""
     skip = (Mark.EXTRACTED.value,) if retry_missing else RETRY_MARKS  # --retry-missing: every unfilled point
     recs, order = _backfill_queue(client, collection, job, lambda r: _provenance(r, job.target) not in skip, seed)
     batches = [[recs[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
@@ -477,89 +400,41 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
         stages["write"] += time.perf_counter() - t0
         report()
 
-    if engine is not None:
-        ordered = [r for b in batches for r in b]
-        refs = [(r.payload or {}).get(job.image_field) for r in ordered]
-        stages.setdefault("engine_wait", 0.0)
-        kw = {"registry_root": str(client.registry.root), "model": job.target_model, "batch_size": batch_size,
-              "reader": reader}
-        writes = engine.worker_writes(client.store, target, sess.owner, sess.ttl)
-        if writes is not None:  # the workers write (and keep the lock); this thread folds their reports into the job
-            keys = _WriteKeys(ordered, job.image_field)
-            left = budget[0] - len(batches) if budget[0] >= 0 else -1
-            t_wait = time.perf_counter()
-            with client.store.released():
-                for out in engine.extract(refs, **kw, write=writes, keys=keys):
-                    account(len(out["i"]), *_reported(ordered, out))
-                    if client.store.local_path is None:  # a server stays reachable: keep the job's counts current
-                        sess.heartbeat(job)
-                    report()
-            stages["engine_wait"] += time.perf_counter() - t_wait  # embedding and writing both happen there
-            budget[0] = left  # the engine's batches need not line up with ours; all of ours were handed over
-            sess.heartbeat(job)
-            return done[0]
+    ordered = [r for b in batches for r in b]
+    refs = [(r.payload or {}).get(job.image_field) for r in ordered]
+    stages.setdefault("engine_wait", 0.0)
+    kw: dict[str, Any] = {"registry_root": str(client.registry.root), "model": job.target_model,
+                          "batch_size": batch_size, "reader": reader}
+    writes = engine.worker_writes(client.store, target, sess.owner, sess.ttl)
+    if writes is not None:  # the workers write (and keep the lock); this thread folds their reports into the job
+        keys = _WriteKeys(ordered, job.image_field)
+        left = budget[0] - len(batches) if budget[0] >= 0 else -1
         t_wait = time.perf_counter()
-        for out in engine.extract(refs, **kw):
+        with client.store.released():
+            for out in engine.extract(refs, **kw, write=writes, keys=keys):
+                account(len(out["i"]), *_reported(ordered, out))
+                if client.store.local_path is None:  # a server stays reachable: keep the job's counts current
+                    sess.heartbeat(job)
+                report()
+        stages["engine_wait"] += time.perf_counter() - t_wait  # embedding and writing both happen there
+        budget[0] = left  # the engine's batches need not line up with ours; all of ours were handed over
+        sess.heartbeat(job)
+        return done[0]
+    results = engine.extract(refs, **kw)
+    try:
+        t_wait = time.perf_counter()
+        for out in results:
             stages["engine_wait"] += time.perf_counter() - t_wait
+            for stage in ("read", "embed"):  # the local engine times its own stages
+                stages[stage] += float(out.get(f"{stage}_s", 0.0))
             write(*_from_engine(ordered, out))
             if budget[0] == 0:
                 break
             t_wait = time.perf_counter()
-        return done[0]
-
-    emb = Embedder(client.registry.get_model(job.target_model), batch_size=batch_size)
-    spec = emb.card.input
-
-    def embed(prep: _Prepared) -> np.ndarray:
-        t0 = time.perf_counter()
-        vecs = emb.embed_tensor(prep.tensor) if len(prep.tensor) else np.empty((0, emb.card.dim), np.float32)
-        stages["embed"] += time.perf_counter() - t0
-        return vecs
-
-    if read_workers <= 0:  # in line: the plain loop
-        for batch in batches:
-            prep = _prepare(reader, job, spec, batch)
-            stages["read"] += prep.seconds
-            write(prep, embed(prep))
-        return done[0]
-
-    to_write: queue.Queue[tuple[_Prepared, np.ndarray] | None] = queue.Queue(maxsize=2)
-    failure: list[BaseException] = []
-
-    def writer() -> None:
-        while True:
-            item = to_write.get()
-            if item is None:
-                return
-            if failure:
-                continue  # drain: the run stops at the first failure, nothing after it is written
-            try:
-                write(*item)
-            except BaseException as exc:  # surfaced in the calling thread
-                failure.append(exc)
-
-    wt = threading.Thread(target=writer, name="qdrant-compat-writer", daemon=True)
-    wt.start()
-    try:
-        with ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="qdrant-compat-read") as pool:
-            ahead = read_workers + 1  # batches being read at most: bounded memory
-            futures = [pool.submit(_prepare, reader, job, spec, b) for b in batches[:ahead]]
-            for i in range(len(batches)):
-                prep = futures[i].result()
-                if i + ahead < len(batches):
-                    futures.append(pool.submit(_prepare, reader, job, spec, batches[i + ahead]))
-                stages["read"] += prep.seconds
-                vecs = embed(prep)
-                if failure:
-                    break
-                to_write.put((prep, vecs))
-            for f in futures:
-                f.cancel()
     finally:
-        to_write.put(None)
-        wt.join()
-    if failure:
-        raise failure[0]
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # stop reading ahead now, not when the generator is collected
     return done[0]
 
 
@@ -633,8 +508,8 @@ class FillOptions:
     retry_missing: bool = False
     seed: int = 0
     images: ImageReader | None = None
-    read_workers: int = 2
-    engine: Any = None  # None: this machine's threads; or a RayEngine
+    read_workers: int = 2  # the local engine's read threads (when ``engine`` is None)
+    engine: Engine | None = None  # None: a LocalEngine(read_workers); or a RayEngine
     image_field: str | None = None  # given on a resume: replaces the job's (None: keep the job's)
 
 
@@ -645,8 +520,8 @@ def fill_in_place(client: CompatClient, collection: str, target: ModelCard | str
     """Start (from ``plan``) or resume the job of one collection whose new vector is filled in place: the run of
     the in-place layout, and of the blue-green layout on its green collection."""
     owner, batch_size, progress, lock_ttl = fill.owner, fill.batch_size, fill.progress, fill.lock_ttl
-    max_batches, retry_missing, seed, images, read_workers = (fill.max_batches, fill.retry_missing, fill.seed,
-                                                              fill.images, fill.read_workers)
+    max_batches, retry_missing, seed, images = fill.max_batches, fill.retry_missing, fill.seed, fill.images
+    engine = fill.engine if fill.engine is not None else LocalEngine(fill.read_workers)
     t0 = time.perf_counter()
     owner = owner or make_owner()
     meta = client.get_meta(collection)
@@ -696,10 +571,10 @@ def fill_in_place(client: CompatClient, collection: str, target: ModelCard | str
     stages: dict[str, float] = {}
     try:
         if job.strategy.converts and job.phase != Phase.CLEANED:
-            processed += _convert_stage(client, collection, job, sess, batch_size, progress, budget, fill.engine)
+            processed += _convert_stage(client, collection, job, sess, batch_size, progress, budget, engine)
         if job.strategy.extracts and budget[0] != 0:
             processed += _backfill_stage(client, collection, job, sess, batch_size, progress, budget, seed, retry_missing,
-                                         images or ImageRefs(), read_workers, stages, fill.engine)
+                                         images or ImageRefs(), stages, engine)
         total = client.store.count(collection)
         filled = total if job.strategy == Strategy.ADOPT else client.count_with_vector(collection, job.target)
         pending = 0

@@ -7,11 +7,10 @@ plan is made and its layout starts a new job. How a vector is filled, batch by b
 
 from __future__ import annotations
 
-from typing import Any
-
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import CompatClient
 from qdrant_compat.data.images import ImageReader
+from qdrant_compat.engines.base import Engine
 from qdrant_compat.enums import Layout, Priority, Strategy
 from qdrant_compat.errors import InvalidArgumentError, UpgradeError
 from qdrant_compat.upgrade.fill import DEFAULT_IMAGE_FIELD, FillOptions, ProgressFn, RunReport
@@ -44,7 +43,7 @@ def run_upgrade(
     layout: Layout | str | None = None,
     into: str | None = None,
     alias: str | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
 ) -> RunReport:
     """Start or resume the collection's upgrade job and fill the target vector.
 
@@ -65,8 +64,10 @@ def run_upgrade(
         layout: ``in_place`` (a second named vector) or ``blue_green`` (a new collection, an alias switches);
             default: in place where the backend can add a named vector, else blue-green.
         into, alias: blue-green only: the new collection's name and the alias to switch (see :func:`plan_upgrade`).
-        engine: where images are decoded and embedded and vectors converted: None (this machine, threads) or
-            a :class:`~qdrant_compat.engines.ray_data.RayEngine`. Marks, stamps and the job are the same either way.
+        engine: where images are decoded and embedded and vectors converted: None (a
+            :class:`~qdrant_compat.engines.local.LocalEngine` with ``read_workers`` threads) or another
+            :class:`~qdrant_compat.engines.base.Engine`, such as a :class:`~qdrant_compat.engines.ray_data.RayEngine`.
+            Marks, stamps and the job are the same either way.
 
     Raises:
         JobLockedError: another live process runs the job.

@@ -136,27 +136,27 @@ def test_writes_interleaved_at_random_points_never_lose_a_point(world, monkeypat
 
 def test_backfill_does_not_overwrite_a_point_rewritten_meanwhile(world, monkeypatch):
     tmp, client = world
-    from qdrant_compat.upgrade import fill as runner
+    from qdrant_compat.engines import local
 
     paths = sorted((tmp / "gallery").rglob("*.png"))
     victim = client.store.scroll("g", limit=1, with_payload=True)[0][0]
     new_image = str(paths[-1].resolve())
-    real = runner._read_images
+    real = local.decode
 
-    def read_then_reindex(reader, image_field, batch, errors, *rest):
-        out = real(reader, image_field, batch, errors, *rest)
-        if any(r.id == victim.id for r in batch):  # the point is re-indexed between the read and the write
+    def read_then_reindex(refs, spec, reader):
+        out = real(refs, spec, reader)
+        if victim.payload["image_path"] in refs:  # the point is re-indexed between the read and the write
             vec = Embedder(client.registry.get_model("omni@1")).embed([new_image])
             client.upsert("g", "omni@1", vec, ids=[victim.id], payloads=[{"image_path": new_image, "class": "x"}])
         return out
 
-    monkeypatch.setattr(runner, "_read_images", read_then_reindex)
+    monkeypatch.setattr(local, "decode", read_then_reindex)
     # in line (read_workers=0): the test's own write must not run beside the writer thread
     rep = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=32, read_workers=0)
     assert rep.job.counts["changed_during_run"] == 1
     rec = client.store.retrieve("g", [victim.id], with_vectors=True)[0]
     assert "omni-indep@2" not in rec.vector  # not the new model's vector of the *old* image
-    monkeypatch.setattr(runner, "_read_images", real)
+    monkeypatch.setattr(local, "decode", real)
     run_upgrade(client, "g", batch_size=32)  # the next pass takes the new image
     rec = client.store.retrieve("g", [victim.id], with_vectors=True)[0]
     fresh = Embedder(client.registry.get_model("omni-indep@2")).embed([new_image])[0]
@@ -166,18 +166,19 @@ def test_backfill_does_not_overwrite_a_point_rewritten_meanwhile(world, monkeypa
 
 def test_a_point_deleted_during_backfill_is_skipped_not_a_traceback(world, monkeypatch):
     tmp, client = world
-    from qdrant_compat.upgrade import fill as runner
+    from qdrant_compat.engines import local
 
-    victim = client.store.scroll("g", limit=1)[0][0].id
-    real = runner._read_images
+    rec = client.store.scroll("g", limit=1, with_payload=True)[0][0]
+    victim = rec.id
+    real = local.decode
 
-    def read_then_delete(reader, image_field, batch, errors, *rest):
-        out = real(reader, image_field, batch, errors, *rest)
-        if any(r.id == victim for r in batch):
+    def read_then_delete(refs, spec, reader):
+        out = real(refs, spec, reader)
+        if rec.payload["image_path"] in refs:
             client.qdrant.delete("g", points_selector=[victim], wait=True)
         return out
 
-    monkeypatch.setattr(runner, "_read_images", read_then_delete)
+    monkeypatch.setattr(local, "decode", read_then_delete)
     rep = run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=32, read_workers=0)
     assert rep.remaining == 0 and client.store.count("g") == 149 and not client.store.retrieve("g", [victim])
 
