@@ -37,7 +37,7 @@ from qdrant_compat.enums import Layout, Phase, Priority, Strategy, VectorState
 from qdrant_compat.errors import JobLockedError, UpgradeError
 from qdrant_compat.metadata import META_KEY, CleanupRecord, CompatMeta, JobState, Lock, VectorEntry
 from qdrant_compat.results import CleanupResult, CutoverResult, Result, RollbackResult, StatusReport
-from qdrant_compat.upgrade.fill import FillOptions, RunReport, fill_in_place, refuse_during_cutover
+from qdrant_compat.upgrade.fill import HEARTBEAT_S, FillOptions, RunReport, fill_in_place, refuse_during_cutover
 from qdrant_compat.upgrade.inplace import InPlace, collection_status, cutover_in_place, cutover_lock, rollback_in_place
 from qdrant_compat.upgrade.jobs import advance
 from qdrant_compat.upgrade.plan import UpgradePlan, green_name
@@ -226,8 +226,9 @@ def is_blue_green(client: CompatClient, name: str) -> bool:
     return job is not None and job.layout == Layout.BLUE_GREEN
 
 
-def create_green(client: CompatClient, blue: str, job: JobState) -> str:
-    """Create the green collection (idempotent: an existing green of this job is kept).
+def create_green(client: CompatClient, blue: str, job: JobState, bmeta: CompatMeta | None = None) -> CompatMeta:
+    """Create the green collection (idempotent: an existing green of this job is kept); returns green's block.
+    ``bmeta``: blue's block as the caller just read it (read here when None).
 
     Raises:
         UpgradeError: a collection of that name exists and is not this job's green collection.
@@ -236,12 +237,12 @@ def create_green(client: CompatClient, blue: str, job: JobState) -> str:
     assert green
     store = client.store
     if store.exists(green):
-        gmeta = client.get_meta(green) if _managed(client, green) else None
+        gmeta = _meta_or_none(client, green)
         if gmeta is None or gmeta.job is None or gmeta.job.blue != blue or gmeta.job.id != job.id:
             raise UpgradeError(f"collection '{green}' already exists and is not the green collection of job {job.id}; "
                                "choose another name with --into")
-        return green
-    bmeta = client.get_meta(blue)
+        return gmeta
+    bmeta = bmeta if bmeta is not None else client.get_meta(blue)
     card = client.registry.get_model(job.target_model).card
     names = {v: green_vector(job, v) for v in store.vector_params(blue)}
     if card.ref in names.values():
@@ -257,15 +258,14 @@ def create_green(client: CompatClient, blue: str, job: JobState) -> str:
     store.create_like(green, blue, names, {card.ref: (card.dim, card.distance)}, metadata={META_KEY: gmeta.to_dict()})
     log.info("created green collection %s for job %s (%s)", green, job.id, ", ".join(f"{k or '<unnamed>'}->{v}"
                                                                                      for k, v in names.items()))
-    return green
+    return gmeta
 
 
-def _managed(client: CompatClient, name: str) -> bool:
+def _meta_or_none(client: CompatClient, name: str) -> CompatMeta | None:
     try:
-        client.get_meta(name)
+        return client.get_meta(name)
     except Exception:  # unmanaged or unreadable: not ours either way
-        return False
-    return True
+        return None
 
 
 def check_alias(client: CompatClient, alias: str | None, blue: str, *, create: bool) -> str:
@@ -299,37 +299,44 @@ def check_alias(client: CompatClient, alias: str | None, blue: str, *, create: b
     return alias
 
 
-def start(client: CompatClient, blue: str, job: JobState, *, owner: str, ttl: float) -> tuple[JobState, str]:
-    """Record the job in blue (naming green *before* it exists, so a crash leaves nothing unnamed), then
-    create green and mirror blue's writes into it (:func:`resume_blue`)."""
-    meta = client.get_meta(blue)
+def start(client: CompatClient, blue: str, job: JobState, *, owner: str, ttl: float, meta: CompatMeta) -> None:
+    """Record the job in blue, with this run's lock, naming green *before* it exists, so a crash leaves nothing
+    unnamed (``meta``: blue's block as the caller just read it); :func:`run` then creates green."""
     job.lock = Lock(owner, time.time() + ttl)
     meta.job = job
     client.put_meta(blue, meta)
-    return resume_blue(client, blue, owner, ttl)
 
 
-def resume_blue(client: CompatClient, blue: str, owner: str, ttl: float) -> tuple[JobState, str]:
-    """Take blue's job lock for this run and make sure green exists and is mirrored."""
-    meta = client.get_meta(blue)
+def resume_blue(client: CompatClient, blue: str, owner: str, ttl: float, meta: CompatMeta | None = None, *,
+                held: bool = False) -> tuple[JobState, CompatMeta]:
+    """Take blue's job lock for this run (``held``: :func:`start` just recorded it with the lock), make sure green
+    exists, then mirror blue's writes into it and mark the job running, in one write. Returns blue's job and
+    green's block. ``meta``: blue's block as the caller just read it (read here when None)."""
+    meta = meta if meta is not None else client.get_meta(blue)
     job = meta.job
     assert job is not None and job.green
     check_lock(job, owner)
-    job.lock = Lock(owner, time.time() + ttl)
-    meta.job = job
-    client.put_meta(blue, meta)
-    if client.get_meta(blue).job.lock.owner != owner:  # type: ignore[union-attr]
-        raise JobLockedError(f"upgrade job {job.id} was taken by another process while starting")
-    create_green(client, blue, job)
-    meta = client.get_meta(blue)
-    if meta.mirror != job.green:
-        meta.mirror = job.green
+    if not held:
+        job.lock = Lock(owner, time.time() + ttl)
+        meta.job = job
         client.put_meta(blue, meta)
-    return job, job.green
+    meta = client.get_meta(blue)  # verify we hold it (two starters racing on a server: the later write wins)
+    job = meta.job
+    if job is None or job.lock is None or job.lock.owner != owner:
+        raise JobLockedError(f"upgrade job {job.id if job else '?'} was taken by another process while starting")
+    assert job.green
+    gmeta = create_green(client, blue, job, meta)
+    if meta.mirror != job.green or job.phase != Phase.RUNNING:
+        meta.mirror = job.green
+        advance(job, Phase.RUNNING, blue)
+        job.updated = time.time()
+        client.put_meta(blue, meta)
+    return job, gmeta
 
 
 def set_phase(client: CompatClient, coll: str, phase: Phase, *, hold: Lock | None | bool = False,
-              counts: dict[str, int] | None = None) -> None:
+              counts: dict[str, int] | None = None) -> JobState:
+    """Advance ``coll``'s job to ``phase`` (and set its lock when ``hold`` is not False); returns the job written."""
     meta = client.get_meta(coll)
     assert meta.job is not None
     advance(meta.job, phase, coll)
@@ -339,6 +346,7 @@ def set_phase(client: CompatClient, coll: str, phase: Phase, *, hold: Lock | Non
         meta.job.counts = dict(counts)
     meta.job.updated = time.time()
     client.put_meta(coll, meta)
+    return meta.job
 
 
 # ----------------------------------------------------------------------------------------------- lifecycle
@@ -566,29 +574,34 @@ def remaining(client: CompatClient, blue: str, bjob: JobState) -> int:
     return client.store.count(bjob.green) - client.count_with_vector(bjob.green, bjob.target)
 
 
-def run(client: CompatClient, blue: str, fill: FillOptions) -> RunReport:
-    """Sync blue into green, then fill green's new vector in place; blue's job follows green's phase."""
+def run(client: CompatClient, blue: str, fill: FillOptions, meta: CompatMeta | None = None, *,
+        held: bool = False) -> RunReport:
+    """Sync blue into green, then fill green's new vector in place; blue's job follows green's phase.
+    ``meta``, ``held``: see :func:`resume_blue`."""
     t0 = time.perf_counter()
     owner, lock_ttl = fill.owner, fill.lock_ttl
-    bjob, green = resume_blue(client, blue, owner, lock_ttl)
+    bjob, gmeta = resume_blue(client, blue, owner, lock_ttl, meta, held=held)
+    green = bjob.green
+    assert green
+    last = [time.monotonic()]
     try:
-        if bjob.phase != Phase.RUNNING:
-            set_phase(client, blue, Phase.RUNNING)
-        gjob = client.get_meta(green).job
+        gjob = gmeta.job
         assert gjob is not None
         if not gjob.phase.open:  # rolled back: a run catches green up again
             set_phase(client, green, Phase.RUNNING)
 
-        def heartbeat() -> None:
-            set_phase(client, blue, Phase.RUNNING, hold=Lock(owner, time.time() + lock_ttl))
+        def heartbeat() -> None:  # renew blue's lock as the fill does green's (when due, not per page)
+            if time.monotonic() - last[0] >= min(HEARTBEAT_S, lock_ttl / 4):
+                set_phase(client, blue, Phase.RUNNING, hold=Lock(owner, time.time() + lock_ttl))
+                last[0] = time.monotonic()
 
         sync = Mirror(client, blue, green, bjob).sync(heartbeat=heartbeat)
         log.info("blue-green %s: synced %s -> %s (%d copied, %d replaced, %d deleted, %d still differ)", bjob.id, blue,
                  green, sync.copied, sync.replaced, sync.deleted, sync.differing)
         rep = fill_in_place(client, green, None, fill)
         assert rep.job is not None
-        set_phase(client, blue, rep.job.phase if rep.job.phase != Phase.CUT_OVER else Phase.FILLED,
-                            hold=None, counts=rep.job.counts)
+        bjob = set_phase(client, blue, rep.job.phase if rep.job.phase != Phase.CUT_OVER else Phase.FILLED,
+                         hold=None, counts=rep.job.counts)
     except BaseException:
         try:
             meta = client.get_meta(blue)
@@ -598,7 +611,7 @@ def run(client: CompatClient, blue: str, fill: FillOptions) -> RunReport:
             pass
         raise
     rep.collection = blue
-    rep.job = client.get_meta(blue).job
+    rep.job = bjob
     rep.sync = sync.to_dict()
     rep.notes.append(f"blue-green: '{green}' is filled beside '{blue}' (synced: {sync.copied} copied, {sync.replaced} "
                      f"replaced, {sync.deleted} deleted); 'upgrade cutover' switches alias '{bjob.alias}'")
@@ -637,23 +650,25 @@ class BlueGreen:
                 owner: str) -> CleanupResult:
         return cleanup(client, name, yes=yes, backup_dir=backup_dir, dry_run=dry_run, owner=owner)
 
-    def resume(self, client: CompatClient, collection: str, job: JobState | None, fill: FillOptions, *,
+    def resume(self, client: CompatClient, collection: str, meta: CompatMeta, fill: FillOptions, *,
                target_ref: str | None,
                strategy: Strategy | str | None, dry_run: bool) -> RunReport | None:
         """Sync and fill the recorded pair again (open or rolled back, same target); otherwise what the collection's
         own job allows in place (a green whose blue is gone), or None."""
+        job = meta.job
         if job is not None and (target_ref is None or target_ref == job.target_model):
             blue = job.blue if job.blue else collection
-            bjob = client.get_meta(blue).job if client.store.exists(blue) else None
+            bmeta = meta if blue == collection else (client.get_meta(blue) if client.store.exists(blue) else None)
+            bjob = bmeta.job if bmeta is not None else None
             refuse_during_cutover(bjob, blue)
-            if bjob is not None and bjob.green and (bjob.phase.open or bjob.phase == Phase.ROLLED_BACK):
+            if bmeta is not None and bjob is not None and bjob.green and (bjob.phase.open or bjob.phase == Phase.ROLLED_BACK):
                 if dry_run:
                     return RunReport(blue, job=bjob, dry_run=True, remaining=remaining(client, blue, bjob))
-                return run(client, blue, fill)
-        return InPlace().resume(client, collection, job, fill, target_ref=target_ref, strategy=strategy, dry_run=dry_run)
+                return run(client, blue, fill, bmeta)
+        return InPlace().resume(client, collection, meta, fill, target_ref=target_ref, strategy=strategy, dry_run=dry_run)
 
     def start(self, client: CompatClient, collection: str, plan: UpgradePlan, fill: FillOptions, *,
-              priority: Priority | str, image_field: str, dry_run: bool) -> RunReport:
+              priority: Priority | str, image_field: str, dry_run: bool, meta: CompatMeta) -> RunReport:
         """A new job from ``plan``: recorded in blue, green created and mirrored, then filled."""
         if dry_run:
             # refuse what the real run would refuse (no alias to switch, an alias name taken by a collection);
@@ -666,7 +681,7 @@ class BlueGreen:
         if client.store.exists(plan.green or ""):  # a new job's green must be new: refuse before recording anything
             raise UpgradeError(f"collection '{plan.green}' already exists and is not the green collection of a job "
                                f"of '{collection}'; choose another name with --into (nothing was recorded)")
-        job = client.get_meta(collection).job
+        job = meta.job
         if job is not None:
             check_lock(job, fill.owner)
             if job.phase.open:
@@ -678,8 +693,8 @@ class BlueGreen:
                         target_model=plan.target_model, target_fingerprint=card.fingerprint, strategy=plan.strategy,
                         converter=plan.converter, priority=Priority.parse(priority, "priority"), image_field=image_field,
                         phase=Phase.PLANNED, layout=Layout.BLUE_GREEN, green=plan.green, alias=plan.alias)
-        start(client, collection, bjob, owner=fill.owner, ttl=fill.lock_ttl)
-        return run(client, collection, fill)
+        start(client, collection, bjob, owner=fill.owner, ttl=fill.lock_ttl, meta=meta)
+        return run(client, collection, fill, meta, held=True)
 
 
 __all__ = ["BlueGreen", "Mirror", "SyncReport", "check_alias", "cleanup", "create_green", "cutover", "green_name",

@@ -42,6 +42,7 @@ RETRY_MARKS = (Mark.EXTRACTED.value, Mark.MISSING.value, Mark.FAILED.value)  # a
 # a run stops when this many batches in a row (of at least MIN_BATCH points) could not reach this share of
 # their images: the image server is down, and going on would only mark the whole gallery failed
 BREAKER_BATCHES, BREAKER_SHARE, BREAKER_MIN_BATCH = 3, 0.9, 4
+HEARTBEAT_S = 5.0  # seconds between a run's job-block writes (renewing its lock); see _Session
 SCAN_PAGE = 1024  # points per page of the backfill's scan (scored, then their vectors dropped)
 
 
@@ -70,10 +71,14 @@ class RunReport(Result):
 
 
 class _Session:
-    """Holds the job lock and keeps the job block current (heartbeat after every batch)."""
+    """Holds the job lock and keeps the job block current: a heartbeat after a batch renews the lock and stores the
+    counts when :data:`HEARTBEAT_S` seconds (a quarter of the lock's time at most) have passed since the last
+    write, so a fast run costs no metadata round trip per batch and a live one never lets its lock expire."""
 
     def __init__(self, client: CompatClient, collection: str, owner: str, ttl: float) -> None:
         self.client, self.collection, self.owner, self.ttl = client, collection, owner, ttl
+        self.interval = min(HEARTBEAT_S, ttl / 4)
+        self.last = time.monotonic()
 
     def load(self) -> tuple[CompatMeta, JobState]:
         meta = self.client.get_meta(self.collection)
@@ -86,8 +91,15 @@ class _Session:
         job.updated = time.time()
         meta.job = job
         self.client.put_meta(self.collection, meta)
+        self.last = time.monotonic()
 
-    def heartbeat(self, job: JobState) -> JobState:
+    def heartbeat(self, job: JobState, *, force: bool = False) -> None:
+        """Renew the lock and store ``job``'s counts, errors and phase (when due, or ``force``).
+
+        Raises:
+            JobLockedError: another process holds the lock now (this one stalled past it): stop, write nothing."""
+        if not force and time.monotonic() - self.last < self.interval:
+            return
         meta, current = self.load()
         if current.lock is not None and current.lock.owner != self.owner:
             raise JobLockedError(f"upgrade job {job.id}: lock was taken over by {current.lock.owner}; stopping")
@@ -95,7 +107,6 @@ class _Session:
         current.errors = job.errors
         advance(current, job.phase, self.collection)
         self.save(meta, current)
-        return current
 
 
 def _vec(rec: Any, name: str) -> list[float]:
@@ -122,9 +133,10 @@ def check_server_supports_named_vectors(client: CompatClient) -> None:
 
 
 def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, priority: str, image_field: str,
-              owner: str, ttl: float) -> JobState:
-    """Record the job, create the target vector (state ``filling``) or, for adopt, the bct edge."""
-    meta = client.get_meta(collection)
+              owner: str, ttl: float, meta: CompatMeta | None = None) -> JobState:
+    """Record the job, create the target vector (state ``filling``) or, for adopt, the bct edge (``meta``: the
+    block the caller just read; read here when None)."""
+    meta = meta if meta is not None else client.get_meta(collection)
     if meta.job is not None:
         existing = meta.job
         check_lock(existing, owner)
@@ -516,29 +528,35 @@ class FillOptions:
 def fill_in_place(client: CompatClient, collection: str, target: ModelCard | str | None, fill: FillOptions, *,
                   strategy: Strategy | str | None = None, converter: str | None = None,
                   priority: Priority | str = Priority.UNCERTAINTY, image_field: str | None = None,
-                  dry_run: bool = False, plan: UpgradePlan | None = None) -> RunReport:
+                  dry_run: bool = False, plan: UpgradePlan | None = None, meta: CompatMeta | None = None) -> RunReport:
     """Start (from ``plan``) or resume the job of one collection whose new vector is filled in place: the run of
-    the in-place layout, and of the blue-green layout on its green collection."""
+    the in-place layout, and of the blue-green layout on its green collection.
+
+    ``meta`` is the collection's block as the caller just read it (read here when None). One run reads the block
+    three times (that one, the check that it holds the lock, the last) and writes it twice (the lock, the end),
+    plus one read and one write every :data:`HEARTBEAT_S` seconds of a longer run."""
     owner, batch_size, progress, lock_ttl = fill.owner, fill.batch_size, fill.progress, fill.lock_ttl
     max_batches, retry_missing, seed, images = fill.max_batches, fill.retry_missing, fill.seed, fill.images
     engine = fill.engine if fill.engine is not None else LocalEngine(fill.read_workers)
     t0 = time.perf_counter()
     owner = owner or make_owner()
-    meta = client.get_meta(collection)
+    meta = meta if meta is not None else client.get_meta(collection)
     job = meta.job
     target_ref = client.card(target).ref if target is not None else None
     if target_ref is None or (job is not None and target_ref == job.target_model):
         refuse_during_cutover(job, collection)
     catch_up = _after_cutover(job, target_ref, strategy)
+    started = False
     if not resumable(job, target_ref, strategy):
         if target is None:
             raise UpgradeError(f"collection '{collection}' has no upgrade job to resume; name the target model")
         plan = plan or plan_upgrade(client, collection, target, strategy=strategy, converter=converter,
-                                    image_field=image_field or DEFAULT_IMAGE_FIELD, layout=Layout.IN_PLACE)
+                                    image_field=image_field or DEFAULT_IMAGE_FIELD, layout=Layout.IN_PLACE, meta=meta)
         if dry_run:
             return RunReport(collection, job=None, plan=plan.to_dict(), dry_run=True, remaining=plan.points - plan.already_filled)
         job = start_job(client, collection, plan, priority=priority, image_field=image_field or DEFAULT_IMAGE_FIELD,
-                        owner=owner, ttl=lock_ttl)
+                        owner=owner, ttl=lock_ttl, meta=meta)
+        started = True
     else:
         assert job is not None
         if job.phase != Phase.CLEANED:  # cleaned up: the source vector and its entry are gone
@@ -560,9 +578,8 @@ def fill_in_place(client: CompatClient, collection: str, target: ModelCard | str
         else:
             advance(job, Phase.RUNNING if job.strategy != Strategy.ADOPT else job.phase, collection)
     sess = _Session(client, collection, owner, lock_ttl)
-    meta, current = sess.load()
-    check_lock(current, owner)
-    sess.save(meta, job)
+    if not started:  # a resumed job: take its lock (a new one was recorded with it)
+        sess.save(meta, job)
     # verify we hold it (two starters racing on a server: the later write wins, the loser stops here)
     if sess.load()[1].lock.owner != owner:  # type: ignore[union-attr]
         raise JobLockedError(f"upgrade job {job.id} was taken by another process while starting")

@@ -309,16 +309,16 @@ class InPlace:
         return cleanup_in_place(client, client.store.resolve(name), yes=yes, backup_dir=backup_dir, dry_run=dry_run,
                                 owner=owner)
 
-    def resume(self, client: CompatClient, collection: str, job: JobState | None, fill: FillOptions, *,
+    def resume(self, client: CompatClient, collection: str, meta: CompatMeta, fill: FillOptions, *,
                target_ref: str | None,
                strategy: Strategy | str | None, dry_run: bool) -> RunReport | None:
         """Continue the collection's recorded job (or catch a cut-over one up); None when there is none to continue."""
-        if not resumable(job, target_ref, strategy):
+        if not resumable(meta.job, target_ref, strategy):
             return None
-        return fill_in_place(client, collection, target_ref, fill, strategy=strategy, dry_run=dry_run)
+        return fill_in_place(client, collection, target_ref, fill, strategy=strategy, dry_run=dry_run, meta=meta)
 
     def start(self, client: CompatClient, collection: str, plan: UpgradePlan, fill: FillOptions, *,
-              priority: Priority | str, image_field: str, dry_run: bool) -> RunReport:
+              priority: Priority | str, image_field: str, dry_run: bool, meta: CompatMeta) -> RunReport:
         """A new job from ``plan``, filled here."""
         return fill_in_place(client, collection, plan.target_model, fill, strategy=plan.strategy, converter=plan.converter,
-                             priority=priority, image_field=image_field, dry_run=dry_run, plan=plan)
+                             priority=priority, image_field=image_field, dry_run=dry_run, plan=plan, meta=meta)

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from qdrant_compat.client import CompatClient
 from qdrant_compat.enums import Layout, Priority, Strategy
-from qdrant_compat.metadata import JobState
+from qdrant_compat.metadata import CompatMeta, JobState
 from qdrant_compat.results import CleanupResult, CutoverResult, RollbackResult, StatusReport
 from qdrant_compat.upgrade.bluegreen import BlueGreen
 from qdrant_compat.upgrade.fill import FillOptions, RunReport
@@ -38,14 +38,15 @@ class UpgradeLayout(Protocol):
     def cleanup(self, client: CompatClient, name: str, *, yes: bool, backup_dir: str | Path | None, dry_run: bool,
                 owner: str) -> CleanupResult: ...
 
-    def resume(self, client: CompatClient, collection: str, job: JobState | None, fill: FillOptions, *,
+    def resume(self, client: CompatClient, collection: str, meta: CompatMeta, fill: FillOptions, *,
                target_ref: str | None,
                strategy: Strategy | str | None, dry_run: bool) -> RunReport | None:
-        """Continue the recorded job (None: nothing of it to continue for this target and strategy)."""
+        """Continue the job recorded in ``meta`` (the collection's block as the caller just read it; None: nothing
+        of it to continue for this target and strategy)."""
 
     def start(self, client: CompatClient, collection: str, plan: UpgradePlan, fill: FillOptions, *,
-              priority: Priority | str, image_field: str, dry_run: bool) -> RunReport:
-        """A new job from ``plan``."""
+              priority: Priority | str, image_field: str, dry_run: bool, meta: CompatMeta) -> RunReport:
+        """A new job from ``plan`` (made from ``meta``, the block the caller just read)."""
 
 
 LAYOUTS: dict[Layout, UpgradeLayout] = {Layout.IN_PLACE: InPlace(), Layout.BLUE_GREEN: BlueGreen()}

@@ -98,6 +98,7 @@ def plan_upgrade(
     layout: Layout | str | None = None,
     into: str | None = None,
     alias: str | None = None,
+    meta: CompatMeta | None = None,
 ) -> UpgradePlan:
     """Choose a strategy to move ``collection`` to ``target``; nothing is changed.
 
@@ -118,7 +119,7 @@ def plan_upgrade(
     collection = client.store.resolve(collection)
     if named != collection and alias is None:
         alias = named
-    meta = client.get_meta(collection)
+    meta = meta if meta is not None else client.get_meta(collection)  # the caller's fresh read, or one here
     src = source_vector(meta)
     src_entry = meta.vectors[src]
     src_card = check_source_fingerprint(client, meta, collection, src)

@@ -80,14 +80,15 @@ def run_upgrade(
                        max_batches=max_batches, retry_missing=retry_missing, seed=seed, images=images,
                        read_workers=read_workers, engine=engine, image_field=image_field)
     target_ref = client.card(target).ref if target is not None else None
-    job = client.get_meta(collection).job
-    rep = layout_for(job).resume(client, collection, job, fill, target_ref=target_ref, strategy=strategy, dry_run=dry_run)
+    meta = client.get_meta(collection)  # read once here; the layout and the plan work from it
+    rep = layout_for(meta.job).resume(client, collection, meta, fill, target_ref=target_ref, strategy=strategy,
+                                      dry_run=dry_run)
     if rep is not None:
         return rep
     if target is None:
         raise UpgradeError(f"collection '{collection}' has no upgrade job to resume; name the target model")
     field = image_field or DEFAULT_IMAGE_FIELD
     plan = plan_upgrade(client, collection, target, strategy=strategy, converter=converter, image_field=field,
-                        layout=layout, into=into, alias=alias)
+                        layout=layout, into=into, alias=alias, meta=meta)
     return LAYOUTS[plan.layout].start(client, collection, plan, fill, priority=priority, image_field=field,
-                                      dry_run=dry_run)
+                                      dry_run=dry_run, meta=meta)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from qdrant_compat.client import PROVENANCE_KEY, STAMP_KEY
+from qdrant_compat.engines.base import finite_rows
 from qdrant_compat.enums import Mark
 from qdrant_compat.errors import JobLockedError
 from qdrant_compat.metadata import META_KEY, Lock, read_block
@@ -79,10 +80,11 @@ def write_extracted(store: Store, t: FillTarget, seen: dict[Any, tuple[Any, Any]
     out = Written(changed=[pid for pid in seen if pid not in keep])
     good_ids, good = [], []
     bad = list(failed)
-    for pid, v in zip(ok_ids, vectors, strict=True):
+    usable = finite_rows(np.asarray(vectors, np.float32)) if len(ok_ids) else np.zeros(0, bool)
+    for pid, v, fine in zip(ok_ids, vectors, usable, strict=True):
         if pid not in keep:
             continue
-        if np.isfinite(v).all() and np.any(v):
+        if fine:
             good_ids.append(pid)
             good.append(v.tolist())
         else:  # a model that emits NaN for an image: that point fails, the rest goes on
