@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", choices=list(WORLDS), default=None)
     args = ap.parse_args(argv)
     worlds: dict[str, dict[str, object]] = {}
+    out = Path(args.out)
+    if args.only and out.exists():  # --only reruns some worlds: the others keep their last figures
+        worlds.update({k: v for k, v in json.loads(out.read_text()).get("worlds", {}).items() if k in WORLDS})
     for name in args.only or WORLDS:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         worlds[name] = run_world(name)
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
            "target": "Q8: every shipped world meets the criterion with a margin >= +1 top-1 point",
            "met": all(met.values()), "worlds": worlds,
            "not_run": [] if (RESULTS / "p2_bct.json").exists() else ["p2 (needs a GPU; no p2_bct.json)"]}
-    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    out.write_text(json.dumps(doc, indent=2) + "\n")
     print("| world | new/old | old/old | margin | new/new | ≥ +1 |\n|---|---|---|---|---|---|")
     for k, v in worlds.items():
         print(f"| {k} | {v['new_old']} | {v['old_old']} | {float(v['margin']):+.2f} | {v['new_new']} | "  # type: ignore[arg-type]

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
 
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.enums import Layout, Mark, Phase, Relation, VectorState, Via
@@ -32,7 +31,7 @@ from qdrant_compat.registry import Registry
 from qdrant_compat.results import CollectionReport, CollectionSummary, VectorInfo
 from qdrant_compat.routing import QueryPlan, Route, check_fingerprint, plan_query, resolve_route
 from qdrant_compat.runtime.onnx import ConverterRuntime
-from qdrant_compat.store import DEFAULT_PATH, DISTANCES, Store, both, check_point_ids, connect, has_vector, lacks_vector
+from qdrant_compat.store import DEFAULT_PATH, Store, both, check_point_ids, connect, has_vector, lacks_vector, replace_payload, rescored
 
 log = logging.getLogger(__name__)
 PROVENANCE_KEY = "_qdrant_compat"  # per-point payload: {provenance_key(vector): "extracted" | "converted" | ...}
@@ -43,7 +42,7 @@ __all__ = ["DEFAULT_PATH", "PROVENANCE_KEY", "CompatClient", "as_matrix", "conne
 
 def _without_internal(hits: list[models.ScoredPoint]) -> list[models.ScoredPoint]:
     return [h if not h.payload or PROVENANCE_KEY not in h.payload else
-            h.model_copy(update={"payload": user_payload(h.payload)}) for h in hits]
+            replace_payload(h, user_payload(h.payload)) for h in hits]
 
 
 def user_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
@@ -91,6 +90,8 @@ class CompatClient:
 
     Args:
         client: an existing QdrantClient to wrap; otherwise one is made from ``location``/``path``/``url``.
+        store: a :class:`~qdrant_compat.store.Store` to use instead (the one seam to the backend; a test or
+            another backend passes its own).
         registry: a :class:`Registry` (or its root folder) used to resolve ``"name@version"`` references.
         meta_ttl: seconds a query may reuse the collection metadata it read (0: read it every time). Writes
             and upgrade steps always read it fresh.
@@ -112,8 +113,12 @@ class CompatClient:
         api_key: str | None = None,
         registry: Registry | str | Path | None = None,
         meta_ttl: float = 1.0,
+        store: Store | None = None,
     ) -> None:
-        self.store = Store(client if client is not None else connect(location=location, path=path, url=url, api_key=api_key))
+        if store is not None and (client is not None or location or path or url or api_key):
+            raise InvalidArgumentError("give a store, or a client / location / path / url, not both")
+        self.store = store if store is not None else Store(
+            client if client is not None else connect(location=location, path=path, url=url, api_key=api_key))
         self.registry = registry if isinstance(registry, Registry) else Registry(registry)
         self.converters = ConverterRuntime(self.registry)
         self._cards: dict[str, tuple[Any, ModelCard]] = {}
@@ -146,16 +151,7 @@ class CompatClient:
         return self._verified(model)
 
     def _verified(self, ref: str) -> ModelCard:
-        from qdrant_compat.cards import parse_ref
-
-        name, version = parse_ref(ref)
-        d = self.registry.root / "models" / name / version
-        try:
-            st = (d / "model.onnx").stat()
-            cst = (d / "card.json").stat()
-            key = (st.st_size, st.st_mtime_ns, cst.st_mtime_ns)
-        except FileNotFoundError:
-            key = None
+        key = self.registry.model_stamp(ref)
         hit = self._cards.get(ref)
         if key is not None and hit is not None and hit[0] == key:
             return hit[1]
@@ -242,8 +238,7 @@ class CompatClient:
         return dataclasses.replace(meta, edges=[*meta.edges, *extra])
 
     def _adapters(self) -> list[Any]:
-        root = self.registry.root / "converters"
-        stamp = root.stat().st_mtime if root.exists() else 0.0
+        stamp = self.registry.converters_stamp()
         if self._adapter_cache is None or self._adapter_cache[0] != stamp:
             self._adapter_cache = (stamp, self.registry.list_converters())
         return self._adapter_cache[1]
@@ -282,7 +277,7 @@ class CompatClient:
         card = self.card(model)
         if read_block(self.store.metadata(name)) is not None:
             raise InvalidArgumentError(f"collection '{name}' is already managed by qdrant-compat (see collection info)")
-        params = self.store.vector_params(name)
+        params = self.store.vector_shapes(name)
         if vector_name is None:
             if len(params) != 1:
                 raise InvalidArgumentError(
@@ -292,13 +287,13 @@ class CompatClient:
         if vector_name not in params:
             raise InvalidArgumentError(f"collection '{name}' has no vector '{vector_name}'; it has {sorted(params)}")
         p = params[vector_name]
-        if p.size != card.dim:
+        if p.dim != card.dim:
             raise IncompatibleModelError(
-                f"vector '{vector_name}' of '{name}' has dimension {p.size} but {card.ref} makes {card.dim}-d vectors"
+                f"vector '{vector_name}' of '{name}' has dimension {p.dim} but {card.ref} makes {card.dim}-d vectors"
             )
-        if p.distance != DISTANCES[card.distance]:
+        if p.distance != card.distance:
             raise IncompatibleModelError(
-                f"vector '{vector_name}' of '{name}' uses {p.distance.value} but {card.ref} is a {card.distance} model"
+                f"vector '{vector_name}' of '{name}' uses {p.distance} but {card.ref} is a {card.distance} model"
             )
         meta = CompatMeta(vectors={vector_name: VectorEntry.for_card(card)}, read=vector_name, write=[vector_name])
         if dry_run:
@@ -513,7 +508,7 @@ class CompatClient:
             try:
                 hits = self._search(coll, plan, q[0], limit=limit, query_filter=query_filter, with_payload=with_payload)
                 return hits if internal_payload else _without_internal(hits)
-            except (CollectionNotFoundError, ValueError, UnexpectedResponse):
+            except CollectionNotFoundError:
                 if attempt or coll == name:  # not a stale alias resolution: a real error
                     raise
                 self._meta_cache.pop(coll, None)
@@ -534,7 +529,7 @@ class CompatClient:
                               with_payload=with_payload)
         if plan.route.calibration is not None:  # put the route's scores on the new space's scale
             ca, cb = plan.route.calibration
-            b = [p.model_copy(update={"score": ca * p.score + cb}) for p in b]
+            b = [rescored(p, ca * p.score + cb) for p in b]
         return sorted([*a, *b], key=lambda p: -p.score)[:limit]
 
     def query_batch(

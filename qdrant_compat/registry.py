@@ -274,6 +274,23 @@ class Registry:
                 log.warning("skipping unreadable card: %s", exc)
         return out
 
+    def model_stamp(self, ref: str) -> tuple[int, int, int] | None:
+        """What changes when the model's files do (ONNX size and mtime, card mtime): a cache key for a verified
+        card; None when the model is not registered."""
+        from qdrant_compat.cards import parse_ref
+
+        d = self._model_dir(*parse_ref(ref))
+        try:
+            st, cst = (d / "model.onnx").stat(), (d / "card.json").stat()
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns, cst.st_mtime_ns
+
+    def converters_stamp(self) -> float:
+        """Changes when a converter is registered or removed (the converters folder's mtime; 0 when none)."""
+        root = self.root / "converters"
+        return root.stat().st_mtime if root.exists() else 0.0
+
     def has_model(self, ref: str) -> bool:
         name, version = parse_ref(ref)
         return (self._model_dir(name, version) / "card.json").exists()

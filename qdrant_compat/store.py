@@ -20,9 +20,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from qdrant_compat.cards import DISTANCES as CARD_DISTANCES
 from qdrant_compat.errors import CollectionNotFoundError, CorruptArtifactError, InvalidArgumentError
@@ -154,6 +155,39 @@ def record_vector(rec: Any, name: str) -> list[float] | None:
     if isinstance(v, dict):
         return v.get(name)  # type: ignore[no-any-return]
     return v if name == "" else None  # type: ignore[no-any-return]
+
+
+class VectorShape(NamedTuple):
+    """One named vector's shape in the house's terms (no Qdrant type leaks above the store)."""
+
+    dim: int
+    distance: str  # one of cards.DISTANCES
+
+
+def rescored(hit: Any, score: float) -> Any:
+    """``hit`` with another score (a calibrated route's), the record type left to the store."""
+    return hit.model_copy(update={"score": score})
+
+
+def replace_payload(hit: Any, payload: dict[str, Any] | None) -> Any:
+    """``hit`` with another payload (the internal fields stripped)."""
+    return hit.model_copy(update={"payload": payload})
+
+
+@contextmanager
+def _missing_collection(name: str) -> Iterator[None]:
+    """A collection that is not there, as the house's error, whatever the backend says (a server answers 404, the
+    embedded store raises ValueError)."""
+    try:
+        yield
+    except UnexpectedResponse as exc:
+        if exc.status_code == 404:
+            raise CollectionNotFoundError(f"collection '{name}' not found") from exc
+        raise
+    except ValueError as exc:
+        if "not found" in str(exc).lower():
+            raise CollectionNotFoundError(f"collection '{name}' not found") from exc
+        raise
 
 
 class Store:
@@ -294,11 +328,16 @@ class Store:
         self.client.update_collection(name, metadata={key: value})
 
     def vector_params(self, name: str) -> dict[str, models.VectorParams]:
-        """Named vectors and their parameters; the unnamed vector is ``""``."""
+        """Named vectors and their Qdrant parameters; the unnamed vector is ``""`` (see :meth:`vector_shapes`)."""
         v = self.info(name).config.params.vectors
         if isinstance(v, models.VectorParams):
             return {"": v}
         return dict(v or {})
+
+    def vector_shapes(self, name: str) -> dict[str, VectorShape]:
+        """Named vectors as (dimension, distance in the cards' names): what callers above the store compare."""
+        names = {d: n for n, d in DISTANCES.items()}
+        return {v: VectorShape(int(p.size), names.get(p.distance, str(p.distance))) for v, p in self.vector_params(name).items()}
 
     def create(self, name: str, vectors: dict[str, tuple[int, str]], *, metadata: dict[str, Any] | None = None,
                on_disk: bool | None = None) -> None:
@@ -407,14 +446,21 @@ class Store:
 
     def search(self, name: str, vector: list[float], *, using: str, limit: int, flt: models.Filter | None = None,
                with_payload: bool | list[str] = True) -> list[models.ScoredPoint]:
-        res = self.client.query_points(name, query=vector, using=using or None, limit=limit, query_filter=flt,
-                                       with_payload=with_payload)
+        """Nearest points by one vector.
+
+        Raises:
+            CollectionNotFoundError: ``name`` is gone (an alias switched meanwhile, a dropped collection)."""
+        with _missing_collection(name):
+            res = self.client.query_points(name, query=vector, using=using or None, limit=limit, query_filter=flt,
+                                           with_payload=with_payload)
         return list(res.points)
 
     def search_batch(self, name: str, vectors: Sequence[list[float]], *, using: str, limit: int,
                      with_payload: bool | list[str] = False) -> list[list[models.ScoredPoint]]:
+        """:meth:`search` for several vectors in one request."""
         reqs = [models.QueryRequest(query=v, using=using or None, limit=limit, with_payload=with_payload) for v in vectors]
-        return [list(r.points) for r in self.client.query_batch_points(name, requests=reqs)]
+        with _missing_collection(name):
+            return [list(r.points) for r in self.client.query_batch_points(name, requests=reqs)]
 
     # ---------------------------------------------------------------- writes
     def upsert(self, name: str, ids: Sequence[Any], vectors: Sequence[dict[str, list[float]]],

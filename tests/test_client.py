@@ -181,3 +181,34 @@ def test_wraps_an_existing_client(trained):
     cc = CompatClient(raw, registry=trained[0])
     cc.create_collection("g", "omni@1")
     assert raw.collection_exists("g")
+
+
+def test_takes_a_store_and_only_one_backend(trained, random_vectors):
+    from qdrant_client import QdrantClient
+
+    from qdrant_compat.store import Store
+
+    store = Store(QdrantClient(":memory:"))
+    cc = CompatClient(store=store, registry=trained[0])
+    assert cc.store is store
+    cc.create_collection("g", "omni@1")
+    cc.upsert("g", "omni@1", random_vectors(3, 32), ids=[1, 2, 3])
+    assert store.count("g") == 3
+    with pytest.raises(InvalidArgumentError, match="give a store, or a client / location / path / url, not both"):
+        CompatClient(store=store, location=":memory:", registry=trained[0])
+
+
+def test_a_query_through_an_alias_switched_to_a_dropped_collection_is_resolved_again(client, random_vectors):
+    """The store says 'not found' in the house's terms (the embedded store raises ValueError, a server 404), and
+    the client re-resolves a stale alias once rather than failing."""
+    v = random_vectors(4, 32)
+    for name in ("a", "b"):
+        client.create_collection(name, "omni@1")
+        client.upsert(name, "omni@1", v, ids=[1, 2, 3, 4])
+    client.store.point_alias("live", "a")
+    assert client.query("live", "omni@1", v[0], limit=1)[0].id == 1  # resolution of 'live' cached: 'a'
+    client.store.point_alias("live", "b")
+    client.store.delete("a")
+    assert client.query("live", "omni@1", v[1], limit=1)[0].id == 2
+    with pytest.raises(CollectionNotFoundError, match="'a'"):
+        client.store.search("a", v[0].tolist(), using="omni@1", limit=1)

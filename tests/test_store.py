@@ -70,3 +70,23 @@ def test_an_embedded_store_is_handed_to_another_process_and_taken_back(tmp_path)
     store.client.upsert("c", [models.PointStruct(id=8, vector={"v": [0.0, 1.0]})])
     assert store.count("c") == 2
     store.close()
+
+
+def test_vector_shapes_speak_the_cards_distance_names():
+    store = Store(QdrantClient(":memory:"))
+    store.create("c", {"m@1": (8, "Cosine"), "m@2": (4, "Dot")})
+    assert store.vector_shapes("c") == {"m@1": (8, "Cosine"), "m@2": (4, "Dot")}
+    q = store.client
+    q.create_collection("plain", vectors_config=models.VectorParams(size=3, distance=models.Distance.EUCLID))
+    assert store.vector_shapes("plain") == {"": (3, "Euclid")}
+
+
+def test_hits_are_changed_without_callers_knowing_their_type():
+    from qdrant_compat.store import replace_payload, rescored
+
+    store = Store(QdrantClient(":memory:"))
+    store.create("c", {"m@1": (2, "Cosine")})
+    store.upsert("c", [1], [{"m@1": [1.0, 0.0]}], [{"a": 1, "_qdrant_compat": {"x": "y"}}])
+    hit = store.search("c", [1.0, 0.0], using="m@1", limit=1)[0]
+    assert rescored(hit, 0.25).score == 0.25 and hit.score != 0.25  # a copy, the original untouched
+    assert replace_payload(hit, {"a": 1}).payload == {"a": 1} and "_qdrant_compat" in hit.payload

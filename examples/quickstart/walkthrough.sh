@@ -21,7 +21,7 @@ qc search "$IMG" --collection gallery --model omniglot@1 -k 3
 
 # 3. train v2 on 150 classes, backward-compatible with the frozen v1 (the gate measures new/old vs old/old on the
 #    test drawers after every epoch and keeps the best passing epoch); measure and record the edge
-qc train $DATA --max-classes 150 --channels 1 --size 28 --dim 64 --epochs 8 --batch-size 64 --lr 3e-3 \
+qc train $DATA --max-classes 150 --channels 1 --size 28 --dim 64 --epochs 12 --batch-size 64 --lr 3e-3 \
    --old-model omniglot@1 --gate-data $DATA --gate-split test --out "$W/ckpt-v2" --register omniglot@2
 qc evaluate $DATA --split test --max-classes 150 --seen-classes 100 \
    --model omniglot@1 --model omniglot@2 --record omniglot@2 --report "$W/report"
