@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -245,7 +246,7 @@ def test_sigkill_mid_fill_then_resume(legacy):
     client.close()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rng = np.random.default_rng(1)
-    kills = 0
+    kills, left = 0, []
     for _trial in range(2):
         proc = subprocess.Popen(_cmd(tmp, "-v", "upgrade", "run", "live", "--to", "omni-indep@2", "--strategy", "backfill",
                                      "--layout", "blue_green", "--batch-size", "8", "--lock-ttl", "300"),
@@ -260,10 +261,16 @@ def test_sigkill_mid_fill_then_resume(legacy):
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
+        c = CompatClient(path=str(tmp / "store"), registry=tmp / "reg")  # what the dead run left
+        left.append((c.get_meta("legacy").job.phase.value, c.count_with_vector(GREEN, "omni-indep@2")))
+        c.close()
     done = subprocess.run(_cmd(tmp, "--json", "upgrade", "run", "live"), env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert kills >= 1
+    assert kills == 2, left  # both runs really died mid-fill
+    assert all(phase == "running" and 0 < filled < 150 for phase, filled in left), left
+    assert left[0][1] <= left[1][1]  # the second resumed what the first left
+    assert 150 - left[-1][1] <= json.loads(done.stdout)["processed"] <= 150 - left[-1][1] + 8  # only what was left
     c = CompatClient(path=str(tmp / "store"), registry=tmp / "reg")
     try:
         res = check_fill(c, GREEN, "omni-indep@2", reference=_reference(c))
