@@ -1,0 +1,88 @@
+"""A lifecycle command (cutover, rollback, cleanup) racing an ``upgrade run`` on the same collection, at random
+moments and in random order (seeded): each either does its whole step or is refused with one clear error, and
+whatever the interleaving the collection never loses a point, never serves a half-filled vector as complete, never
+stays stuck in 'cutting_over', and the upgrade can always be finished afterwards."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from qdrant_compat import CompatClient
+from qdrant_compat.enums import Phase
+from qdrant_compat.errors import JobLockedError, UpgradeError
+from qdrant_compat.upgrade import cleanup, cutover, rollback, run_upgrade
+from qdrant_compat.upgrade.verify import payload_snapshot
+
+COMMANDS = {
+    "cutover": lambda c: cutover(c, "g", grace=0.1),
+    "rollback": lambda c: rollback(c, "g", grace=0.1),
+    "cleanup": lambda c: cleanup(c, "g", yes=True),
+}
+REFUSED = (UpgradeError, JobLockedError)  # a refusal, with its reason; anything else fails the test
+
+
+def _check_consistent(client: CompatClient, before: dict) -> None:
+    meta = client.get_meta("g")
+    assert payload_snapshot(client, "g") == before  # no point lost, no payload changed
+    job = meta.job
+    assert job is None or job.phase != Phase.CUTTING_OVER, job  # nothing left half-switched
+    read_entry = meta.vectors[meta.read]
+    assert client.count_with_vector("g", meta.read) == len(before), (meta.read, read_entry)  # reads see every point
+    if job is not None and job.phase in (Phase.CUT_OVER, Phase.CLEANED):
+        assert meta.read == "omni-indep@2"
+    elif job is not None:
+        assert meta.read == "omni@1", job.phase
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_lifecycle_command_racing_a_run(world, seed):
+    tmp, client = world
+    rng = np.random.default_rng(seed)
+    command = list(COMMANDS)[seed % 3]
+    run_first = seed < 3  # seeds 0-2: the run starts first; 3-5: the command does, and a rerun races it
+    delay = float(rng.uniform(0.0, 1.2))
+    if not run_first:  # the command needs a job to act on: the vector filled, then the command and a rerun race
+        run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=50)
+    before = payload_snapshot(client, "g")
+    outcomes: dict[str, str] = {}
+
+    def run() -> None:
+        try:
+            run_upgrade(CompatClient(client.qdrant, registry=client.registry, meta_ttl=0), "g", "omni-indep@2",
+                        strategy="backfill", batch_size=10)
+            outcomes["run"] = "done"
+        except REFUSED as exc:
+            outcomes["run"] = f"refused: {exc}"
+
+    def lifecycle() -> None:
+        try:
+            COMMANDS[command](CompatClient(client.qdrant, registry=client.registry, meta_ttl=0))
+            outcomes[command] = "done"
+        except REFUSED as exc:
+            outcomes[command] = f"refused: {exc}"
+
+    first, second = (run, lifecycle) if run_first else (lifecycle, run)
+    t = threading.Thread(target=first)
+    t.start()
+    time.sleep(delay)
+    second()
+    t.join(timeout=300)
+    assert not t.is_alive()
+    assert set(outcomes) == {"run", command}, outcomes  # both ended, each done or refused with its reason
+    for what, out in outcomes.items():
+        assert out == "done" or len(out) > len("refused: ") + 20, (what, out)
+    _check_consistent(client, before)
+    # whatever happened, the upgrade can be finished: run (or nothing left to run), cut over, clean up
+    meta = client.get_meta("g")
+    if meta.job is None or meta.job.phase not in (Phase.CUT_OVER, Phase.CLEANED):
+        run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=50)
+        cutover(client, "g", grace=0.1)
+    if client.get_meta("g").job.phase != Phase.CLEANED:
+        cleanup(client, "g", yes=True)
+    _check_consistent(client, before)
+    final = client.get_meta("g")
+    assert final.read == "omni-indep@2" and final.job.phase == Phase.CLEANED and "omni@1" not in final.vectors
