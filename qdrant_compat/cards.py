@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from qdrant_compat._config import ShortRepr, from_dict, read_json, to_dict
+from qdrant_compat.enums import Lineage as LineageRelation
 from qdrant_compat.errors import CorruptArtifactError, InvalidArgumentError
 
 CARD_SCHEMA = 1
 DISTANCES = ("Cosine", "Dot", "Euclid")
 RESIZE_POLICIES = ("resize", "center_crop")
-RELATIONS = ("bct", "independent", "finetune")
+RELATIONS = tuple(r.value for r in LineageRelation)  # a card stores the plain string
 DIRECTIONS = ("old_to_new", "new_to_old")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # used with fullmatch: no trailing newline
 

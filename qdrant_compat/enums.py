@@ -83,6 +83,15 @@ class Relation(_StrEnum):
     ADAPTER = "adapter"  # a registered new->old (or old->new) head transforms the vectors
 
 
+class Lineage(_StrEnum):
+    """How a model version relates to its parent (its card's lineage); only a measured ``bct`` lineage may become
+    a collection's :class:`Relation` edge."""
+
+    BCT = "bct"  # trained backward-compatibly with the frozen parent
+    INDEPENDENT = "independent"  # trained without the parent's constraint
+    FINETUNE = "finetune"  # started from the parent's weights, no compatibility constraint
+
+
 class Layout(_StrEnum):
     """Where an upgrade writes the new model's vectors."""
 

@@ -41,7 +41,7 @@ from qdrant_compat.upgrade.fill import HEARTBEAT_S, FillOptions, RunReport, fill
 from qdrant_compat.upgrade.inplace import InPlace, collection_status, cutover_in_place, cutover_lock, rollback_in_place
 from qdrant_compat.upgrade.jobs import advance
 from qdrant_compat.upgrade.plan import UpgradePlan, green_name
-from qdrant_compat.upgrade.state import check_lock, new_job_id
+from qdrant_compat.upgrade.state import check_lock
 
 log = logging.getLogger(__name__)
 
@@ -689,10 +689,8 @@ class BlueGreen:
                                    f"({job.phase}); finish it or roll it back first")
         check_alias(client, plan.alias, collection, create=True)
         card = client.registry.get_model(plan.target_model).card
-        bjob = JobState(id=new_job_id(), source=plan.source, source_model=plan.source_model, target=plan.target,
-                        target_model=plan.target_model, target_fingerprint=card.fingerprint, strategy=plan.strategy,
-                        converter=plan.converter, priority=Priority.parse(priority, "priority"), image_field=image_field,
-                        phase=Phase.PLANNED, layout=Layout.BLUE_GREEN, green=plan.green, alias=plan.alias)
+        bjob = plan.new_job(card.fingerprint, priority=priority, image_field=image_field, phase=Phase.PLANNED,
+                            layout=Layout.BLUE_GREEN, green=plan.green, alias=plan.alias)
         start(client, collection, bjob, owner=fill.owner, ttl=fill.lock_ttl, meta=meta)
         return run(client, collection, fill, meta, held=True)
 

@@ -31,7 +31,7 @@ from qdrant_compat.results import Result
 from qdrant_compat.store import MIN_SERVER_FOR_NAMED_VECTORS, mark_is, mark_not_in, record_vector
 from qdrant_compat.upgrade.jobs import advance
 from qdrant_compat.upgrade.plan import UpgradePlan, bct_evidence, check_source_fingerprint, plan_upgrade
-from qdrant_compat.upgrade.state import DEFAULT_LOCK_TTL, JobState, Lock, check_lock, make_owner, new_job_id, provenance_key
+from qdrant_compat.upgrade.state import DEFAULT_LOCK_TTL, JobState, Lock, check_lock, make_owner, provenance_key
 from qdrant_compat.upgrade.writes import CHANGED, FillTarget, Written, seen_key, write_extracted, write_vectors
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,7 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
                 "finish it (upgrade run / cutover) or roll it back first"
             )
     card = client.registry.get_model(plan.target_model).card
-    job = JobState(id=new_job_id(), source=plan.source, source_model=plan.source_model, target=plan.target,
-                   target_model=plan.target_model, target_fingerprint=card.fingerprint, strategy=plan.strategy,
-                   converter=plan.converter, priority=Priority.parse(priority, "priority"), image_field=image_field,
-                   phase=Phase.RUNNING)
+    job = plan.new_job(card.fingerprint, priority=priority, image_field=image_field, phase=Phase.RUNNING)
     if plan.strategy == Strategy.ADOPT:
         src_card = client.registry.get_model(plan.source_model).card
         ev = bct_evidence(card, src_card, client.registry) or {}

@@ -13,12 +13,13 @@ import numpy as np
 from qdrant_compat.cards import ModelCard
 from qdrant_compat.client import CompatClient
 from qdrant_compat.data.images import ImageReader, ImageRefs, is_remote
-from qdrant_compat.enums import Layout, Relation, Strategy
+from qdrant_compat.enums import Layout, Phase, Priority, Relation, Strategy
 from qdrant_compat.errors import CorruptArtifactError, FingerprintMismatchError, InvalidArgumentError, UpgradeError
-from qdrant_compat.metadata import CompatMeta
+from qdrant_compat.metadata import CompatMeta, JobState
 from qdrant_compat.registry import Registry
 from qdrant_compat.results import Result
 from qdrant_compat.store import record_vector
+from qdrant_compat.upgrade.state import new_job_id
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,14 @@ class UpgradePlan(Result):
     green: str | None = None  # blue-green: the new collection
     alias: str | None = None  # blue-green: the alias cutover switches
     aliases: list[str] = field(default_factory=list)  # aliases that point at the collection now
+
+    def new_job(self, target_fingerprint: str, *, priority: Priority | str, image_field: str, phase: Phase,
+                **layout: Any) -> JobState:
+        """The job that carries this plan out (a fresh id; ``layout``: the blue-green fields)."""
+        return JobState(id=new_job_id(), source=self.source, source_model=self.source_model, target=self.target,
+                        target_model=self.target_model, target_fingerprint=target_fingerprint, strategy=self.strategy,
+                        converter=self.converter, priority=Priority.parse(priority, "priority"), image_field=image_field,
+                        phase=phase, **layout)
 
 
 def green_name(blue: str, target_model: str) -> str:
