@@ -132,9 +132,21 @@ class Mark(_StrEnum):
     UNREACHABLE = "unreachable"  # its server did not answer after the retries: the next run tries again
 
 
+class Count(_StrEnum):
+    """The keys of an upgrade job's counters (``job.counts``): the points per mark, and two more."""
+
+    EXTRACTED = "extracted"
+    CONVERTED = "converted"
+    MISSING = "missing"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    UNMARKED = "unmarked"  # backfill: holds the new vector but no mark (a crash between the two writes)
+    CHANGED_DURING_RUN = "changed_during_run"  # re-written by an application while being re-extracted
+
+
 def choices(enum: type[Enum]) -> list[str]:
     """The values of ``enum``, in declaration order (what the CLI offers)."""
     return [str(m.value) for m in enum]
 
 
-__all__ = ["Direction", "Layout", "Mark", "Phase", "Priority", "Relation", "Strategy", "VectorState", "Via", "choices"]
+__all__ = ["Count", "Direction", "Layout", "Mark", "Phase", "Priority", "Relation", "Strategy", "VectorState", "Via", "choices"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from qdrant_compat._config import ShortRepr, from_dict, to_dict
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.enums import Layout, Phase, Priority, Relation, Strategy, VectorState
+from qdrant_compat.enums import Count, Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import CorruptArtifactError
 
 META_KEY = "qdrant_compat"
@@ -131,6 +131,10 @@ class JobState(ShortRepr):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JobState:
         return from_dict(cls, d, where="collection metadata job")
+
+    def bump(self, key: Count | Mark, n: int = 1) -> None:
+        """Add ``n`` to the counter ``key`` (typed: a free string key would be a new counter nobody reads)."""
+        self.counts[key.value] = self.counts.get(key.value, 0) + n
 
     def add_error(self, msg: str) -> None:
         if len(self.errors) < self.ERROR_LIMIT:

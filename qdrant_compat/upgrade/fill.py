@@ -24,7 +24,7 @@ from qdrant_compat.client import PROVENANCE_KEY, CompatClient
 from qdrant_compat.data.images import ImageReader, ImageRefs
 from qdrant_compat.engines.base import FAILED, MISSING, OK, STATUSES, UNREACHABLE, Engine
 from qdrant_compat.engines.local import LocalEngine
-from qdrant_compat.enums import Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
+from qdrant_compat.enums import Count, Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
 from qdrant_compat.errors import InvalidArgumentError, JobLockedError, UpgradeError
 from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
 from qdrant_compat.results import Result
@@ -272,7 +272,7 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
                 for out in engine.convert(src, registry_root=str(client.registry.root), converter=job.converter,
                                           batch_size=batch_size, write=writes, ids=[r.id for r in recs]):
                     done += len(out["i"])
-                    job.counts["converted"] = job.counts.get("converted", 0) + len(out["i"])
+                    job.bump(Count.CONVERTED, len(out["i"]))
                     if progress:
                         progress(done, total)
             sess.heartbeat(job)
@@ -283,7 +283,7 @@ def _convert_stage(client: CompatClient, collection: str, job: JobState, sess: _
             break
         write_vectors(client.store, collection, job.target, {r.id: o.tolist() for r, o in zip(recs, conv, strict=True)}, {})
         done += len(recs)
-        job.counts["converted"] = job.counts.get("converted", 0) + len(recs)
+        job.bump(Count.CONVERTED, len(recs))
         sess.heartbeat(job)
         log.info("convert %s: %d/%d points written", job.id, done, total)
         budget[0] -= 1
@@ -374,9 +374,9 @@ def _backfill_stage(client: CompatClient, collection: str, job: JobState, sess: 
         if res.changed:  # a re-written point lost its mark: the next pass takes it with its new image
             log.info("backfill %s: %d point(s) changed or deleted while being re-extracted: left for the next pass",
                      job.id, len(res.changed))
-            job.counts["changed_during_run"] = job.counts.get("changed_during_run", 0) + len(res.changed)
+            job.bump(Count.CHANGED_DURING_RUN, len(res.changed))
         for mark, ids in res.marks.items():
-            job.counts[mark] = job.counts.get(mark, 0) + len(ids)
+            job.bump(Mark(mark), len(ids))
         done[0] += n
         budget[0] -= 1
         log.info("backfill %s: %d/%d points written", job.id, done[0], len(order))
@@ -453,9 +453,9 @@ def _counts_from_store(client: CompatClient, collection: str, job: JobState, fil
     counts = {m.value: client.store.count(collection, mark_is(key, m.value))
               for m in (Mark.EXTRACTED, Mark.MISSING, Mark.FAILED, Mark.UNREACHABLE)}
     if job.strategy.converts:
-        counts["converted"] = filled - counts[Mark.EXTRACTED.value]
+        counts[Count.CONVERTED.value] = filled - counts[Mark.EXTRACTED.value]
     else:
-        counts["unmarked"] = filled - counts[Mark.EXTRACTED.value]
+        counts[Count.UNMARKED.value] = filled - counts[Mark.EXTRACTED.value]
     return counts
 
 
@@ -597,10 +597,10 @@ def fill_in_place(client: CompatClient, collection: str, target: ModelCard | str
         elif job.strategy != Strategy.ADOPT:
             pending = client.store.count(collection, mark_not_in(f"{PROVENANCE_KEY}.{provenance_key(job.target)}", DONE_MARKS))
         if job.strategy != Strategy.ADOPT:
-            changed_n = job.counts.get("changed_during_run", 0)
+            changed_n = job.counts.get(Count.CHANGED_DURING_RUN.value, 0)
             job.counts = _counts_from_store(client, collection, job, filled)
             if changed_n:
-                job.counts["changed_during_run"] = changed_n
+                job.counts[Count.CHANGED_DURING_RUN.value] = changed_n
         meta, current = sess.load()
         job.lock = current.lock
         if pending == 0 and filled == total:

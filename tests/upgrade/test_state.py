@@ -64,3 +64,15 @@ def test_an_owner_that_cannot_be_read_is_never_taken_for_dead(owner):
     with pytest.raises(JobLockedError):
         check_lock(_job(owner), make_owner())
     check_lock(_job(owner, expires_in=-1), make_owner())
+
+
+def test_every_mark_is_a_counter_and_counters_are_typed():
+    from qdrant_compat.enums import Count, Mark
+
+    assert {m.value for m in Mark} <= {c.value for c in Count}  # status reports a count per mark
+    job = _job(None)
+    job.bump(Count.CONVERTED, 3)
+    job.bump(Mark.EXTRACTED)
+    job.bump(Count.EXTRACTED, 2)
+    assert job.counts == {"converted": 3, "extracted": 3}
+    assert JobState.from_dict(job.to_dict()).counts == job.counts  # plain strings in the stored block
