@@ -190,7 +190,7 @@ def trial_raw(tmp: Path, rng: np.random.Generator, batch: int) -> dict[str, Any]
 
     from qdrant_compat.errors import UpgradeError
     from qdrant_compat.store import Store
-    from qdrant_compat.upgrade import cleanup, cutover, lifecycle, run_upgrade
+    from qdrant_compat.upgrade import cleanup, cutover, inplace, run_upgrade
 
     store = _fresh(tmp, "store0")
     c = CompatClient(path=str(store), registry=tmp / "reg", meta_ttl=0)
@@ -228,7 +228,7 @@ def trial_raw(tmp: Path, rng: np.random.Generator, batch: int) -> dict[str, Any]
     if stage == "fill":
         hook(Store, "write_vectors", int(rng.integers(1, n_batches + 1)))
     elif stage == "cutover":
-        hook(lifecycle.time, "sleep", 1)
+        hook(inplace.time, "sleep", 1)  # the cutover's grace period
     elif stage == "cleanup":
         hook(Store, "backup", 1)
     steps: list[str] = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
 from qdrant_compat.enums import Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
-from qdrant_compat.errors import UpgradeError
+from qdrant_compat.errors import JobLockedError, UpgradeError
 from qdrant_compat.metadata import CleanupRecord, CompatMeta, Edge, Lock
 from qdrant_compat.results import CleanupResult, CutoverResult, RollbackResult, StatusReport, VectorStatus
 from qdrant_compat.routing import candidate_routes
@@ -70,6 +70,39 @@ def collection_status(client: CompatClient, collection: str, *, blue_green: dict
 
 CUTOVER_GRACE_S = 2.0
 CUTOVER_LOCK_S = 60.0  # a cutover holds the job's lock for its grace period plus this (a killed one frees it then)
+
+
+ROLLBACK_LOCK_S, CLEANUP_LOCK_S = 60.0, 600.0  # a killed step on another host frees the job after this (here: at once)
+
+
+def _hold(client: CompatClient, collection: str, meta: CompatMeta, owner: str, seconds: float) -> CompatMeta:
+    """Take the job's lock for one lifecycle step: written, then read back (two takers racing on a server: the
+    later write wins and the other stops here), so a run cannot start under the step. Returns the block read back.
+
+    Raises:
+        JobLockedError: another live process holds the job, or took it meanwhile."""
+    job = _job(meta, collection)
+    check_lock(job, owner)
+    job.lock = Lock(owner, time.time() + seconds)
+    meta.job = job
+    client.put_meta(collection, meta)
+    meta = client.get_meta(collection)
+    lock = _job(meta, collection).lock
+    if lock is None or lock.owner != owner:
+        raise JobLockedError(f"upgrade job {job.id} was taken by {lock.owner if lock else 'another process'} meanwhile; "
+                             "nothing was changed")
+    return meta
+
+
+def _release(client: CompatClient, collection: str, owner: str) -> None:
+    """On the way out of a failed step: let go of the lock if it is still ours (best effort)."""
+    try:
+        meta = client.get_meta(collection)
+        if meta.job is not None and meta.job.lock is not None and meta.job.lock.owner == owner:
+            meta.job.lock = None
+            client.put_meta(collection, meta)
+    except Exception:  # pragma: no cover - the lock then expires, or its dead holder is seen
+        log.warning("could not release the job lock of %s", collection)
 
 
 def cutover_lock(owner: str, grace: float) -> Lock:
@@ -190,6 +223,19 @@ def rollback_in_place(client: CompatClient, collection: str, *, dry_run: bool, o
         where = f" (backup: {job.cleanup.backup})" if job.cleanup is not None else ""
         raise UpgradeError(f"cannot roll back: vector '{job.source}' ({job.source_model}) was dropped by cleanup; "
                            f"restore the backup named in the job's cleanup record{where}")
+    if not dry_run:
+        meta = _hold(client, collection, meta, owner, ROLLBACK_LOCK_S)
+        job = _job(meta, collection)
+    try:
+        return _rollback_held(client, collection, meta, job, dry_run)
+    except BaseException:
+        if not dry_run:
+            _release(client, collection, owner)
+        raise
+
+
+def _rollback_held(client: CompatClient, collection: str, meta: CompatMeta, job: JobState,
+                   dry_run: bool) -> RollbackResult:
     total = client.store.count(collection)
     have = client.count_with_vector(collection, job.source)
     if have < total:
@@ -212,6 +258,7 @@ def rollback_in_place(client: CompatClient, collection: str, *, dry_run: bool, o
                                stored_fingerprint=src.fingerprint, relation=Relation.BCT,
                                evidence={"criterion_met": False, "revoked": f"rolled back (job {job.id})"}))
     advance(job, Phase.ROLLED_BACK, collection)
+    job.lock = None
     meta.job = job
     client.put_meta(collection, meta)
     return out
@@ -245,6 +292,17 @@ def cleanup_in_place(client: CompatClient, collection: str, *, yes: bool, backup
         return out
     if not yes:
         raise UpgradeError(f"cleanup drops vector '{job.source}' for good; pass --yes (a backup is made first)")
+    meta = _hold(client, collection, meta, owner, CLEANUP_LOCK_S)
+    job = _job(meta, collection)
+    try:
+        return _cleanup_held(client, collection, meta, job, backup_dir, out)
+    except BaseException:
+        _release(client, collection, owner)  # the journal (job.cleanup) stays: a rerun resumes the drop
+        raise
+
+
+def _cleanup_held(client: CompatClient, collection: str, meta: CompatMeta, job: JobState,
+                  backup_dir: str | Path | None, out: CleanupResult) -> CleanupResult:
     if job.cleanup is None:  # count and compare before dropping: a point that holds only the old vector would be left
         from qdrant_compat.store import both, has_vector, lacks_vector
 
@@ -274,6 +332,7 @@ def cleanup_in_place(client: CompatClient, collection: str, *, yes: bool, backup
     meta.edges = [e for e in meta.edges if e.stored != job.source_model]
     job.cleanup.dropped = True
     advance(job, Phase.CLEANED, collection)
+    job.lock = None
     meta.job = job
     client.put_meta(collection, meta)
     from qdrant_compat.store import lacks_vector

@@ -86,3 +86,34 @@ def test_a_lifecycle_command_racing_a_run(world, seed):
     _check_consistent(client, before)
     final = client.get_meta("g")
     assert final.read == "omni-indep@2" and final.job.phase == Phase.CLEANED and "omni@1" not in final.vectors
+
+
+@pytest.mark.parametrize("step", ["rollback", "cleanup"])
+def test_rollback_and_cleanup_hold_the_job_lock_while_they_work(world, step, monkeypatch):
+    """They took only a look at the lock, so a run could start between their read and their write; now each takes
+    it (written, read back) for the step, a run meanwhile is refused, and it is let go at the end."""
+    tmp, client = world
+    run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=50)
+    if step == "cleanup":
+        cutover(client, "g", grace=0.1)
+    seen: list[BaseException] = []
+    from qdrant_compat.store import Store
+
+    where = "backup" if step == "cleanup" else "count"
+    real = getattr(Store, where)
+
+    def meanwhile(self, *a, **kw):
+        if not seen:
+            try:
+                run_upgrade(CompatClient(client.qdrant, registry=client.registry, meta_ttl=0), "g", "omni-indep@2",
+                            strategy="backfill")
+                seen.append(AssertionError("the run was let in"))
+            except JobLockedError as exc:
+                seen.append(exc)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Store, where, meanwhile)
+    COMMANDS[step](CompatClient(client.qdrant, registry=client.registry, meta_ttl=0))
+    assert len(seen) == 1 and isinstance(seen[0], JobLockedError), seen
+    job = client.get_meta("g").job
+    assert job.lock is None and job.phase == (Phase.ROLLED_BACK if step == "rollback" else Phase.CLEANED)
