@@ -86,6 +86,7 @@ class CleanupRecord(ShortRepr):
     started: float = field(default_factory=time.time)
     dropped: bool = False
     collection: str | None = None  # blue-green: the old collection dropped
+    made: bool = True  # False: the backup's file is named (journaled first) but not written yet
 
 
 @dataclass(repr=False)

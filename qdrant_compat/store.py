@@ -489,23 +489,30 @@ class Store:
             self.client.delete(name, points_selector=models.PointIdsList(points=list(ids)), wait=True)
 
     # --------------------------------------------------------------- backups
-    def backup(self, name: str, folder: str | Path | None = None) -> str:
-        """Back up a collection before something is dropped; returns where it went.
-
-        A server takes a snapshot (restore with Qdrant's own snapshot recovery). The embedded store has no
-        snapshots: every point (all vectors, payload) is written to a JSON-lines file through the public scroll
-        API, which :meth:`restore` reads back; the store stays open, nothing is copied underneath it.
-        """
+    def backup_target(self, name: str, folder: str | Path | None = None) -> str | None:
+        """Where :meth:`backup` of the embedded store will write, decided beforehand (so a journal can name it
+        before it exists); None for a server, whose snapshot names itself."""
         if not self.capabilities().embedded:
-            snap = self.client.create_snapshot(name, wait=True)
-            return f"snapshot {snap.name}" if snap else "snapshot"
+            return None
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         if folder is None:
             local = self.local_path
             folder = f"{local.rstrip('/')}.backups" if local and local != ":memory:" else "qdrant_compat_backups"
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}-{stamp}.jsonl"
+        return str(Path(folder) / f"{name}-{stamp}.jsonl")
+
+    def backup(self, name: str, folder: str | Path | None = None, *, target: str | None = None) -> str:
+        """Back up a collection before something is dropped; returns where it went.
+
+        A server takes a snapshot (restore with Qdrant's own snapshot recovery). The embedded store has no
+        snapshots: every point (all vectors, payload) is written to a JSON-lines file through the public scroll
+        API, which :meth:`restore` reads back; the store stays open, nothing is copied underneath it. ``target``:
+        the file :meth:`backup_target` chose (written again, whole, if a killed backup left it absent).
+        """
+        if not self.capabilities().embedded:
+            snap = self.client.create_snapshot(name, wait=True)
+            return f"snapshot {snap.name}" if snap else "snapshot"
+        path = Path(target or self.backup_target(name, folder) or "")
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
         n = 0
         try:

@@ -219,6 +219,8 @@ def rollback_in_place(client: CompatClient, collection: str, *, dry_run: bool, o
     meta = client.get_meta(collection)
     job = _job(meta, collection)
     check_lock(job, owner)
+    if job.cleanup is not None and not job.cleanup.made and not job.cleanup.dropped:
+        job.cleanup = None  # a cleanup killed before its backup was made: nothing was dropped, nothing to keep
     if job.phase == Phase.CLEANED or job.source not in meta.vectors or (job.cleanup is not None):
         where = f" (backup: {job.cleanup.backup})" if job.cleanup is not None else ""
         raise UpgradeError(f"cannot roll back: vector '{job.source}' ({job.source_model}) was dropped by cleanup; "
@@ -314,8 +316,22 @@ def _cleanup_held(client: CompatClient, collection: str, meta: CompatMeta, job: 
                 f"vector would leave them with none. Fill them first with 'upgrade run {collection}', then clean up. "
                 "Nothing was dropped")
     if job.cleanup is None:
-        # step 1: the backup, recorded before anything is dropped
-        job.cleanup = CleanupRecord(vector=job.source, backup=client.store.backup(collection, backup_dir))
+        # step 1: the backup, recorded before anything is dropped. The embedded store's backup file is named in
+        # the journal first, so a cleanup killed after writing it and before recording it does not make a second
+        target = client.store.backup_target(collection, backup_dir)
+        if target is not None:
+            job.cleanup = CleanupRecord(vector=job.source, backup=target, made=False)
+            meta.job = job
+            client.put_meta(collection, meta)
+        made = client.store.backup(collection, backup_dir, target=target)
+        job.cleanup = CleanupRecord(vector=job.source, backup=made)
+        meta.job = job
+        client.put_meta(collection, meta)
+        out.backup = job.cleanup.backup
+    elif not job.cleanup.made:  # killed during the backup: write it (again, whole) where the journal says
+        if not Path(job.cleanup.backup).exists():
+            client.store.backup(collection, backup_dir, target=job.cleanup.backup)
+        job.cleanup.made = True
         meta.job = job
         client.put_meta(collection, meta)
         out.backup = job.cleanup.backup

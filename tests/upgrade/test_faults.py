@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,49 @@ def test_cli_cleanup_backup_restores_the_dropped_vector_exactly(make_world, othe
     after = {r.id: r.vector["omni@1"] for r in c.scroll_all("g-restored", with_vectors=["omni@1"])}
     c.close()
     assert after.keys() == before.keys() and all(np.allclose(after[i], before[i], atol=1e-6) for i in before)
+
+
+def test_a_cleanup_killed_after_its_backup_and_before_recording_it_makes_no_second_backup(world, tmp_path, monkeypatch):
+    """S5 found it: the backup file was complete but the journal did not name it yet, so the rerun made a second
+    one. The file is named in the journal first now, and the rerun finds it."""
+    from qdrant_compat.store import Store
+
+    tmp, client = world
+    run_upgrade(client, "g", "omni-indep@2", strategy="backfill")
+    cutover(client, "g", grace=0.1)
+    real = Store.backup
+
+    def backup_then_die(self, *a, **kw):
+        real(self, *a, **kw)
+        raise KeyboardInterrupt  # the process dies before the journal records the backup as made
+
+    monkeypatch.setattr(Store, "backup", backup_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        cleanup(client, "g", yes=True, backup_dir=tmp_path / "bk")
+    job = client.get_meta("g").job
+    assert job.cleanup is not None and not job.cleanup.made and "omni@1" in client.store.vector_params("g")
+    monkeypatch.setattr(Store, "backup", real)
+    out = cleanup(client, "g", yes=True, backup_dir=tmp_path / "bk")
+    files = sorted((tmp_path / "bk").iterdir())
+    assert [f.name for f in files] == [Path(out.backup).name]  # one backup, the journaled one
+    assert client.get_meta("g").job.phase == Phase.CLEANED
+    assert client.store.restore(out.backup, "g-restored") == 150
+
+
+def test_a_cleanup_killed_before_its_backup_leaves_rollback_possible(world, tmp_path, monkeypatch):
+    from qdrant_compat.store import Store
+
+    tmp, client = world
+    run_upgrade(client, "g", "omni-indep@2", strategy="backfill")
+    cutover(client, "g", grace=0.1)
+
+    def die(self, *a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "backup", die)
+    with pytest.raises(KeyboardInterrupt):
+        cleanup(client, "g", yes=True, backup_dir=tmp_path / "bk")
+    monkeypatch.undo()
+    rollback(client, "g", grace=0.1)  # nothing was dropped: the planned backup does not block it
+    meta = client.get_meta("g")
+    assert meta.read == "omni@1" and meta.job.phase == Phase.ROLLED_BACK and meta.job.cleanup is None

@@ -91,7 +91,8 @@ def test_a_lifecycle_command_racing_a_run(world, seed):
 @pytest.mark.parametrize("step", ["rollback", "cleanup"])
 def test_rollback_and_cleanup_hold_the_job_lock_while_they_work(world, step, monkeypatch):
     """They took only a look at the lock, so a run could start between their read and their write; now each takes
-    it (written, read back) for the step, a run meanwhile is refused, and it is let go at the end."""
+    it (written, read back) for the step, a run meanwhile is refused, and it is let go at the end. (Once cleanup
+    has journaled its backup a run is refused anyway: the job is no longer one a run may catch up.)"""
     tmp, client = world
     run_upgrade(client, "g", "omni-indep@2", strategy="backfill", batch_size=50)
     if step == "cleanup":
@@ -99,7 +100,7 @@ def test_rollback_and_cleanup_hold_the_job_lock_while_they_work(world, step, mon
     seen: list[BaseException] = []
     from qdrant_compat.store import Store
 
-    where = "backup" if step == "cleanup" else "count"
+    where = "count"  # both count the points after taking the lock, before they change anything
     real = getattr(Store, where)
 
     def meanwhile(self, *a, **kw):
