@@ -95,14 +95,23 @@ def _hold(client: CompatClient, collection: str, meta: CompatMeta, owner: str, s
 
 
 def _release(client: CompatClient, collection: str, owner: str) -> None:
-    """On the way out of a failed step: let go of the lock if it is still ours (best effort)."""
+    """On the way out of a failed step: let go of the lock if it is still ours (best effort), and forget a backup
+    that was named but never written (a full disk: the next cleanup may name another folder)."""
     try:
         meta = client.get_meta(collection)
         if meta.job is not None and meta.job.lock is not None and meta.job.lock.owner == owner:
             meta.job.lock = None
+            if _unwritten_backup(meta.job):
+                meta.job.cleanup = None
             client.put_meta(collection, meta)
     except Exception:  # pragma: no cover - the lock then expires, or its dead holder is seen
         log.warning("could not release the job lock of %s", collection)
+
+
+def _unwritten_backup(job: JobState) -> bool:
+    """The journal names a backup file that was never written (killed, or failed, before it was complete)."""
+    c = job.cleanup
+    return c is not None and not c.made and not c.dropped and not Path(c.backup).exists()
 
 
 def cutover_lock(owner: str, grace: float) -> Lock:
@@ -220,7 +229,7 @@ def rollback_in_place(client: CompatClient, collection: str, *, dry_run: bool, o
     job = _job(meta, collection)
     check_lock(job, owner)
     if job.cleanup is not None and not job.cleanup.made and not job.cleanup.dropped:
-        job.cleanup = None  # a cleanup killed before its backup was made: nothing was dropped, nothing to keep
+        job.cleanup = None  # a cleanup killed before its backup was recorded: nothing was dropped
     if job.phase == Phase.CLEANED or job.source not in meta.vectors or (job.cleanup is not None):
         where = f" (backup: {job.cleanup.backup})" if job.cleanup is not None else ""
         raise UpgradeError(f"cannot roll back: vector '{job.source}' ({job.source_model}) was dropped by cleanup; "
@@ -305,6 +314,9 @@ def cleanup_in_place(client: CompatClient, collection: str, *, yes: bool, backup
 
 def _cleanup_held(client: CompatClient, collection: str, meta: CompatMeta, job: JobState,
                   backup_dir: str | Path | None, out: CleanupResult) -> CleanupResult:
+    if _unwritten_backup(job):
+        job.cleanup = None  # named but never written: plan it anew (in the folder given now)
+        out.backup = None
     if job.cleanup is None:  # count and compare before dropping: a point that holds only the old vector would be left
         from qdrant_compat.store import both, has_vector, lacks_vector
 
@@ -328,9 +340,7 @@ def _cleanup_held(client: CompatClient, collection: str, meta: CompatMeta, job: 
         meta.job = job
         client.put_meta(collection, meta)
         out.backup = job.cleanup.backup
-    elif not job.cleanup.made:  # killed during the backup: write it (again, whole) where the journal says
-        if not Path(job.cleanup.backup).exists():
-            client.store.backup(collection, backup_dir, target=job.cleanup.backup)
+    elif not job.cleanup.made:  # killed after the file was complete, before it was recorded: it is the backup
         job.cleanup.made = True
         meta.job = job
         client.put_meta(collection, meta)
