@@ -511,7 +511,9 @@ class Store:
         if not self.capabilities().embedded:
             snap = self.client.create_snapshot(name, wait=True)
             return f"snapshot {snap.name}" if snap else "snapshot"
-        path = Path(target or self.backup_target(name, folder) or "")
+        target = target or self.backup_target(name, folder)
+        assert target is not None  # embedded: always a file
+        path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
         n = 0

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ class LocalEngine:
 
     read_workers: int = 2
     chunk: int = 1  # the caller's batches are handed over one at a time: nothing to bound
+    _runtimes: dict[str, Any] = field(default_factory=dict, repr=False)  # registry root -> ConverterRuntime
 
     def __post_init__(self) -> None:
         if self.read_workers < 0:
@@ -43,17 +45,15 @@ class LocalEngine:
         return None
 
     def extract(self, refs: Sequence[Any], *, registry_root: str, model: str, batch_size: int, reader: Any,
-                write: Any = None, keys: Sequence[str] | None = None, embedder: Any = None) -> Iterator[Batch]:
+                write: Any = None, keys: Sequence[str] | None = None) -> Iterator[Batch]:
         """Embed the images ``refs`` names, in order (the contract of :class:`~qdrant_compat.engines.base.Engine`);
-        each batch also carries ``read_s`` and ``embed_s``, the seconds its two stages took. ``embedder`` is an
-        open :class:`~qdrant_compat.runtime.embedder.Embedder` to use instead of opening ``model`` again."""
+        each batch also carries ``read_s`` and ``embed_s``, the seconds its two stages took."""
         if write is not None:
             raise InvalidArgumentError("the local engine's workers do not write: the caller writes what it yields")
-        if embedder is None:
-            from qdrant_compat.registry import Registry
-            from qdrant_compat.runtime.embedder import Embedder
+        from qdrant_compat.registry import Registry
+        from qdrant_compat.runtime.embedder import Embedder
 
-            embedder = Embedder(Registry(Path(registry_root)).get_model(model), batch_size=batch_size)
+        embedder = Embedder(Registry(Path(registry_root)).get_model(model), batch_size=batch_size)
         spec, dim = embedder.card.input, embedder.card.dim
         spans = [(s, min(s + batch_size, len(refs))) for s in range(0, len(refs), batch_size)]
 
@@ -61,8 +61,6 @@ class LocalEngine:
             return decode(refs[span[0] : span[1]], spec, reader)
 
         def embed(span: tuple[int, int], dec: Decoded) -> Batch:
-            import time
-
             t0 = time.perf_counter()
             ok = dec.ok
             vec = np.zeros((len(ok), dim), np.float32)
@@ -79,16 +77,17 @@ class LocalEngine:
         yield from _pipelined(spans, read, embed, self.read_workers)
 
     def convert(self, vectors: np.ndarray, *, registry_root: str, converter: str, batch_size: int,
-                write: Any = None, ids: list[Any] | None = None, runtime: Any = None) -> Iterator[Batch]:
-        """Apply ``converter`` to ``vectors`` in order, ``batch_size`` rows a batch (``i``, ``out``); ``runtime``:
-        an open :class:`~qdrant_compat.runtime.onnx.ConverterRuntime` to use."""
+                write: Any = None, ids: list[Any] | None = None) -> Iterator[Batch]:
+        """Apply ``converter`` to ``vectors`` in order, ``batch_size`` rows a batch (``i``, ``out``). The runtime (and
+        its verified ONNX sessions) is opened once per registry and kept: the caller hands over one batch a call."""
         if write is not None:
             raise InvalidArgumentError("the local engine's workers do not write: the caller writes what it yields")
+        runtime = self._runtimes.get(registry_root)
         if runtime is None:
             from qdrant_compat.registry import Registry
             from qdrant_compat.runtime.onnx import ConverterRuntime
 
-            runtime = ConverterRuntime(Registry(Path(registry_root)))
+            runtime = self._runtimes[registry_root] = ConverterRuntime(Registry(Path(registry_root)))
         for s in range(0, len(vectors), batch_size):
             part = np.asarray(vectors[s : s + batch_size], np.float32)
             yield {"i": np.arange(s, s + len(part)), "out": runtime.apply(converter, part)}

@@ -37,7 +37,7 @@ from qdrant_compat.enums import Layout, Phase, Priority, Strategy, VectorState
 from qdrant_compat.errors import JobLockedError, UpgradeError
 from qdrant_compat.metadata import META_KEY, CleanupRecord, CompatMeta, JobState, Lock, VectorEntry
 from qdrant_compat.results import CleanupResult, CutoverResult, Result, RollbackResult, StatusReport
-from qdrant_compat.upgrade.fill import HEARTBEAT_S, FillOptions, RunReport, fill_in_place, refuse_during_cutover
+from qdrant_compat.upgrade.fill import FillOptions, RunReport, fill_in_place, heartbeat_interval, refuse_during_cutover
 from qdrant_compat.upgrade.inplace import InPlace, collection_status, cutover_in_place, cutover_lock, rollback_in_place
 from qdrant_compat.upgrade.jobs import advance
 from qdrant_compat.upgrade.plan import UpgradePlan, green_name
@@ -591,7 +591,7 @@ def run(client: CompatClient, blue: str, fill: FillOptions, meta: CompatMeta | N
             set_phase(client, green, Phase.RUNNING)
 
         def heartbeat() -> None:  # renew blue's lock as the fill does green's (when due, not per page)
-            if time.monotonic() - last[0] >= min(HEARTBEAT_S, lock_ttl / 4):
+            if time.monotonic() - last[0] >= heartbeat_interval(lock_ttl):
                 set_phase(client, blue, Phase.RUNNING, hold=Lock(owner, time.time() + lock_ttl))
                 last[0] = time.monotonic()
 

@@ -70,6 +70,11 @@ class RunReport(Result):
     sync: dict[str, int] | None = None  # blue-green: this run's blue -> green sync
 
 
+def heartbeat_interval(ttl: float) -> float:
+    """Seconds between a run's lock renewals: :data:`HEARTBEAT_S`, or a quarter of the lock's time if shorter."""
+    return min(HEARTBEAT_S, ttl / 4)
+
+
 class _Session:
     """Holds the job lock and keeps the job block current: a heartbeat after a batch renews the lock and stores the
     counts when :data:`HEARTBEAT_S` seconds (a quarter of the lock's time at most) have passed since the last
@@ -77,7 +82,7 @@ class _Session:
 
     def __init__(self, client: CompatClient, collection: str, owner: str, ttl: float) -> None:
         self.client, self.collection, self.owner, self.ttl = client, collection, owner, ttl
-        self.interval = min(HEARTBEAT_S, ttl / 4)
+        self.interval = heartbeat_interval(ttl)
         self.last = time.monotonic()
 
     def load(self) -> tuple[CompatMeta, JobState]:

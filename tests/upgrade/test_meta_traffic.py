@@ -15,7 +15,7 @@ from qdrant_compat.engines import local
 from qdrant_compat.errors import JobLockedError
 from qdrant_compat.metadata import Lock
 from qdrant_compat.store import Store
-from qdrant_compat.upgrade import bluegreen, fill, run_upgrade
+from qdrant_compat.upgrade import fill, run_upgrade
 
 BOUNDS = {"in_place": (5, 3), "blue_green": (12, 6)}  # half of what the run cost before, or better
 
@@ -46,8 +46,7 @@ def _run(client, layout, batch_size, **kw):
 @pytest.mark.parametrize("layout", ["in_place", "blue_green"])
 def test_a_run_reads_and_writes_the_block_a_few_times_whatever_its_batch_count(world, counted, layout, monkeypatch):
     tmp, client = world  # 150 points
-    monkeypatch.setattr(fill, "HEARTBEAT_S", 1e6)  # a slow CI box must not add a due heartbeat to one run only
-    monkeypatch.setattr(bluegreen, "HEARTBEAT_S", 1e6)
+    monkeypatch.setattr(fill, "HEARTBEAT_S", 1e6)  # both layouts: a slow CI box must not add a due heartbeat to one run
     rep = _run(client, layout, 50, max_batches=1)  # 1 batch of 3, then resumed with 10 batches of 10
     first = dict(counted)
     counted.update(read=0, write=0)
