@@ -121,7 +121,6 @@ class CompatClient:
             client if client is not None else connect(location=location, path=path, url=url, api_key=api_key))
         self.registry = registry if isinstance(registry, Registry) else Registry(registry)
         self.converters = ConverterRuntime(self.registry)
-        self._cards: dict[str, tuple[Any, ModelCard]] = {}
         self.meta_ttl = meta_ttl
         self.cutover_wait = 30.0  # seconds a write by the model a blue-green cutover switches to waits for the switch
         self._meta_cache: dict[str, tuple[float, CompatMeta]] = {}
@@ -136,29 +135,17 @@ class CompatClient:
     # ------------------------------------------------------------- helpers
     def card(self, model: ModelCard | str) -> ModelCard:
         """Resolve a reference through the registry (verifying bytes); a card is checked against it if registered.
-
-        Verified cards are remembered per ONNX file state (size, mtime), so a query does not re-hash the model;
-        any change to the file makes the next call verify it again.
+        The registry verifies a model once per state of its files (:meth:`Registry.verified_card`).
         """
         if isinstance(model, ModelCard):
             if not model.fingerprint:
                 raise InvalidArgumentError(f"model card {model.ref} has no fingerprint: register the model first")
             if self.registry.has_model(model.ref):
-                verified = self._verified(model.ref)
+                verified = self.registry.verified_card(model.ref)
                 if verified.fingerprint != model.fingerprint:
                     self.registry.get_model(model)  # raises FingerprintMismatchError with both hashes
             return model
-        return self._verified(model)
-
-    def _verified(self, ref: str) -> ModelCard:
-        key = self.registry.model_stamp(ref)
-        hit = self._cards.get(ref)
-        if key is not None and hit is not None and hit[0] == key:
-            return hit[1]
-        card = self.registry.get_model(ref).card
-        if key is not None:
-            self._cards[ref] = (key, card)
-        return card
+        return self.registry.verified_card(model)
 
     def physical(self, name: str, *, fresh: bool = False) -> str:
         """The collection ``name`` is now: itself, or the one the alias ``name`` points at.

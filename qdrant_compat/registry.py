@@ -88,6 +88,7 @@ class Registry:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
+        self._verified: dict[tuple[str, str], tuple[tuple[int, ...], ModelCard]] = {}
 
     def _where_hint(self) -> str:
         """For a registry folder that does not exist: where else it could be."""
@@ -264,6 +265,7 @@ class Registry:
         tmp = path.with_suffix(".json.tmp")
         card.sealed().save(tmp)
         os.replace(tmp, path)
+        self._verified.pop(parse_ref(card.ref), None)  # another process's change is seen by the file stamp
 
     def list_models(self) -> list[ModelCard]:
         out = []
@@ -274,17 +276,34 @@ class Registry:
                 log.warning("skipping unreadable card: %s", exc)
         return out
 
-    def model_stamp(self, ref: str) -> tuple[int, int, int] | None:
-        """What changes when the model's files do (ONNX size and mtime, card mtime): a cache key for a verified
-        card; None when the model is not registered."""
-        from qdrant_compat.cards import parse_ref
+    def verified_card(self, ref: str) -> ModelCard:
+        """The card of ``ref``, verified as :meth:`get_model` does (seal, ONNX fingerprint) once per state of its
+        files: a query or write that names a model does not hash its ONNX file again, and any change to the file
+        or the card (size, mtime, a file replaced) makes the next call verify it again. The stamp has the file
+        system's timestamp granularity (a few ms): a same-size rewrite within it is seen by :meth:`get_model` only.
 
+        Raises:
+            ModelNotFoundError, CorruptArtifactError, FingerprintMismatchError: as :meth:`get_model`.
+        """
+        key = parse_ref(ref)
+        stamp = self.model_stamp(ref)
+        hit = self._verified.get(key)
+        if stamp is not None and hit is not None and hit[0] == stamp:
+            return hit[1]
+        card = self.get_model(ref).card
+        if stamp is not None:
+            self._verified[key] = (stamp, card)
+        return card
+
+    def model_stamp(self, ref: str) -> tuple[int, ...] | None:
+        """What changes when the model's files do (ONNX and card: inode, size, mtime): the cache key of
+        :meth:`verified_card`; None when the model is not registered."""
         d = self._model_dir(*parse_ref(ref))
         try:
             st, cst = (d / "model.onnx").stat(), (d / "card.json").stat()
         except FileNotFoundError:
             return None
-        return st.st_size, st.st_mtime_ns, cst.st_mtime_ns
+        return st.st_ino, st.st_size, st.st_mtime_ns, cst.st_ino, cst.st_size, cst.st_mtime_ns
 
     def converters_stamp(self) -> float:
         """Changes when a converter is registered or removed (the converters folder's mtime; 0 when none)."""

@@ -108,3 +108,29 @@ def test_corrupt_classifier_file(trained, tmp_path):
     m.classifier_path.write_bytes(b"garbage")
     with pytest.raises(CorruptArtifactError, match="unreadable classifier weights"):
         m.classifier_weight()
+
+
+def test_a_verified_card_is_hashed_once_per_file_state(trained, tmp_path, monkeypatch):
+    """Queries and writes name their model each call: the registry verifies it once, and again only when its
+    ONNX file or card changes (a tampered file is caught on the next call, not served from the cache)."""
+    import qdrant_compat.registry as registry_mod
+
+    reg = _copy_registry(trained, tmp_path)
+    hashed: list[str] = []
+    real = registry_mod.sha256_file
+    monkeypatch.setattr(registry_mod, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
+    cards = [reg.verified_card("omni@1") for _ in range(5)]
+    assert len(hashed) == 1 and all(c.fingerprint == trained[1].fingerprint for c in cards)
+    reg.get_model("omni@1")  # get_model itself always verifies
+    assert len(hashed) == 2
+    onnx_path = reg.get_model("omni@1").onnx_path
+    data = bytearray(onnx_path.read_bytes())
+    data[-1] ^= 0xFF
+    import time
+
+    time.sleep(0.05)  # past the file system's timestamp granularity (a few ms): the stamp sees the new mtime
+    onnx_path.write_bytes(bytes(data))
+    with pytest.raises(FingerprintMismatchError, match="the file was changed after registration"):
+        reg.verified_card("omni@1")
+    with pytest.raises(ModelNotFoundError):
+        reg.verified_card("nope@1")

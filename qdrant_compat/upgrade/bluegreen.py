@@ -39,7 +39,7 @@ from qdrant_compat.metadata import META_KEY, CleanupRecord, CompatMeta, JobState
 from qdrant_compat.results import CleanupResult, CutoverResult, Result, RollbackResult, StatusReport
 from qdrant_compat.upgrade.fill import FillOptions, RunReport, fill_in_place, heartbeat_interval, refuse_during_cutover
 from qdrant_compat.upgrade.inplace import InPlace, collection_status, cutover_in_place, cutover_lock, rollback_in_place
-from qdrant_compat.upgrade.jobs import advance
+from qdrant_compat.upgrade.jobs import CLEANUP_LOCK_S, ROLLBACK_LOCK_S, advance, hold, job_of, release, unwritten_backup
 from qdrant_compat.upgrade.plan import UpgradePlan, green_name
 from qdrant_compat.upgrade.state import check_lock
 
@@ -243,7 +243,7 @@ def create_green(client: CompatClient, blue: str, job: JobState, bmeta: CompatMe
                                "choose another name with --into")
         return gmeta
     bmeta = bmeta if bmeta is not None else client.get_meta(blue)
-    card = client.registry.get_model(job.target_model).card
+    card = client.registry.verified_card(job.target_model)
     names = {v: green_vector(job, v) for v in store.vector_params(blue)}
     if card.ref in names.values():
         raise UpgradeError(f"collection '{blue}' already has a vector named '{card.ref}'")
@@ -436,7 +436,7 @@ def _reaches(client: CompatClient, model: str, coll: str) -> bool:
     its job: during a cutover the job is ``cutting_over``, where every write that cannot fill the target is refused,
     which says nothing of what ``coll`` takes once the switch is made."""
     try:
-        card = client.registry.get_model(model).card
+        card = client.registry.verified_card(model)
         meta = dataclasses.replace(client.get_meta(coll), job=None)
         client.write_targets(card, client.with_model_edges(meta, card), coll)
     except Exception:  # no route (or the model is gone): not kept in sync
@@ -445,14 +445,29 @@ def _reaches(client: CompatClient, model: str, coll: str) -> bool:
 
 
 def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str, grace: float = 2.0) -> RollbackResult:
-    """Point the alias back at blue, once blue holds everything green holds."""
+    """Point the alias back at blue, once blue holds everything green holds. Blue's job is held for the step (a run
+    or a cutover started meanwhile is refused) and let go with its last write."""
     blue, green, bjob, gjob = pair(client, name)
-    alias = bjob.alias
     if not client.store.exists(blue):
         rec = gjob.cleanup if gjob is not None else None
         raise UpgradeError(f"cannot roll back: '{blue}' was dropped by cleanup"
                            + (f"; restore its backup ({rec.backup}) into a new collection" if rec else ""))
     check_lock(bjob, owner)
+    if dry_run:
+        return _rollback_held(client, blue, green, bjob, gjob, dry_run=True, owner=owner, grace=grace)
+    bjob = job_of(hold(client, blue, client.get_meta(blue), owner, ROLLBACK_LOCK_S), blue)
+    try:
+        out = _rollback_held(client, blue, green, bjob, gjob, dry_run=False, owner=owner, grace=grace)
+    except BaseException:
+        release(client, blue, owner)
+        raise
+    set_phase(client, blue, job_of(client.get_meta(blue), blue).phase, hold=None)  # the step's last write
+    return out
+
+
+def _rollback_held(client: CompatClient, blue: str, green: str, bjob: JobState, gjob: JobState | None, *,
+                   dry_run: bool, owner: str, grace: float) -> RollbackResult:
+    alias = bjob.alias
     if bjob.phase == Phase.CUTTING_OVER and gjob is not None and (not alias or client.store.resolve(alias) == blue):
         return _undo_interrupted_cutover(client, blue, green, bjob, gjob, dry_run=dry_run, owner=owner)
     if gjob is None or gjob.phase != Phase.CUT_OVER:
@@ -471,8 +486,7 @@ def rollback(client: CompatClient, name: str, *, dry_run: bool, owner: str, grac
     rollback_in_place(client, green, dry_run=False, owner=owner)  # green: old vector read again, new one filling
     bmeta = client.get_meta(blue)
     bmeta.mirror = green  # keep green in sync for a later cutover
-    assert bmeta.job is not None
-    advance(bmeta.job, Phase.ROLLED_BACK, blue)
+    advance(job_of(bmeta, blue), Phase.ROLLED_BACK, blue)
     client.put_meta(blue, bmeta)
     if alias:
         client.store.point_alias(alias, blue)
@@ -525,7 +539,8 @@ def _check_nothing_only_in_blue(client: CompatClient, blue: str, green: str, gjo
 
 
 def cleanup(client: CompatClient, name: str, *, yes: bool, backup_dir: Any, dry_run: bool, owner: str) -> CleanupResult:
-    """Drop the blue collection after cutover, backed up first; journaled in green's job."""
+    """Drop the blue collection after cutover, backed up first; journaled in green's job, which is held for the step
+    (a rollback or a run started meanwhile is refused) and let go with its last write."""
     blue, green, bjob, gjob = pair(client, name)
     if gjob is None:
         raise UpgradeError(f"cleanup needs a cut-over job; green collection '{green}' does not exist")
@@ -542,27 +557,47 @@ def cleanup(client: CompatClient, name: str, *, yes: bool, backup_dir: Any, dry_
         return out
     if not yes:
         raise UpgradeError(f"cleanup drops collection '{blue}' for good; pass --yes (a backup is made first)")
-    gmeta = client.get_meta(green)
-    assert gmeta.job is not None
-    if gmeta.job.cleanup is None and client.store.exists(blue):
-        _check_nothing_only_in_blue(client, blue, green, gjob)
-    if gmeta.job.cleanup is None:
+    gmeta = hold(client, green, client.get_meta(green), owner, CLEANUP_LOCK_S)
+    try:
+        return _cleanup_held(client, blue, green, gmeta, backup_dir, out)
+    except BaseException:
+        release(client, green, owner)  # the journal (job.cleanup) stays: a rerun resumes the drop
+        raise
+
+
+def _cleanup_held(client: CompatClient, blue: str, green: str, gmeta: CompatMeta, backup_dir: Any,
+                  out: CleanupResult) -> CleanupResult:
+    gjob = job_of(gmeta, green)
+    if unwritten_backup(gjob):
+        gjob.cleanup, out.backup = None, None  # named but never written: plan it anew (in the folder given now)
+    if gjob.cleanup is None:
         if not client.store.exists(blue):
             raise UpgradeError(f"collection '{blue}' is gone but job {gjob.id} recorded no backup of it")
-        rec = CleanupRecord(vector="", backup=client.store.backup(blue, backup_dir), collection=blue)
-        gmeta = client.get_meta(green)
-        assert gmeta.job is not None
-        gmeta.job.cleanup, gmeta.mirror = rec, None  # recorded before the drop; green stops writing into blue
+        _check_nothing_only_in_blue(client, blue, green, gjob)
+        # the backup, recorded before the drop; the embedded store's file is named in the journal first, so a
+        # cleanup killed after writing it and before recording it does not make a second one
+        target = client.store.backup_target(blue, backup_dir)
+        if target is not None:
+            gjob.cleanup = CleanupRecord(vector="", backup=target, collection=blue, made=False)
+            client.put_meta(green, gmeta)
+        made = client.store.backup(blue, backup_dir, target=target)
+        gjob.cleanup, gmeta.mirror = CleanupRecord(vector="", backup=made, collection=blue), None  # green stops
+        client.put_meta(green, gmeta)  # writing into blue
+        out.backup = made
+    elif not gjob.cleanup.made:  # killed after the file was complete, before it was recorded: it is the backup
+        gjob.cleanup.made, gmeta.mirror = True, None
         client.put_meta(green, gmeta)
-        out.backup = rec.backup
+        out.backup = gjob.cleanup.backup
     if client.store.exists(blue):
         client.store.delete(blue)
     gmeta = client.get_meta(green)
-    assert gmeta.job is not None and gmeta.job.cleanup is not None
-    gmeta.job.cleanup.dropped = True
-    advance(gmeta.job, Phase.CLEANED, green)
+    gjob = job_of(gmeta, green)
+    assert gjob.cleanup is not None
+    gjob.cleanup.dropped = True
+    advance(gjob, Phase.CLEANED, green)
+    gjob.lock = None
     client.put_meta(green, gmeta)
-    log.info("dropped %s (backup %s); %s serves alias %s", blue, gmeta.job.cleanup.backup, green, gjob.alias)
+    log.info("dropped %s (backup %s); %s serves alias %s", blue, gjob.cleanup.backup, green, gjob.alias)
     return out
 
 
@@ -688,7 +723,7 @@ class BlueGreen:
                 raise UpgradeError(f"collection '{collection}' has an unfinished upgrade to {job.target_model} "
                                    f"({job.phase}); finish it or roll it back first")
         check_alias(client, plan.alias, collection, create=True)
-        card = client.registry.get_model(plan.target_model).card
+        card = client.registry.verified_card(plan.target_model)
         bjob = plan.new_job(card.fingerprint, priority=priority, image_field=image_field, phase=Phase.PLANNED,
                             layout=Layout.BLUE_GREEN, green=plan.green, alias=plan.alias)
         start(client, collection, bjob, owner=fill.owner, ttl=fill.lock_ttl, meta=meta)

@@ -150,10 +150,10 @@ def start_job(client: CompatClient, collection: str, plan: UpgradePlan, *, prior
                 f"collection '{collection}' has an unfinished upgrade to {existing.target_model} ({existing.phase}); "
                 "finish it (upgrade run / cutover) or roll it back first"
             )
-    card = client.registry.get_model(plan.target_model).card
+    card = client.registry.verified_card(plan.target_model)
     job = plan.new_job(card.fingerprint, priority=priority, image_field=image_field, phase=Phase.RUNNING)
     if plan.strategy == Strategy.ADOPT:
-        src_card = client.registry.get_model(plan.source_model).card
+        src_card = client.registry.verified_card(plan.source_model)
         ev = bct_evidence(card, src_card, client.registry) or {}
         meta.edges = [e for e in meta.edges if not (e.query == card.ref and e.stored == src_card.ref)] + [
             Edge(query=card.ref, query_fingerprint=card.fingerprint, stored=src_card.ref,
@@ -469,7 +469,7 @@ def _activate_if_kept_in_sync(client: CompatClient, meta: CompatMeta, job: JobSt
     the source model reaches it (an old->new converter), so every new point gets it too."""
     from qdrant_compat.routing import candidate_routes
 
-    src = client.registry.get_model(job.source_model).card
+    src = client.registry.verified_card(job.source_model)
     if any(r.vector == job.target for r in candidate_routes(src, client.with_model_edges(meta, src))):
         meta.vectors[job.target].state = VectorState.ACTIVE
         if job.target not in meta.write:

@@ -14,23 +14,17 @@ from pathlib import Path
 
 from qdrant_compat.client import PROVENANCE_KEY, CompatClient
 from qdrant_compat.enums import Layout, Mark, Phase, Priority, Relation, Strategy, VectorState
-from qdrant_compat.errors import JobLockedError, UpgradeError
+from qdrant_compat.errors import UpgradeError
 from qdrant_compat.metadata import CleanupRecord, CompatMeta, Edge, Lock
 from qdrant_compat.results import CleanupResult, CutoverResult, RollbackResult, StatusReport, VectorStatus
 from qdrant_compat.routing import candidate_routes
 from qdrant_compat.store import mark_is
 from qdrant_compat.upgrade.fill import FillOptions, RunReport, fill_in_place, resumable
-from qdrant_compat.upgrade.jobs import advance
+from qdrant_compat.upgrade.jobs import CLEANUP_LOCK_S, ROLLBACK_LOCK_S, advance, hold, job_of, release, unwritten_backup
 from qdrant_compat.upgrade.plan import UpgradePlan
 from qdrant_compat.upgrade.state import JobState, check_lock, provenance_key
 
 log = logging.getLogger(__name__)
-
-
-def _job(meta: CompatMeta, collection: str) -> JobState:
-    if meta.job is None:
-        raise UpgradeError(f"collection '{collection}' has no upgrade job (start one with 'upgrade run')")
-    return meta.job
 
 
 def _prov_count(client: CompatClient, collection: str, vector: str, value: Mark) -> int:
@@ -72,48 +66,6 @@ CUTOVER_GRACE_S = 2.0
 CUTOVER_LOCK_S = 60.0  # a cutover holds the job's lock for its grace period plus this (a killed one frees it then)
 
 
-ROLLBACK_LOCK_S, CLEANUP_LOCK_S = 60.0, 600.0  # a killed step on another host frees the job after this (here: at once)
-
-
-def _hold(client: CompatClient, collection: str, meta: CompatMeta, owner: str, seconds: float) -> CompatMeta:
-    """Take the job's lock for one lifecycle step: written, then read back (two takers racing on a server: the
-    later write wins and the other stops here), so a run cannot start under the step. Returns the block read back.
-
-    Raises:
-        JobLockedError: another live process holds the job, or took it meanwhile."""
-    job = _job(meta, collection)
-    check_lock(job, owner)
-    job.lock = Lock(owner, time.time() + seconds)
-    meta.job = job
-    client.put_meta(collection, meta)
-    meta = client.get_meta(collection)
-    lock = _job(meta, collection).lock
-    if lock is None or lock.owner != owner:
-        raise JobLockedError(f"upgrade job {job.id} was taken by {lock.owner if lock else 'another process'} meanwhile; "
-                             "nothing was changed")
-    return meta
-
-
-def _release(client: CompatClient, collection: str, owner: str) -> None:
-    """On the way out of a failed step: let go of the lock if it is still ours (best effort), and forget a backup
-    that was named but never written (a full disk: the next cleanup may name another folder)."""
-    try:
-        meta = client.get_meta(collection)
-        if meta.job is not None and meta.job.lock is not None and meta.job.lock.owner == owner:
-            meta.job.lock = None
-            if _unwritten_backup(meta.job):
-                meta.job.cleanup = None
-            client.put_meta(collection, meta)
-    except Exception:  # pragma: no cover - the lock then expires, or its dead holder is seen
-        log.warning("could not release the job lock of %s", collection)
-
-
-def _unwritten_backup(job: JobState) -> bool:
-    """The journal names a backup file that was never written (killed, or failed, before it was complete)."""
-    c = job.cleanup
-    return c is not None and not c.made and not c.dropped and not Path(c.backup).exists()
-
-
 def cutover_lock(owner: str, grace: float) -> Lock:
     """The lock a cutover holds while it announces, waits and checks: other runs and cutovers are refused.
 
@@ -144,7 +96,7 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
         UpgradeError: a check failed (the message gives the counts and what to do).
     """
     meta = client.get_meta(collection)
-    job = _job(meta, collection)
+    job = job_of(meta, collection)
     check_lock(job, owner)
     if job.phase == Phase.CUT_OVER:
         return CutoverResult(collection=collection, read=meta.read, source=job.source, target=job.target, already=True)
@@ -170,13 +122,13 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
         time.sleep(max(0.0, grace))
         # 3. the check that counts, now that no write can slip past it
         meta = client.get_meta(collection)
-        job = _job(meta, collection)
+        job = job_of(meta, collection)
         _check_complete(client, collection, job, allow_partial)
         if extra_check is not None:
             extra_check()
     except BaseException:  # a failed check, an error, or Ctrl-C in the grace period: back to where it was
         meta = client.get_meta(collection)
-        job = _job(meta, collection)
+        job = job_of(meta, collection)
         advance(job, previous, collection)
         job.lock = None
         meta.job = job
@@ -187,7 +139,7 @@ def cutover_in_place(client: CompatClient, collection: str, *, allow_partial: bo
     have = client.count_with_vector(collection, job.target)
     meta.vectors[job.target].state = VectorState.ACTIVE
     meta.vectors[job.target].filled = have
-    tgt_card = client.registry.get_model(job.target_model).card
+    tgt_card = client.registry.verified_card(job.target_model)
     back = [r for r in candidate_routes(tgt_card, client.with_model_edges(meta, tgt_card)) if r.vector == job.source]
     meta.read = job.target
     meta.write = [job.target] + ([job.source] if back else [])
@@ -226,7 +178,7 @@ def _cutover_result(client: CompatClient, collection: str, job: JobState, *, dry
 
 def rollback_in_place(client: CompatClient, collection: str, *, dry_run: bool, owner: str) -> RollbackResult:
     meta = client.get_meta(collection)
-    job = _job(meta, collection)
+    job = job_of(meta, collection)
     check_lock(job, owner)
     if job.cleanup is not None and not job.cleanup.made and not job.cleanup.dropped:
         job.cleanup = None  # a cleanup killed before its backup was recorded: nothing was dropped
@@ -235,13 +187,13 @@ def rollback_in_place(client: CompatClient, collection: str, *, dry_run: bool, o
         raise UpgradeError(f"cannot roll back: vector '{job.source}' ({job.source_model}) was dropped by cleanup; "
                            f"restore the backup named in the job's cleanup record{where}")
     if not dry_run:
-        meta = _hold(client, collection, meta, owner, ROLLBACK_LOCK_S)
-        job = _job(meta, collection)
+        meta = hold(client, collection, meta, owner, ROLLBACK_LOCK_S)
+        job = job_of(meta, collection)
     try:
         return _rollback_held(client, collection, meta, job, dry_run)
     except BaseException:
         if not dry_run:
-            _release(client, collection, owner)
+            release(client, collection, owner)
         raise
 
 
@@ -263,8 +215,8 @@ def _rollback_held(client: CompatClient, collection: str, meta: CompatMeta, job:
     if job.strategy == Strategy.ADOPT:
         # revoke, not just remove: the model card's own lineage would otherwise bring the route straight back
         meta.edges = [e for e in meta.edges if not (e.query == job.target_model and e.stored == job.source_model)]
-        tgt = client.registry.get_model(job.target_model).card
-        src = client.registry.get_model(job.source_model).card
+        tgt = client.registry.verified_card(job.target_model)
+        src = client.registry.verified_card(job.source_model)
         meta.edges.append(Edge(query=tgt.ref, query_fingerprint=tgt.fingerprint, stored=src.ref,
                                stored_fingerprint=src.fingerprint, relation=Relation.BCT,
                                evidence={"criterion_met": False, "revoked": f"rolled back (job {job.id})"}))
@@ -287,7 +239,7 @@ def cleanup_in_place(client: CompatClient, collection: str, *, yes: bool, backup
         UpgradeError: not cut over yet, or ``yes`` not given.
     """
     meta = client.get_meta(collection)
-    job = _job(meta, collection)
+    job = job_of(meta, collection)
     check_lock(job, owner)
     if job.phase == Phase.CLEANED:
         return CleanupResult(collection=collection, drops=job.source,
@@ -303,18 +255,18 @@ def cleanup_in_place(client: CompatClient, collection: str, *, yes: bool, backup
         return out
     if not yes:
         raise UpgradeError(f"cleanup drops vector '{job.source}' for good; pass --yes (a backup is made first)")
-    meta = _hold(client, collection, meta, owner, CLEANUP_LOCK_S)
-    job = _job(meta, collection)
+    meta = hold(client, collection, meta, owner, CLEANUP_LOCK_S)
+    job = job_of(meta, collection)
     try:
         return _cleanup_held(client, collection, meta, job, backup_dir, out)
     except BaseException:
-        _release(client, collection, owner)  # the journal (job.cleanup) stays: a rerun resumes the drop
+        release(client, collection, owner)  # the journal (job.cleanup) stays: a rerun resumes the drop
         raise
 
 
 def _cleanup_held(client: CompatClient, collection: str, meta: CompatMeta, job: JobState,
                   backup_dir: str | Path | None, out: CleanupResult) -> CleanupResult:
-    if _unwritten_backup(job):
+    if unwritten_backup(job):
         job.cleanup = None  # named but never written: plan it anew (in the folder given now)
         out.backup = None
     if job.cleanup is None:  # count and compare before dropping: a point that holds only the old vector would be left
@@ -351,7 +303,7 @@ def _cleanup_held(client: CompatClient, collection: str, meta: CompatMeta, job: 
     if job.source in client.store.vector_params(collection):
         client.store.drop_vector(collection, job.source)
     meta = client.get_meta(collection)
-    job = _job(meta, collection)
+    job = job_of(meta, collection)
     assert job.cleanup is not None
     meta.vectors.pop(job.source, None)
     meta.write = [w for w in meta.write if w != job.source]

@@ -70,7 +70,7 @@ def check_source_fingerprint(client: CompatClient, meta: CompatMeta, collection:
             of that name and version (converting or adopting from them would write vectors of the wrong space).
     """
     entry = meta.vectors[vector]
-    card = client.registry.get_model(entry.model).card
+    card = client.registry.verified_card(entry.model)
     if card.fingerprint != entry.fingerprint:
         raise FingerprintMismatchError(
             f"collection '{collection}' records vector '{vector}' as {entry.model} with fingerprint "

@@ -99,7 +99,6 @@ def test_routing_follows_the_measured_edge(bct_world, omni_test, random_vectors)
     c.upsert("g", "omni@1", Embedder(registry.get_model("omni@1")).embed(imgs), ids=list(range(len(imgs))))
     q = Embedder(registry.get_model("omni-bct@2")).embed(imgs[:1])
     _with_evidence(registry, criterion_met=True)
-    c._cards.clear()
     route = c.route("g", "omni-bct@2")
     assert route.via == "bct" and route.vector == "omni@1"
     assert len(c.query("g", "omni-bct@2", q, limit=5)) == 5
@@ -108,12 +107,10 @@ def test_routing_follows_the_measured_edge(bct_world, omni_test, random_vectors)
     assert c.qdrant.count("g").count == len(imgs) + 1
     assert c.query("g", "omni-bct@2", q, limit=1)[0].id in (0, 9999)
     _with_evidence(registry, criterion_met=False)
-    c._cards.clear()
     with pytest.raises(IncompatibleModelError, match="failed the compatibility criterion"):
         c.query("g", "omni-bct@2", q)
     card = registry.get_model("omni-bct@2").card
     registry.update_card(card.with_(lineage=dataclasses.replace(card.lineage, evidence={})))
-    c._cards.clear()
     with pytest.raises(IncompatibleModelError, match="cannot search them"):
         c.query("g", "omni-bct@2", q)
     c.close()

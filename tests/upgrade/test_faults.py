@@ -263,3 +263,41 @@ def test_a_cleanup_killed_before_its_backup_leaves_rollback_possible(world, tmp_
     rollback(client, "g", grace=0.1)  # nothing was dropped: the planned backup does not block it
     meta = client.get_meta("g")
     assert meta.read == "omni@1" and meta.job.phase == Phase.ROLLED_BACK and meta.job.cleanup is None
+
+
+@pytest.mark.parametrize("dies", ["after", "before"])
+def test_a_blue_green_cleanup_killed_around_its_backup_makes_one_backup_and_loses_nothing(legacy, tmp_path, dies,
+                                                                                          monkeypatch):
+    """Blue-green cleanup had the window in-place cleanup had: the old collection's backup complete but not yet
+    journaled (a rerun made a second one). Killed after the backup: the rerun keeps the journaled file; killed
+    before it: nothing was dropped, and rollback still works."""
+    from qdrant_compat.store import Store
+
+    tmp, client = legacy
+    green = "legacy--omni-indep-2"
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    cutover(client, "live", grace=0)
+    real = Store.backup
+
+    def dying(self, *a, **kw):
+        if dies == "after":
+            real(self, *a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "backup", dying)
+    with pytest.raises(KeyboardInterrupt):
+        cleanup(client, "live", yes=True, backup_dir=tmp_path / "bk")
+    monkeypatch.undo()
+    assert client.store.exists("legacy") and client.store.count("legacy") == 150
+    job = client.get_meta(green).job
+    if dies == "after":
+        assert job.cleanup is not None and not job.cleanup.made
+        out = cleanup(client, "live", yes=True, backup_dir=tmp_path / "bk")
+        assert [f.name for f in (tmp_path / "bk").iterdir()] == [Path(out.backup).name]
+        assert not client.store.exists("legacy") and client.get_meta(green).job.phase == Phase.CLEANED
+        assert client.store.restore(out.backup, "legacy-restored") == 150
+    else:
+        assert job.cleanup is None and job.lock is None  # the unwritten backup is forgotten on the way out
+        rollback(client, "live", grace=0)
+        assert client.store.resolve("live") == "legacy"
+        assert client.get_meta("legacy").job.phase == Phase.ROLLED_BACK

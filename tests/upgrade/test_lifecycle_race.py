@@ -118,3 +118,51 @@ def test_rollback_and_cleanup_hold_the_job_lock_while_they_work(world, step, mon
     assert len(seen) == 1 and isinstance(seen[0], JobLockedError), seen
     job = client.get_meta("g").job
     assert job.lock is None and job.phase == (Phase.ROLLED_BACK if step == "rollback" else Phase.CLEANED)
+
+
+@pytest.mark.parametrize("step,where,racer", [("rollback", "point_alias", "run"), ("cleanup", "backup", "rollback"),
+                                               ("cleanup", "delete", "rollback")])
+def test_blue_green_rollback_and_cleanup_hold_the_job_lock_while_they_work(legacy, step, where, racer, monkeypatch):
+    """The same rule blue-green. A run started as a rollback switches the alias back was let in (blue already said
+    'rolled back'), and a rollback started while cleanup backed up or dropped the old collection pointed the alias
+    at the collection being dropped. Now each step holds the job: the racer is refused with its reason and the step
+    ends as it would alone, its lock let go."""
+    tmp, client = legacy
+    run_upgrade(client, "live", "omni-indep@2", strategy="backfill", layout="blue_green")
+    cutover(client, "live", grace=0)
+    seen: list[BaseException] = []
+    from qdrant_compat.store import Store
+
+    real = getattr(Store, where)
+    other = CompatClient(client.qdrant, registry=client.registry, meta_ttl=0)
+    races = {"run": lambda: run_upgrade(other, "live", "omni-indep@2", strategy="backfill"),
+             "rollback": lambda: rollback(other, "live", grace=0)}
+
+    def meanwhile(self, *a, **kw):
+        if not seen:
+            seen.append(AssertionError(f"the {racer} was let in"))  # first: the racer's own calls come back here
+            try:
+                races[racer]()
+            except REFUSED as exc:
+                seen[0] = exc
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Store, where, meanwhile)
+    worker = CompatClient(client.qdrant, registry=client.registry, meta_ttl=0)
+    if step == "rollback":
+        rollback(worker, "live", grace=0)
+    else:
+        cleanup(worker, "live", yes=True, backup_dir=tmp / "backups")
+    monkeypatch.undo()
+    assert len(seen) == 1 and isinstance(seen[0], JobLockedError), seen
+    green = "legacy--omni-indep-2"
+    if step == "rollback":
+        blue, gjob = client.get_meta("legacy").job, client.get_meta(green).job
+        assert client.store.resolve("live") == "legacy"
+        assert blue.phase == Phase.ROLLED_BACK and blue.lock is None and gjob.lock is None
+        assert gjob.phase == Phase.ROLLED_BACK and client.get_meta("legacy").mirror == green
+    else:
+        gjob = client.get_meta(green).job
+        assert client.store.resolve("live") == green and not client.store.exists("legacy")
+        assert gjob.phase == Phase.CLEANED and gjob.lock is None
+        assert gjob.cleanup is not None and gjob.cleanup.made and len(list((tmp / "backups").iterdir())) == 1
