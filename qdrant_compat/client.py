@@ -18,7 +18,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.enums import Layout, Mark, Phase, Relation, VectorState, Via
+from qdrant_compat.enums import Mark, Relation, Via
 from qdrant_compat.errors import (
     CollectionNotFoundError,
     IncompatibleModelError,
@@ -29,7 +29,7 @@ from qdrant_compat.errors import (
 from qdrant_compat.metadata import META_KEY, CompatMeta, Edge, VectorEntry, read_block
 from qdrant_compat.registry import Registry
 from qdrant_compat.results import CollectionReport, CollectionSummary, VectorInfo
-from qdrant_compat.routing import QueryPlan, Route, check_fingerprint, plan_query, resolve_route
+from qdrant_compat.routing import QueryPlan, Route, awaits_switch, check_fingerprint, plan_query, plan_write, resolve_route
 from qdrant_compat.runtime.onnx import ConverterRuntime
 from qdrant_compat.store import DEFAULT_PATH, Store, both, check_point_ids, connect, has_vector, lacks_vector, replace_payload, rescored
 
@@ -343,12 +343,9 @@ class CompatClient:
         """
         card = self.card(model)
         coll, raw = self._write_view(name, card)
-        targets = self.write_targets(card, self.with_model_edges(raw, card), name)
-        # blue-green: the collection being filled beside this one takes the same points; its own metadata decides
-        # which of its vectors they fill, and both are checked before anything is written
-        mirror = raw.mirror
-        mirror_targets = self.write_targets(card, self.with_model_edges(self._mirror_meta(name, mirror), card), mirror) \
-            if mirror else []
+        # blue-green: the collection being filled beside this one takes the same points (routing.plan_write)
+        mirror = self.with_model_edges(self._mirror_meta(name, raw.mirror), card) if raw.mirror else None
+        dests = plan_write(card, coll, self.with_model_edges(raw, card), name=name, mirror_meta=mirror)
         arr = as_matrix(vectors, card.dim, f"upsert into '{name}' with {card.ref}")
         n = len(arr)
         ids = check_point_ids(ids) if ids is not None else [str(uuid.uuid4()) for _ in range(n)]
@@ -360,14 +357,15 @@ class CompatClient:
 
         # a fresh stamp per write: a backfill that read this point earlier sees it changed and does not overwrite
         stamp = uuid.uuid4().hex[:16]
-        for dest, routes in ((coll, targets), *(((mirror, mirror_targets),) if mirror else ())):
+        for dest in dests:
+            routes = dest.routes
             converted = {t.vector: self.transform(t, arr) for t in routes}
             prov: dict[str, str] = {provenance_key(t.vector): (Mark.EXTRACTED if t.via in (Via.DIRECT, Via.BCT)
                                                                else Mark.CONVERTED).value for t in routes}
             prov[STAMP_KEY] = stamp
             for s in range(0, n, batch_size):
                 rows = range(s, min(n, s + batch_size))
-                self.store.upsert(dest, [ids[j] for j in rows],
+                self.store.upsert(dest.collection, [ids[j] for j in rows],
                                   [{t.vector: converted[t.vector][j].tolist() for t in routes} for j in rows],
                                   [{**(dict(payloads[j]) if payloads is not None else {}), PROVENANCE_KEY: prov} for j in rows])
         return ids
@@ -383,10 +381,7 @@ class CompatClient:
         while True:
             coll = self.physical(name, fresh=True)
             meta = self.get_meta(coll)
-            job = meta.job
-            waiting = job is not None and job.phase == Phase.CUTTING_OVER and job.layout == Layout.BLUE_GREEN \
-                and job.target_model == card.ref and job.green is not None and job.green != coll
-            if not waiting or time.monotonic() >= deadline:
+            if not awaits_switch(card, meta, coll) or time.monotonic() >= deadline:
                 return coll, meta
             time.sleep(0.05)
 
@@ -409,38 +404,6 @@ class CompatClient:
         self.store.delete_points(coll, ids)
         if meta.mirror:
             self.store.delete_points(meta.mirror, ids)
-
-    def write_targets(self, card: ModelCard, meta: CompatMeta, name: str) -> list[Route]:
-        """Named vectors a write with ``card`` fills: every ``write`` vector (each must be reachable), plus
-        any vector being filled by an upgrade that ``card`` can reach, so no point written mid-upgrade is lost.
-
-        @private
-        """
-        check_fingerprint(card, meta, name)
-        from qdrant_compat.routing import candidate_routes
-
-        routes: dict[str, Route] = {}
-        for r in candidate_routes(card, meta):
-            routes.setdefault(r.vector, r)
-        job = meta.job
-        if job is not None and job.phase == Phase.CUTTING_OVER and job.target not in routes:
-            # the cutover is checking that every point holds the target: a point written now without it would
-            # become unfindable after the switch
-            raise IncompatibleModelError(
-                f"collection '{name}' is cutting over to '{job.target}' ({job.target_model}); {card.ref} cannot write "
-                "that vector, so this write is refused rather than lost: retry after the cutover (then write with "
-                f"{job.target_model}) or after a rollback"
-            )
-        missing = [v for v in meta.write if v not in routes]
-        if missing or not meta.write:
-            wanted = ", ".join(f"'{v}' ({meta.vectors[v].model})" for v in (missing or meta.write))
-            raise IncompatibleModelError(
-                f"collection '{name}' takes new points in {wanted}; {card.ref} has no route there. "
-                f"Write with {' or '.join(sorted({meta.vectors[v].model for v in meta.write}))}, or record a bct "
-                "edge / register an adapter first"
-            )
-        extra = [r for v, r in routes.items() if v not in meta.write and meta.vectors[v].state == VectorState.FILLING]
-        return [routes[v] for v in meta.write] + extra
 
     # -------------------------------------------------------------- queries
     def transform(self, route: Route, vec: np.ndarray) -> np.ndarray:

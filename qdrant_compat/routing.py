@@ -10,6 +10,12 @@ Rules, in order of preference:
 
 Same name and version with another fingerprint is always an error. Anything else raises
 :class:`~qdrant_compat.errors.IncompatibleModelError` naming what is stored and what would bridge it.
+
+Writes follow the same routes (:func:`plan_write`): every vector the collection takes new points in must be
+reachable, a vector an upgrade is filling is written too where it can be, a blue-green upgrade's mirror takes
+the same points under its own metadata, and a cutover's window refuses (or, for the model being cut over to,
+holds back: :func:`awaits_switch`) what would be lost by the switch. These are rules on metadata alone; the
+client reads the blocks and does the I/O.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qdrant_compat.cards import ModelCard
-from qdrant_compat.enums import Relation, VectorState, Via
+from qdrant_compat.enums import Layout, Phase, Relation, VectorState, Via
 from qdrant_compat.errors import FingerprintMismatchError, IncompatibleModelError
 from qdrant_compat.metadata import CompatMeta
 
@@ -139,3 +145,74 @@ def plan_query(card: ModelCard, meta: CompatMeta, collection: str) -> QueryPlan:
             f"{' or '.join(stored)} until 'upgrade cutover', or register a new->old adapter"
         )
     return QueryPlan(resolve_route(card, meta, collection))
+
+
+# ------------------------------------------------------------------------------------------------------ writes
+def write_routes(card: ModelCard, meta: CompatMeta, collection: str) -> list[Route]:
+    """Named vectors a write with ``card`` fills: every ``write`` vector (each must be reachable), plus any vector
+    being filled by an upgrade that ``card`` can reach, so no point written mid-upgrade is lost.
+
+    Raises:
+        FingerprintMismatchError: same ``name@version`` stored with other bytes.
+        IncompatibleModelError: a ``write`` vector has no route from ``card``, or a cutover is checking that every
+            point holds a vector ``card`` cannot write.
+    """
+    check_fingerprint(card, meta, collection)
+    routes: dict[str, Route] = {}
+    for r in candidate_routes(card, meta):
+        routes.setdefault(r.vector, r)
+    job = meta.job
+    if job is not None and job.phase == Phase.CUTTING_OVER and job.target not in routes:
+        # the cutover guard: the cutover is checking that every point holds the target, so a point written now
+        # without it would become unfindable after the switch
+        raise IncompatibleModelError(
+            f"collection '{collection}' is cutting over to '{job.target}' ({job.target_model}); {card.ref} cannot "
+            "write that vector, so this write is refused rather than lost: retry after the cutover (then write with "
+            f"{job.target_model}) or after a rollback"
+        )
+    missing = [v for v in meta.write if v not in routes]
+    if missing or not meta.write:
+        wanted = ", ".join(f"'{v}' ({meta.vectors[v].model})" for v in (missing or meta.write))
+        raise IncompatibleModelError(
+            f"collection '{collection}' takes new points in {wanted}; {card.ref} has no route there. "
+            f"Write with {' or '.join(sorted({meta.vectors[v].model for v in meta.write}))}, or record a bct "
+            "edge / register an adapter first"
+        )
+    extra = [r for v, r in routes.items() if v not in meta.write and meta.vectors[v].state == VectorState.FILLING]
+    return [routes[v] for v in meta.write] + extra
+
+
+def awaits_switch(card: ModelCard, meta: CompatMeta, collection: str) -> bool:
+    """A blue-green cutover to ``card``'s model is checking ``collection`` (the old one) against the new one: a
+    write by that model waits for the alias switch and then goes to the new collection, rather than be refused
+    by :func:`write_routes`."""
+    job = meta.job
+    return job is not None and job.phase == Phase.CUTTING_OVER and job.layout == Layout.BLUE_GREEN \
+        and job.target_model == card.ref and job.green is not None and job.green != collection
+
+
+@dataclass(frozen=True)
+class WriteTarget:
+    """One collection a write goes to, and the routes (vectors) it fills there."""
+
+    collection: str
+    routes: tuple[Route, ...]
+
+
+def plan_write(card: ModelCard, collection: str, meta: CompatMeta, *, name: str | None = None,
+               mirror_meta: CompatMeta | None = None) -> list[WriteTarget]:
+    """Where a write with ``card`` into ``collection`` (``meta``: its block, with the model's own edges) goes: the
+    collection itself and, while a blue-green upgrade fills a collection beside it (``meta.mirror``, whose block is
+    ``mirror_meta``), that one too, under its own metadata. Both are checked before anything is written.
+    ``name``: what the caller called the collection (an alias), for messages.
+
+    Raises:
+        FingerprintMismatchError, IncompatibleModelError: as :func:`write_routes`, for either collection.
+        ValueError: ``meta`` names a mirror and ``mirror_meta`` is not given.
+    """
+    out = [WriteTarget(collection, tuple(write_routes(card, meta, name or collection)))]
+    if meta.mirror:
+        if mirror_meta is None:
+            raise ValueError(f"collection '{collection}' mirrors into '{meta.mirror}': its metadata is needed")
+        out.append(WriteTarget(meta.mirror, tuple(write_routes(card, mirror_meta, meta.mirror))))
+    return out

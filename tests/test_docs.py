@@ -28,7 +28,7 @@ def test_api_reference_builds(tmp_path):
     assert (tmp_path / "converters" / "procrustes.html").exists()
     assert '<h6 id="arguments">Arguments:</h6>' in page and '<h6 id="raises">Raises:</h6>' in page  # Google style
     assert 'id="CompatClient.query"' in page
-    for internal in ("physical", "cached_meta", "put_meta", "write_targets"):  # marked @private: not listed
+    for internal in ("physical", "cached_meta", "put_meta"):  # marked @private: not listed
         assert f'id="CompatClient.{internal}"' not in page
     assert "doctest:" not in page
 

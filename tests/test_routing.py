@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from qdrant_compat.cards import InputSpec, ModelCard
-from qdrant_compat.enums import Relation, VectorState, Via
+from qdrant_compat.enums import Layout, Phase, Relation, Strategy, VectorState, Via
 from qdrant_compat.errors import FingerprintMismatchError, IncompatibleModelError
-from qdrant_compat.metadata import CompatMeta, Edge, VectorEntry
-from qdrant_compat.routing import candidate_routes, plan_query, resolve_route
+from qdrant_compat.metadata import CompatMeta, Edge, JobState, VectorEntry
+from qdrant_compat.routing import awaits_switch, candidate_routes, plan_query, plan_write, resolve_route, write_routes
 
 SPEC = InputSpec(size=28, channels=1, mean=(0.5,), std=(0.5,))
 V1 = ModelCard("m", "1", 8, SPEC, fingerprint="f1" * 8)
@@ -98,3 +98,56 @@ def test_a_filling_vector_without_a_route_to_the_rest_is_refused_not_half_answer
         plan_query(V2, meta, "c")
     with pytest.raises(IncompatibleModelError):
         resolve_route(V2, meta, "c")  # a filling vector alone is no route either
+
+
+# ------------------------------------------------------------------------------------------------------ writes
+def _job(phase: Phase, layout: Layout = Layout.IN_PLACE, green: str | None = None) -> JobState:
+    return JobState(id="j", source="m@1", source_model=V1.ref, target="m@2", target_model=V2.ref,
+                    target_fingerprint=V2.fingerprint, strategy=Strategy.BACKFILL, phase=phase, layout=layout,
+                    green=green)
+
+
+def test_a_write_fills_every_write_vector_and_the_vector_being_filled_it_reaches():
+    meta = _meta(("m@1", V1, VectorState.ACTIVE), ("m@2", V2, VectorState.FILLING), edges=[_edge(criterion_met=True)])
+    assert [(r.vector, r.via) for r in write_routes(V2, meta, "c")] == [("m@1", Via.BCT), ("m@2", Via.DIRECT)]
+    assert [r.vector for r in write_routes(V1, meta, "c")] == ["m@1"]  # the old model cannot fill m@2: not asked to
+    meta.edges = []
+    with pytest.raises(IncompatibleModelError, match=r"takes new points in 'm@1' \(m@1\); m@2 has no route there"):
+        write_routes(V2, meta, "c")
+
+
+def test_the_cutover_guard_refuses_a_write_that_cannot_fill_the_target_and_lets_one_that_can():
+    meta = _meta(("m@1", V1, VectorState.ACTIVE), ("m@2", V2, VectorState.FILLING), edges=[_edge(criterion_met=True)])
+    meta.job = _job(Phase.CUTTING_OVER)
+    with pytest.raises(IncompatibleModelError, match="is cutting over to 'm@2' \\(m@2\\); m@1 cannot write that vector"):
+        write_routes(V1, meta, "c")
+    assert {r.vector for r in write_routes(V2, meta, "c")} == {"m@1", "m@2"}
+    meta.job = _job(Phase.RUNNING)
+    assert [r.vector for r in write_routes(V1, meta, "c")] == ["m@1"]  # outside the window the old model writes
+
+
+def test_only_the_model_being_cut_over_to_waits_for_a_blue_green_switch():
+    meta = _meta(("m@1", V1, VectorState.ACTIVE))
+    meta.job = _job(Phase.CUTTING_OVER, Layout.BLUE_GREEN, green="c-green")
+    assert awaits_switch(V2, meta, "c")
+    assert not awaits_switch(V1, meta, "c")  # another model is refused, not held back
+    assert not awaits_switch(V2, meta, "c-green")  # already the new collection
+    meta.job = _job(Phase.CUTTING_OVER)  # in place: nothing to switch to
+    assert not awaits_switch(V2, meta, "c")
+    meta.job = _job(Phase.RUNNING, Layout.BLUE_GREEN, green="c-green")
+    assert not awaits_switch(V2, meta, "c")
+
+
+def test_a_blue_green_mirror_takes_the_write_under_its_own_metadata_both_checked_first():
+    blue = _meta(("m@1", V1, VectorState.ACTIVE))
+    blue.mirror = "c-green"
+    green = _meta(("m@1", V1, VectorState.ACTIVE), ("m@2", V2, VectorState.FILLING))
+    plan = plan_write(V1, "c", blue, name="live", mirror_meta=green)
+    assert [(t.collection, [r.vector for r in t.routes]) for t in plan] == [("c", ["m@1"]), ("c-green", ["m@1"])]
+    with pytest.raises(ValueError, match="mirrors into 'c-green'"):
+        plan_write(V1, "c", blue)
+    green.write = ["m@2"]  # green switched its writes: the old model cannot write there, and nothing is written
+    with pytest.raises(IncompatibleModelError, match="collection 'c-green' takes new points in 'm@2'"):
+        plan_write(V1, "c", blue, mirror_meta=green)
+    blue.mirror = None
+    assert [t.collection for t in plan_write(V1, "c", blue)] == ["c"]

@@ -37,6 +37,7 @@ from qdrant_compat.enums import Layout, Phase, Priority, Strategy, VectorState
 from qdrant_compat.errors import JobLockedError, UpgradeError
 from qdrant_compat.metadata import META_KEY, CleanupRecord, CompatMeta, JobState, Lock, VectorEntry
 from qdrant_compat.results import CleanupResult, CutoverResult, Result, RollbackResult, StatusReport
+from qdrant_compat.routing import write_routes
 from qdrant_compat.upgrade.fill import FillOptions, RunReport, fill_in_place, heartbeat_interval, refuse_during_cutover
 from qdrant_compat.upgrade.inplace import InPlace, collection_status, cutover_in_place, cutover_lock, rollback_in_place
 from qdrant_compat.upgrade.jobs import CLEANUP_LOCK_S, ROLLBACK_LOCK_S, advance, hold, job_of, release, unwritten_backup
@@ -438,7 +439,7 @@ def _reaches(client: CompatClient, model: str, coll: str) -> bool:
     try:
         card = client.registry.verified_card(model)
         meta = dataclasses.replace(client.get_meta(coll), job=None)
-        client.write_targets(card, client.with_model_edges(meta, card), coll)
+        write_routes(card, client.with_model_edges(meta, card), coll)
     except Exception:  # no route (or the model is gone): not kept in sync
         return False
     return True
